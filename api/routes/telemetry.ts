@@ -1,0 +1,95 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import type pg from 'pg';
+import { Type } from 'typebox';
+import type { DeviceRegistry } from '../../core/registry.ts';
+import { MAX_POINTS_PER_KEY, keysInRange, telemetryHistory } from '../../db/telemetry.ts';
+import type { LatestTracker } from '../../ingest/latest.ts';
+import { DeviceIdParams, ErrorResponse, Point } from '../schemas.ts';
+
+const Instant = Type.String({
+  description: 'ISO 8601 date-time (e.g. 2026-11-26T08:00:00Z) or epoch milliseconds',
+  maxLength: 40,
+});
+
+const KeysParam = Type.String({ description: 'comma-separated keys; omitted: every key', maxLength: 4000 });
+
+/** Parses an ISO 8601 instant or epoch milliseconds; undefined when it is neither. */
+export function parseInstant(raw: string): Date | undefined {
+  const trimmed = raw.trim();
+  const date = /^-?\d{1,16}$/.test(trimmed) ? new Date(Number(trimmed)) : /^\d{4}-\d{2}-\d{2}/.test(trimmed) ? new Date(trimmed) : undefined;
+  if (!date || Number.isNaN(date.getTime())) return undefined;
+  const year = date.getUTCFullYear();
+  return year >= 1970 && year <= 9999 ? date : undefined;
+}
+
+const parseKeys = (raw: string | undefined): string[] | undefined =>
+  raw === undefined ? undefined : [...new Set(raw.split(',').map((k) => k.trim()).filter((k) => k.length > 0))];
+
+export const telemetryRoutes: FastifyPluginAsyncTypebox<{ registry: DeviceRegistry; pool: pg.Pool; latest: LatestTracker }> = async (
+  app,
+  { registry, pool, latest },
+) => {
+  const badRequest = (message: string) => ({ statusCode: 400, error: 'Bad Request', message });
+
+  app.get(
+    '/devices/:id/telemetry',
+    {
+      schema: {
+        summary: 'History of telemetry keys, newest first',
+        tags: ['telemetry'],
+        params: DeviceIdParams,
+        querystring: Type.Object({
+          keys: Type.Optional(KeysParam),
+          from: Type.Optional(Instant),
+          to: Type.Optional(Instant),
+          limit: Type.Integer({ minimum: 1, maximum: MAX_POINTS_PER_KEY, default: 100, description: `points per key, at most ${MAX_POINTS_PER_KEY}` }),
+        }),
+        response: { 200: Type.Record(Type.String(), Type.Array(Point)), 400: ErrorResponse, 404: ErrorResponse },
+      },
+    },
+    async (request, reply) => {
+      const { id } = request.params;
+      const q = request.query;
+      const from = q.from === undefined ? new Date(0) : parseInstant(q.from);
+      const to = q.to === undefined ? new Date() : parseInstant(q.to);
+      if (!from) return reply.code(400).send(badRequest(`from: "${q.from}" is not an ISO 8601 date-time or epoch milliseconds`));
+      if (!to) return reply.code(400).send(badRequest(`to: "${q.to}" is not an ISO 8601 date-time or epoch milliseconds`));
+      if (from > to) return reply.code(400).send(badRequest('from must not be after to'));
+      let keys = parseKeys(q.keys);
+      if (keys && keys.length > 100) return reply.code(400).send(badRequest('at most 100 keys per request'));
+      if (!(await registry.get(id))) return reply.code(404).send({ statusCode: 404, error: 'Not Found', message: `no device ${id}` });
+      keys ??= await keysInRange(pool, id, from, to);
+      return telemetryHistory(pool, id, keys, from, to, q.limit);
+    },
+  );
+
+  app.get(
+    '/devices/:id/latest',
+    {
+      schema: {
+        summary: 'Latest value of each key',
+        tags: ['telemetry'],
+        params: DeviceIdParams,
+        querystring: Type.Object({ keys: Type.Optional(KeysParam) }),
+        response: { 200: Type.Record(Type.String(), Point), 404: ErrorResponse },
+      },
+    },
+    async (request, reply) => {
+      const { id } = request.params;
+      if (!(await registry.get(id))) return reply.code(404).send({ statusCode: 404, error: 'Not Found', message: `no device ${id}` });
+      const state = await latest.get(id);
+      const all: Record<string, { ts: number; value: number }> = {};
+      if (state) {
+        for (const [key, [ts, value]] of Object.entries(state.values)) all[key] = { ts, value };
+        if (state.position) {
+          all.latitude = { ts: state.position.ts, value: state.position.lat };
+          all.longitude = { ts: state.position.ts, value: state.position.lng };
+          if (state.position.alt !== undefined) all.altitude = { ts: state.position.ts, value: state.position.alt };
+        }
+      }
+      const keys = parseKeys(request.query.keys);
+      if (!keys) return all;
+      return Object.fromEntries(keys.filter((k) => Object.hasOwn(all, k)).map((k) => [k, all[k]!]));
+    },
+  );
+};

@@ -1,0 +1,70 @@
+import path from 'node:path';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+import Fastify, { LogController } from 'fastify';
+import fastifyStatic from '@fastify/static';
+import fastifySwagger from '@fastify/swagger';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import type pg from 'pg';
+import type { Logger } from '../core/log.ts';
+import type { DeviceRegistry } from '../core/registry.ts';
+import type { LatestTracker } from '../ingest/latest.ts';
+import { requireAdminKey } from './auth.ts';
+import { devicesRoutes } from './routes/devices.ts';
+import { healthRoutes, type ReadinessChecks } from './routes/health.ts';
+import { telemetryRoutes } from './routes/telemetry.ts';
+
+export interface ApiDeps {
+  log: Logger;
+  adminKey: string;
+  registry: DeviceRegistry;
+  pool: pg.Pool;
+  latest: LatestTracker;
+  checks: ReadinessChecks;
+  mapStyleUrl: string | undefined;
+}
+
+const PUBLIC_DIR = fileURLToPath(new URL('./live/public/', import.meta.url));
+const MAPLIBRE_DIST = path.dirname(createRequire(import.meta.url).resolve('maplibre-gl/dist/maplibre-gl.js'));
+
+/** The HTTP side: REST under /api/v1 (admin key), health, OpenAPI, and the live map's static files. */
+export async function buildApi(deps: ApiDeps) {
+  const app = Fastify({
+    loggerInstance: deps.log.child({ module: 'http' }),
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: 1_048_576,
+    ajv: { customOptions: { coerceTypes: 'array', removeAdditional: false, allErrors: false } },
+  }).withTypeProvider<TypeBoxTypeProvider>();
+
+  app.addHook('onResponse', async (request, reply) => {
+    const entry = { method: request.method, url: request.url.split('?')[0], status: reply.statusCode, ms: Math.round(reply.elapsedTime) };
+    if (reply.statusCode >= 400) request.log.info(entry, 'request refused');
+    else request.log.debug(entry, 'request');
+  });
+
+  await app.register(fastifySwagger, {
+    openapi: {
+      info: { title: 'GuanLink API', version: '1', description: 'GuanLink (莞联) REST API. Authenticate with `Authorization: Bearer <admin key>`.' },
+      components: { securitySchemes: { adminKey: { type: 'http', scheme: 'bearer' } } },
+      security: [{ adminKey: [] }],
+    },
+  });
+
+  await app.register(healthRoutes, { checks: deps.checks });
+
+  await app.register(
+    async (api) => {
+      api.addHook('onRequest', requireAdminKey(deps.adminKey));
+      await api.register(devicesRoutes, { registry: deps.registry });
+      await api.register(telemetryRoutes, { registry: deps.registry, pool: deps.pool, latest: deps.latest });
+    },
+    { prefix: '/api/v1' },
+  );
+
+  app.get('/api/v1/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+  app.get('/map-config.json', { schema: { hide: true } }, async () => ({ styleUrl: deps.mapStyleUrl ?? null }));
+
+  await app.register(fastifyStatic, { root: PUBLIC_DIR, prefix: '/', index: 'index.html' });
+  await app.register(fastifyStatic, { root: MAPLIBRE_DIST, prefix: '/vendor/maplibre-gl/', decorateReply: false });
+  return app;
+}

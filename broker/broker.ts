@@ -1,0 +1,179 @@
+import net from 'node:net';
+import type { IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { Aedes, type AuthenticateError, type Client } from 'aedes';
+import { WebSocketServer, createWebSocketStream } from 'ws';
+import type { Logger } from '../core/log.ts';
+import type { DeviceContext } from '../core/registry.ts';
+import { maySubscribe, routePublish, type DeviceApiRoutes } from './device-api.ts';
+import type { Deliver, Session } from './session.ts';
+
+export interface BrokerOptions {
+  log: Logger;
+  authenticate: (token: string) => Promise<DeviceContext | undefined>;
+  routes: (deliver: Deliver) => DeviceApiRoutes;
+}
+
+export interface Broker {
+  /** Starts the MQTT-over-TCP listener; resolves with the bound port. */
+  listen(port: number, host: string): Promise<number>;
+  /** Upgrades an HTTP request to MQTT over WebSocket. */
+  handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void;
+  deliver: Deliver;
+  session(deviceId: number): Session | undefined;
+  readonly connectedClients: number;
+  readonly listening: boolean;
+  /** Stops taking new connections and new messages; in-flight publishes still complete. */
+  stopAccepting(): Promise<void>;
+  /** Disconnects everyone and closes the broker. */
+  close(): Promise<void>;
+}
+
+/** Sentinel error codes for CONNACK, as aedes expects them on the error object. */
+function connackError(message: string, returnCode: 2 | 3 | 4 | 5): AuthenticateError {
+  return Object.assign(new Error(message), { returnCode }) as AuthenticateError;
+}
+
+/**
+ * The embedded MQTT broker (aedes). Devices authenticate with their access token as username;
+ * each device has at most one session (a new connection takes over the old one, as in
+ * ThingsBoard). A publish is acknowledged only when its handler resolves — for telemetry, after
+ * commit. Nothing is routed between clients: every device uses the same `v1/devices/me/...`
+ * topics, so messages to a device are written to its own connection (`deliver`).
+ */
+export function createBroker(opts: BrokerOptions): Broker {
+  const log = opts.log;
+  const sessions = new WeakMap<Client, Session>();
+  const byDevice = new Map<number, Session>();
+  const serverOriginated = new WeakSet<Buffer>();
+  let accepting = true;
+
+  const aedes = new Aedes({
+    connectTimeout: 10_000,
+    authenticate(client, username, _password, done) {
+      if (!accepting) return done(connackError('server is shutting down', 3), false);
+      if (!username) return done(connackError('access token missing (send it as the MQTT username)', 5), false);
+      opts
+        .authenticate(username)
+        .then((device) => {
+          if (!device) {
+            log.info({ clientId: client.id, address: client.conn && (client.conn as net.Socket).remoteAddress }, 'MQTT connect refused: unknown access token');
+            return done(connackError('not authorized', 5), false);
+          }
+          const session: Session = {
+            device,
+            client,
+            clientId: client.id,
+            address: (client.conn as net.Socket).remoteAddress ?? client.req?.socket.remoteAddress,
+            connectedAt: Date.now(),
+          };
+          // Sessions are keyed by device, not by the client id the firmware chose: two devices
+          // sharing a hard-coded client id must not knock each other off, and one device gets one session.
+          (client as { id: string }).id = `device:${device.id}`;
+          sessions.set(client, session);
+          done(null, true);
+        })
+        .catch((err: Error) => {
+          log.error({ err }, 'authentication failed');
+          done(connackError('server unavailable', 3), false);
+        });
+    },
+    authorizePublish(client, packet, done) {
+      const session = client ? sessions.get(client) : undefined;
+      if (!session) return done(new Error('publish from an unauthenticated client'));
+      if (packet.topic.startsWith('$SYS')) return done(new Error('$SYS topics are reserved'));
+      packet.retain = false; // the device API never retains
+      const handler = routePublish(routes, packet.topic);
+      if (!handler) {
+        log.info({ device: session.device.id, topic: packet.topic }, 'publish to a topic outside the device API ignored');
+        return done(null);
+      }
+      handler(session, packet).then(
+        () => done(null),
+        (err: Error) => {
+          log.error({ err, device: session.device.id, topic: packet.topic }, 'publish handler failed; closing connection unacknowledged');
+          done(err);
+        },
+      );
+    },
+    authorizeSubscribe(client, sub, done) {
+      if (sessions.get(client) && maySubscribe(sub.topic)) return done(null, { ...sub, qos: Math.min(sub.qos, 1) as 0 | 1 });
+      log.info({ clientId: client.id, topic: sub.topic }, 'subscription refused');
+      done(null, null);
+    },
+    authorizeForward(_client, packet) {
+      return serverOriginated.has(packet.payload as Buffer) ? packet : null;
+    },
+  });
+
+  aedes.on('clientReady', (client) => {
+    const session = sessions.get(client);
+    if (!session) return;
+    byDevice.set(session.device.id, session);
+    log.debug({ device: session.device.id, clientId: session.clientId, address: session.address }, 'device connected');
+  });
+  aedes.on('clientDisconnect', (client) => {
+    const session = sessions.get(client);
+    if (session && byDevice.get(session.device.id) === session) byDevice.delete(session.device.id);
+  });
+  aedes.on('clientError', (client, err) => log.debug({ clientId: client.id, err: err.message }, 'client error'));
+  aedes.on('connectionError', (client, err) => log.debug({ clientId: client.id, err: err.message }, 'connection error'));
+
+  const deliver: Deliver = (deviceId, topic, payload, qos = 1) =>
+    new Promise((resolve) => {
+      const session = byDevice.get(deviceId);
+      if (!session || session.client.closed) return resolve(false);
+      const body = typeof payload === 'string' ? Buffer.from(payload) : payload;
+      serverOriginated.add(body);
+      session.client.publish({ cmd: 'publish', topic, payload: body, qos, retain: false, dup: false }, (err) => resolve(!err));
+    });
+
+  const routes = opts.routes(deliver);
+  const tcp = net.createServer((socket) => {
+    socket.setNoDelay(true);
+    aedes.handle(socket);
+  });
+  const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false });
+
+  return {
+    async listen(port, host) {
+      await aedes.listen(); // aedes 1.x: starts the broker (it refuses connections until then)
+      await new Promise<void>((resolve, reject) => {
+        tcp.once('error', reject);
+        tcp.listen(port, host, () => {
+          tcp.off('error', reject);
+          resolve();
+        });
+      });
+      return (tcp.address() as net.AddressInfo).port;
+    },
+    handleUpgrade(req, socket, head) {
+      if (!accepting) return void socket.destroy();
+      wss.handleUpgrade(req, socket, head, (ws) => {
+        const stream = createWebSocketStream(ws);
+        stream.on('error', () => stream.destroy());
+        aedes.handle(stream, req);
+      });
+    },
+    deliver,
+    session: (deviceId) => byDevice.get(deviceId),
+    get connectedClients() {
+      return aedes.connectedClients;
+    },
+    get listening() {
+      return tcp.listening;
+    },
+    async stopAccepting() {
+      accepting = false;
+      if (tcp.listening) tcp.close(); // stops listening now; its callback waits for open sockets
+      // Read no further packets; those already read still complete (and are acknowledged).
+      for (const session of byDevice.values()) (session.client as Client & { pause(): void }).pause();
+    },
+    async close() {
+      accepting = false;
+      if (tcp.listening) tcp.close();
+      await new Promise<void>((resolve) => aedes.close(() => resolve()));
+      for (const ws of wss.clients) ws.terminate();
+    },
+  };
+}

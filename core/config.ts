@@ -1,0 +1,145 @@
+import path from 'node:path';
+
+/**
+ * Every setting GuanLink reads from the environment, in one table: the README's configuration
+ * section is written from it and `loadConfig` parses it. Bad values stop start-up with one clear
+ * message naming each offending variable.
+ */
+interface Setting<T> {
+  env: string;
+  description: string;
+  default: T;
+  parse: (raw: string) => T;
+}
+
+function integer(min: number, max: number) {
+  return (raw: string): number => {
+    if (!/^-?\d+$/.test(raw.trim())) throw new Error(`expected an integer, got "${raw}"`);
+    const n = Number(raw);
+    if (n < min || n > max) throw new Error(`expected ${min}..${max}, got ${n}`);
+    return n;
+  };
+}
+const text = (raw: string): string => raw;
+const optionalText = (raw: string): string | undefined => (raw === '' ? undefined : raw);
+function oneOf<const T extends string>(...values: T[]) {
+  return (raw: string): T => {
+    if (!(values as string[]).includes(raw)) throw new Error(`expected one of ${values.join(', ')}, got "${raw}"`);
+    return raw as T;
+  };
+}
+function flag(raw: string): boolean {
+  if (/^(1|true|yes|on)$/i.test(raw)) return true;
+  if (/^(0|false|no|off)$/i.test(raw)) return false;
+  throw new Error(`expected true or false, got "${raw}"`);
+}
+
+export const settings = {
+  databaseUrl: {
+    env: 'DATABASE_URL',
+    description: 'PostgreSQL or TimescaleDB to use. Unset: an embedded PostgreSQL is started with its data in DATA_DIR.',
+    default: undefined,
+    parse: optionalText,
+  } as Setting<string | undefined>,
+  dataDir: {
+    env: 'DATA_DIR',
+    description: 'Folder for the embedded database, the generated admin key and other local state.',
+    default: './data',
+    parse: text,
+  } as Setting<string>,
+  host: { env: 'HOST', description: 'Address the MQTT and HTTP listeners bind to.', default: '0.0.0.0', parse: text } as Setting<string>,
+  mqttPort: { env: 'MQTT_PORT', description: 'MQTT over TCP (0 picks a free port).', default: 1883, parse: integer(0, 65535) } as Setting<number>,
+  httpPort: {
+    env: 'HTTP_PORT',
+    description: 'HTTP: REST API, socket.io, the live map at /, MQTT over WebSocket at /mqtt (0 picks a free port).',
+    default: 8080,
+    parse: integer(0, 65535),
+  } as Setting<number>,
+  adminKey: {
+    env: 'GUANLINK_ADMIN_KEY',
+    description: 'Bearer key for the admin REST API. Unset: generated once and kept in DATA_DIR/admin-key.',
+    default: undefined,
+    parse: optionalText,
+  } as Setting<string | undefined>,
+  logLevel: {
+    env: 'LOG_LEVEL',
+    description: 'fatal, error, warn, info, debug or trace.',
+    default: 'info',
+    parse: oneOf('fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'),
+  } as Setting<'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent'>,
+  ingestBatchSize: {
+    env: 'INGEST_BATCH_SIZE',
+    description: 'Group commit: a batch is written once it holds this many readings…',
+    default: 5000,
+    parse: integer(1, 100_000),
+  } as Setting<number>,
+  ingestBatchMs: {
+    env: 'INGEST_BATCH_MS',
+    description: '…or once its first reading has waited this many milliseconds.',
+    default: 10,
+    parse: integer(0, 10_000),
+  } as Setting<number>,
+  ingestWriters: {
+    env: 'INGEST_WRITERS',
+    description: 'Batches written concurrently (each on its own database connection).',
+    default: 2,
+    parse: integer(1, 32),
+  } as Setting<number>,
+  latestFlushMs: {
+    env: 'LATEST_FLUSH_MS',
+    description: "How often devices' latest values and positions are saved to device_state.",
+    default: 1000,
+    parse: integer(50, 60_000),
+  } as Setting<number>,
+  mapStyleUrl: {
+    env: 'MAP_STYLE_URL',
+    description: 'MapLibre style for the live map. Unset: a plain offline background (no internet needed).',
+    default: undefined,
+    parse: optionalText,
+  } as Setting<string | undefined>,
+  simulators: {
+    env: 'SIMULATORS',
+    description: 'Run the simulated Dongguan fleets (same as omitting --no-simulators).',
+    default: true,
+    parse: flag,
+  } as Setting<boolean>,
+  simSeed: { env: 'SIM_SEED', description: 'Seed of the simulated fleets (same seed, same fleet and values).', default: 20260101, parse: integer(0, 2 ** 31 - 1) } as Setting<number>,
+  simDevicesPerType: {
+    env: 'SIM_DEVICES_PER_TYPE',
+    description: 'Simulated devices of each device type.',
+    default: 3,
+    parse: integer(0, 10_000),
+  } as Setting<number>,
+  simIntervalMs: {
+    env: 'SIM_INTERVAL_MS',
+    description: 'How often each simulated device reports.',
+    default: 2000,
+    parse: integer(100, 3_600_000),
+  } as Setting<number>,
+};
+
+type Settings = typeof settings;
+export type Config = { [K in keyof Settings]: Settings[K] extends Setting<infer T> ? T : never };
+
+export class ConfigError extends Error {}
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Partial<Config> = {}): Config {
+  const problems: string[] = [];
+  const config: Record<string, unknown> = {};
+  for (const [name, setting] of Object.entries(settings) as [string, Setting<unknown>][]) {
+    const raw = env[setting.env];
+    if (raw === undefined || raw === '') {
+      config[name] = setting.default;
+      continue;
+    }
+    try {
+      config[name] = setting.parse(raw);
+    } catch (err) {
+      problems.push(`${setting.env}: ${(err as Error).message}`);
+    }
+  }
+  if (problems.length > 0) throw new ConfigError(`invalid configuration:\n  ${problems.join('\n  ')}`);
+  const result = { ...(config as Config), ...overrides };
+  result.dataDir = path.resolve(result.dataDir);
+  return result;
+}

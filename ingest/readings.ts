@@ -1,0 +1,36 @@
+/** One stored row: every value a device reported for one timestamp, with where it was. */
+export interface Reading {
+  deviceId: number;
+  /** Epoch milliseconds. */
+  ts: number;
+  values: Record<string, number>;
+  lat?: number;
+  lng?: number;
+  alt?: number;
+  /** H3 res-15 cell of lat/lng (geo/cell.ts). */
+  cell?: bigint;
+}
+
+/** Machine-readable rejection reasons; published to the device, stored and counted under these names. */
+export const REJECT_REASONS = [
+  'invalid_json',
+  'invalid_shape',
+  'empty',
+  'payload_too_large',
+  'too_many_values',
+  'invalid_key',
+  'not_numeric',
+  'out_of_range',
+  'undeclared_key',
+  'invalid_ts',
+  'ts_in_future',
+  'ts_too_old',
+  'invalid_position',
+] as const;
+export type RejectReason = (typeof REJECT_REASONS)[number];
+
+export interface Rejection {
+  reason: RejectReason;
+  detail: string;
+  key?: string;
+}

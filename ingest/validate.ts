@@ -1,0 +1,130 @@
+import { POSITION_KEYS } from '../core/device-types.ts';
+import type { DeviceContext } from '../core/registry.ts';
+import { storageCell } from '../geo/cell.ts';
+import type { Reading, Rejection } from './readings.ts';
+import type { TelemetryEntry } from './telemetry-payload.ts';
+
+export interface TimeRules {
+  /** A timestamp more than this far ahead of the server's clock is rejected. */
+  maxFutureMs: number;
+  /** Timestamps before this (epoch ms) are rejected. */
+  minTs: number;
+}
+
+export const DEFAULT_TIME_RULES: TimeRules = { maxFutureMs: 5 * 60_000, minTs: Date.UTC(2000, 0, 1) };
+
+const MAX_KEY_LENGTH = 100;
+// ThingsBoard casts numeric-looking strings to numbers by default; so does GuanLink.
+const NUMERIC_STRING = /^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$/;
+
+function keyProblem(key: string): string | undefined {
+  if (key.length === 0) return 'empty key';
+  if (key.length > MAX_KEY_LENGTH) return `key longer than ${MAX_KEY_LENGTH} characters`;
+  // eslint-disable-next-line no-control-regex
+  if (/[\u0000-\u001f\u007f]/.test(key)) return 'key contains control characters';
+  if (!key.isWellFormed()) return 'key is not well-formed Unicode';
+  return undefined;
+}
+
+function toNumber(raw: unknown): number | undefined {
+  if (typeof raw === 'number') return Number.isFinite(raw) ? raw : undefined;
+  if (typeof raw === 'string' && NUMERIC_STRING.test(raw)) {
+    const n = Number(raw);
+    return Number.isFinite(n) ? n : undefined;
+  }
+  return undefined;
+}
+
+const describe = (raw: unknown): string => {
+  const s = JSON.stringify(raw) ?? String(raw);
+  return s.length > 60 ? `${s.slice(0, 57)}...` : s;
+};
+
+/**
+ * Turns parsed telemetry into readings for one device, checking each value against the device
+ * type. A bad key is rejected on its own; the message's other keys are still stored.
+ */
+export function toReadings(
+  entries: TelemetryEntry[],
+  device: DeviceContext,
+  receivedAt: number,
+  rules: TimeRules = DEFAULT_TIME_RULES,
+): { readings: Reading[]; rejections: Rejection[] } {
+  const readings: Reading[] = [];
+  const rejections: Rejection[] = [];
+  for (const entry of entries) {
+    const ts = entry.ts ?? receivedAt;
+    if (ts > receivedAt + rules.maxFutureMs) {
+      rejections.push({ reason: 'ts_in_future', detail: `ts ${ts} is more than ${rules.maxFutureMs} ms ahead of the server clock` });
+      continue;
+    }
+    if (ts < rules.minTs) {
+      rejections.push({ reason: 'ts_too_old', detail: `ts ${ts} is before ${new Date(rules.minTs).toISOString()} (seconds instead of milliseconds?)` });
+      continue;
+    }
+    const values: Record<string, number> = {};
+    const position: { latitude?: number; longitude?: number; altitude?: number } = {};
+    let count = 0;
+    for (const [key, raw] of Object.entries(entry.values)) {
+      if (raw === null) continue; // ThingsBoard skips nulls silently
+      const problem = keyProblem(key);
+      if (problem) {
+        rejections.push({ reason: 'invalid_key', detail: problem, key: key.slice(0, MAX_KEY_LENGTH) });
+        continue;
+      }
+      const value = toNumber(raw);
+      if (value === undefined) {
+        rejections.push({ reason: 'not_numeric', detail: `${key}: expected a finite number, got ${describe(raw)}`, key });
+        continue;
+      }
+      if (key in POSITION_KEYS) {
+        position[key as keyof typeof POSITION_KEYS] = value;
+        continue;
+      }
+      const declared = Object.hasOwn(device.type.keys, key) ? device.type.keys[key] : undefined;
+      if (!declared && !device.type.acceptsUndeclaredKeys) {
+        rejections.push({ reason: 'undeclared_key', detail: `${key} is not a key of device type ${device.type.name}`, key });
+        continue;
+      }
+      if (declared && ((declared.min !== undefined && value < declared.min) || (declared.max !== undefined && value > declared.max))) {
+        rejections.push({
+          reason: 'out_of_range',
+          detail: `${key}=${value} is outside the plausible range ${declared.min ?? '-∞'}..${declared.max ?? '∞'}${declared.unit ? ` ${declared.unit}` : ''}`,
+          key,
+        });
+        continue;
+      }
+      values[key] = value;
+      count++;
+    }
+    const reading: Reading = { deviceId: device.id, ts, values };
+    const hasLat = position.latitude !== undefined;
+    const hasLng = position.longitude !== undefined;
+    let located = false;
+    if (hasLat || hasLng) {
+      const { latitude, longitude, altitude } = position;
+      if (latitude === undefined || longitude === undefined) {
+        rejections.push({ reason: 'invalid_position', detail: 'latitude and longitude must be sent together' });
+      } else if (latitude < -90 || latitude > 90 || longitude < -180 || longitude > 180) {
+        rejections.push({ reason: 'invalid_position', detail: `latitude ${latitude}, longitude ${longitude} is not a position on Earth` });
+      } else if (altitude !== undefined && (altitude < -12_000 || altitude > 100_000_000)) {
+        rejections.push({ reason: 'invalid_position', detail: `altitude ${altitude} m is implausible` });
+      } else {
+        reading.lat = latitude;
+        reading.lng = longitude;
+        if (altitude !== undefined) reading.alt = altitude;
+        reading.cell = storageCell(latitude, longitude);
+        located = true;
+      }
+    }
+    if (!located && device.lat !== null && device.lng !== null) {
+      reading.lat = device.lat;
+      reading.lng = device.lng;
+      if (device.alt !== null) reading.alt = device.alt;
+      reading.cell = device.cell ?? storageCell(device.lat, device.lng);
+      located = true;
+    }
+    if (count > 0 || (located && (hasLat || hasLng))) readings.push(reading);
+  }
+  return { readings, rejections };
+}

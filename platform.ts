@@ -1,0 +1,156 @@
+import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import type { AddressInfo } from 'node:net';
+import path from 'node:path';
+import { buildApi } from './api/server.ts';
+import { attachLive } from './api/live/live.ts';
+import { createBroker } from './broker/broker.ts';
+import { telemetryHandler } from './broker/handlers/telemetry.ts';
+import type { Config } from './core/config.ts';
+import type { Logger } from './core/log.ts';
+import { DeviceRegistry } from './core/registry.ts';
+import { detectDialect, type Dialect } from './db/dialect.ts';
+import { startEmbeddedPostgres } from './db/embedded.ts';
+import { migrate } from './db/migrate.ts';
+import { createPool } from './db/pool.ts';
+import { Ingest } from './ingest/ingest.ts';
+
+export interface Platform {
+  mqttPort: number;
+  httpPort: number;
+  adminKey: string;
+  dialect: Dialect;
+  /** Whether the database was started here (embedded) rather than given by DATABASE_URL. */
+  embeddedDatabase: boolean;
+  registry: DeviceRegistry;
+  ingest: Ingest;
+  /** Stops accepting, commits in-flight readings, closes everything (the embedded database last). */
+  stop(): Promise<void>;
+}
+
+/**
+ * The composition root: the one place where database, ingest, broker, API and live streams are
+ * created and wired. Data flows broker → ingest → database ← api/live.
+ */
+export async function startPlatform(config: Config, log: Logger): Promise<Platform> {
+  const started = Date.now();
+  const cleanups: (() => Promise<void>)[] = [];
+  try {
+    const adminKey = config.adminKey ?? (await loadOrCreateAdminKey(config.dataDir));
+
+    let databaseUrl = config.databaseUrl;
+    if (!databaseUrl) {
+      const embedded = await startEmbeddedPostgres(config.dataDir, log);
+      cleanups.unshift(() => embedded.stop());
+      databaseUrl = embedded.url;
+    }
+    const pool = createPool(databaseUrl, { max: config.ingestWriters + 10 });
+    cleanups.unshift(() => pool.end());
+
+    await migrate(pool, log.child({ module: 'migrate' }));
+    const dialect = await detectDialect(pool);
+    log.info({ dialect }, `database: ${dialect.kind}${dialect.timescaledb ? ` ${dialect.timescaledb.version} (${dialect.timescaledb.license} licence)` : ''}, PostgreSQL ${dialect.serverVersion}`);
+
+    const registry = new DeviceRegistry(pool);
+    await registry.init();
+
+    const ingest = new Ingest({
+      pool,
+      log: log.child({ module: 'ingest' }),
+      batchSize: config.ingestBatchSize,
+      batchMs: config.ingestBatchMs,
+      writers: config.ingestWriters,
+      latestFlushMs: config.latestFlushMs,
+    });
+    await ingest.start();
+    cleanups.unshift(() => ingest.stop());
+
+    const brokerLog = log.child({ module: 'broker' });
+    const broker = createBroker({
+      log: brokerLog,
+      authenticate: (token) => registry.authenticate(token),
+      routes: (deliver) => ({ telemetry: telemetryHandler(ingest, deliver, brokerLog) }),
+    });
+    cleanups.unshift(() => broker.close());
+
+    let httpListening = false;
+    const app = await buildApi({
+      log,
+      adminKey,
+      registry,
+      pool,
+      latest: ingest.latest,
+      mapStyleUrl: config.mapStyleUrl,
+      checks: {
+        database: async () => (await pool.query('SELECT 1')).rowCount === 1,
+        broker: () => broker.listening,
+        http: () => httpListening,
+      },
+    });
+    const live = attachLive(app.server, { adminKey, registry, latest: ingest.latest, log: log.child({ module: 'live' }) });
+    ingest.onCommitted((rows) => live.publish(rows));
+    app.server.on('upgrade', (req, socket, head) => {
+      if (req.url?.split('?')[0] === '/mqtt') broker.handleUpgrade(req, socket, head);
+    });
+    cleanups.unshift(async () => {
+      await live.close();
+      await app.close();
+    });
+
+    const mqttPort = await broker.listen(config.mqttPort, config.host);
+    await app.listen({ port: config.httpPort, host: config.host });
+    httpListening = true;
+    const httpPort = (app.server.address() as AddressInfo).port;
+    log.info({ mqttPort, httpPort, ms: Date.now() - started }, 'GuanLink ready');
+
+    let stopping: Promise<void> | undefined;
+    return {
+      mqttPort,
+      httpPort,
+      adminKey,
+      dialect,
+      embeddedDatabase: !config.databaseUrl,
+      registry,
+      ingest,
+      stop() {
+        stopping ??= (async () => {
+          log.info('shutting down: no new connections; committing in-flight readings');
+          httpListening = false;
+          await broker.stopAccepting();
+          await new Promise((r) => setImmediate(r));
+          await ingest.stop();
+          await runCleanups(cleanups, log);
+          log.info('stopped');
+        })();
+        return stopping;
+      },
+    };
+  } catch (err) {
+    await runCleanups(cleanups, log);
+    throw err;
+  }
+}
+
+async function runCleanups(cleanups: (() => Promise<void>)[], log: Logger): Promise<void> {
+  for (const cleanup of cleanups) {
+    try {
+      await cleanup();
+    } catch (err) {
+      log.warn({ err }, 'error while shutting down');
+    }
+  }
+}
+
+/** The admin key from DATA_DIR/admin-key, created on first start. */
+async function loadOrCreateAdminKey(dataDir: string): Promise<string> {
+  const file = path.join(dataDir, 'admin-key');
+  if (existsSync(file)) {
+    const key = (await readFile(file, 'utf8')).trim();
+    if (key.length >= 16) return key;
+  }
+  await mkdir(dataDir, { recursive: true });
+  const key = randomBytes(24).toString('base64url');
+  await writeFile(file, `${key}\n`, { mode: 0o600 });
+  return key;
+}
