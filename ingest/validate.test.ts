@@ -1,0 +1,75 @@
+import { describe, expect, it } from 'vitest';
+import { BUILTIN_DEVICE_TYPES } from '../core/device-types.ts';
+import type { DeviceContext } from '../core/registry.ts';
+import { storageCell } from '../geo/cell.ts';
+import { toReadings } from './validate.ts';
+
+const type = (name: string) => BUILTIN_DEVICE_TYPES.find((t) => t.name === name)!;
+const device = (typeName: string, at?: { lat: number; lng: number }): DeviceContext => ({
+  id: 7,
+  name: 'd',
+  type: type(typeName),
+  lat: at?.lat ?? null,
+  lng: at?.lng ?? null,
+  alt: null,
+  cell: at ? storageCell(at.lat, at.lng) : null,
+});
+const NOW = Date.UTC(2026, 10, 26, 12);
+
+describe('toReadings', () => {
+  it('stores numbers, casts numeric strings, skips nulls (ThingsBoard rules)', () => {
+    const { readings, rejections } = toReadings([{ values: { a: 1.5, b: '42', c: null } }], device('generic'), NOW);
+    expect(rejections).toEqual([]);
+    expect(readings).toEqual([{ deviceId: 7, ts: NOW, values: { a: 1.5, b: 42 } }]);
+  });
+
+  it('rejects a bad key alone and keeps the good ones', () => {
+    const { readings, rejections } = toReadings([{ values: { ok: 1, word: 'hot', flag: true, inf: 'Infinity', '': 3 } }], device('generic'), NOW);
+    expect(readings[0]!.values).toEqual({ ok: 1 });
+    expect(rejections.map((r) => r.reason).sort()).toEqual(['invalid_key', 'not_numeric', 'not_numeric', 'not_numeric']);
+  });
+
+  it('checks declared ranges and undeclared keys of a typed device', () => {
+    const at = { lat: 23.0, lng: 113.9 };
+    const { readings, rejections } = toReadings([{ values: { water_level: 3.2, battery: 140, colour: 4 } }], device('river-level-station', at), NOW);
+    expect(readings[0]!.values).toEqual({ water_level: 3.2 });
+    expect(rejections.map((r) => [r.reason, r.key])).toEqual([
+      ['out_of_range', 'battery'],
+      ['undeclared_key', 'colour'],
+    ]);
+  });
+
+  it('refuses timestamps in the future or before 2000', () => {
+    const { readings, rejections } = toReadings(
+      [
+        { ts: NOW + 3_600_000, values: { a: 1 } },
+        { ts: 1_700_000_000, values: { a: 1 } },
+        { ts: NOW - 1000, values: { a: 2 } },
+      ],
+      device('generic'),
+      NOW,
+    );
+    expect(readings.map((r) => r.values.a)).toEqual([2]);
+    expect(rejections.map((r) => r.reason)).toEqual(['ts_in_future', 'ts_too_old']);
+  });
+
+  it('takes the position from latitude/longitude, else from the registered location', () => {
+    const at = { lat: 22.9, lng: 113.6 };
+    const { readings } = toReadings(
+      [{ ts: NOW - 2, values: { speed: 3, latitude: 23.01, longitude: 113.74, altitude: 30 } }, { ts: NOW - 1, values: { speed: 4 } }],
+      device('generic', at),
+      NOW,
+    );
+    expect(readings[0]).toMatchObject({ lat: 23.01, lng: 113.74, alt: 30, cell: storageCell(23.01, 113.74), values: { speed: 3 } });
+    expect(readings[1]).toMatchObject({ lat: 22.9, lng: 113.6, cell: storageCell(22.9, 113.6), values: { speed: 4 } });
+  });
+
+  it('keeps a position-only reading and refuses impossible positions', () => {
+    const ok = toReadings([{ values: { latitude: 23, longitude: 113.7 } }], device('bus'), NOW);
+    expect(ok.readings).toHaveLength(1);
+    expect(ok.readings[0]!.values).toEqual({});
+    const bad = toReadings([{ values: { latitude: 123, longitude: 113.7, speed: 3 } }, { values: { latitude: 23, speed: 3 } }], device('bus'), NOW);
+    expect(bad.rejections.map((r) => r.reason)).toEqual(['invalid_position', 'invalid_position']);
+    expect(bad.readings.every((r) => r.cell === undefined)).toBe(true);
+  });
+});
