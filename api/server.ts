@@ -6,6 +6,7 @@ import fastifyStatic from '@fastify/static';
 import fastifySwagger from '@fastify/swagger';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type pg from 'pg';
+import { DOMAINS, DOMAIN_LABELS } from '../core/domains.ts';
 import type { Logger } from '../core/log.ts';
 import type { DeviceRegistry } from '../core/registry.ts';
 import type { LatestTracker } from '../ingest/latest.ts';
@@ -62,7 +63,10 @@ export async function buildApi(deps: ApiDeps) {
   );
 
   app.get('/api/v1/openapi.json', { schema: { hide: true } }, async () => app.swagger());
-  app.get('/map-config.json', { schema: { hide: true } }, async () => ({ styleUrl: deps.mapStyleUrl ?? null }));
+  app.get('/map-config.json', { schema: { hide: true } }, async () => ({
+    styleUrl: deps.mapStyleUrl ?? null,
+    domains: DOMAINS.map((name) => ({ name, label: DOMAIN_LABELS[name] })),
+  }));
 
   await app.register(fastifyStatic, { root: PUBLIC_DIR, prefix: '/', index: 'index.html' });
   await app.register(fastifyStatic, { root: MAPLIBRE_DIST, prefix: '/vendor/maplibre-gl/', decorateReply: false });

@@ -57,9 +57,12 @@ interface DeviceRow {
 const DEVICE_COLUMNS = 'id, name, type, lat, lng, alt, cell, token_hash, created_at, updated_at';
 const sha256 = (s: string): Buffer => createHash('sha256').update(s).digest();
 
+export type RegistryEvent = { kind: 'created'; device: Device };
+
 /** Device types and devices: creation, lookup, and authentication of access tokens. */
 export class DeviceRegistry {
   private types = new Map<string, DeviceType>();
+  private listeners: ((event: RegistryEvent) => void)[] = [];
   /** token lookup → (SHA-256 of a token that passed scrypt, device id): reconnects skip the slow hash. */
   private verified = new Map<string, { digest: Buffer; deviceId: number }>();
 
@@ -80,6 +83,15 @@ export class DeviceRegistry {
       'SELECT name, domain, definition, builtin FROM device_types',
     );
     this.types = new Map(rows.map((r) => [r.name, { ...r.definition, name: r.name, domain: r.domain, builtin: r.builtin }]));
+  }
+
+  /** Called after each change to the registry (the live map shows new devices at once). */
+  onChange(listener: (event: RegistryEvent) => void): void {
+    this.listeners.push(listener);
+  }
+
+  private emit(event: RegistryEvent): void {
+    for (const listener of this.listeners) listener(event);
   }
 
   deviceTypes(): DeviceType[] {
@@ -111,7 +123,9 @@ export class DeviceRegistry {
             await hashSecret(accessToken),
           ],
         );
-        return { device: this.toDevice(rows[0]!), accessToken };
+        const device = this.toDevice(rows[0]!);
+        this.emit({ kind: 'created', device });
+        return { device, accessToken };
       } catch (err) {
         const e = err as { code?: string; constraint?: string };
         if (e.code === '23505' && e.constraint === 'devices_name_key') {

@@ -32,7 +32,8 @@ const domainRoom = (domain: string) => `domain:${domain}`;
  * socket.io streams for the live map and other watchers. Clients authenticate with the admin key
  * (`auth: {token}`), then `subscribe` to `{device: id}` or `{domain: name}`; each committed reading
  * reaches every room it belongs to, batched per flush interval into one `readings` event per room.
- * `snapshot` answers with every device's latest position and values (the map's first picture).
+ * `snapshot` answers with every device's latest position and values (the map's first picture);
+ * a `device` event announces each newly registered device to its domain's room.
  */
 export function attachLive(
   http: HttpServer,
@@ -41,6 +42,14 @@ export function attachLive(
   const io = new Server(http, { serveClient: true, destroyUpgrade: false, cors: { origin: false } });
   const { registry, latest, log } = deps;
   const typeOfDevice = new Map<number, string>();
+
+  // New devices appear on the map before their first reading.
+  registry.onChange((event) => {
+    if (event.kind !== 'created') return;
+    const d = event.device;
+    typeOfDevice.set(d.id, d.type);
+    io.to(domainRoom(d.domain)).emit('device', { id: d.id, name: d.name, type: d.type, domain: d.domain, location: d.location });
+  });
 
   io.use((socket, next) => {
     const token = (socket.handshake.auth as { token?: unknown }).token;

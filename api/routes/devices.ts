@@ -1,6 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
-import { DeviceType } from '../../core/device-types.ts';
+import { DeviceType, Label } from '../../core/device-types.ts';
+import { DOMAINS, DOMAIN_LABELS, Domain } from '../../core/domains.ts';
 import { RegistryError, type DeviceRegistry } from '../../core/registry.ts';
 import { Device, DeviceIdParams, ErrorResponse, Location } from '../schemas.ts';
 
@@ -73,6 +74,18 @@ export const devicesRoutes: FastifyPluginAsyncTypebox<{ registry: DeviceRegistry
       if (!device) return reply.code(404).send({ statusCode: 404, error: 'Not Found', message: `no device ${request.params.id}` });
       return device;
     },
+  );
+
+  app.get(
+    '/domains',
+    {
+      schema: {
+        summary: 'The departments devices belong to, with their names in English and Chinese',
+        tags: ['devices'],
+        response: { 200: Type.Array(Type.Object({ name: Domain, label: Label })) },
+      },
+    },
+    async () => DOMAINS.map((name) => ({ name, label: DOMAIN_LABELS[name] })),
   );
 
   app.get(

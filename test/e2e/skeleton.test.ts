@@ -202,6 +202,10 @@ describe('walking skeleton: device → broker → database → REST and live', (
         const got = await eventually(() => (received.length >= 2 ? received : undefined));
         expect(got.every((r) => r.deviceId === device.id && r.values.water_level === 4.2)).toBe(true);
 
+        const announced = new Promise<{ id: number; domain: string; location: unknown }>((resolve) => socket.once('device', resolve));
+        const later = await t.createDevice({ name: 'live-station-2', type: 'water-quality-station', location: { lat: 23.04, lng: 113.76 } });
+        expect(await announced).toMatchObject({ id: later.id, domain: 'water', location: { lat: 23.04, lng: 113.76 } });
+
         const snapshot = await socket.emitWithAck('snapshot', null);
         const mine = snapshot.devices.find((d: { id: number }) => d.id === device.id);
         expect(mine).toMatchObject({ domain: 'water', position: { lat: 23.03, lng: 113.74 } });
@@ -224,6 +228,14 @@ describe('walking skeleton: device → broker → database → REST and live', (
       const ready = await t.api<{ status: string; checks: Record<string, boolean> }>('GET', '/readyz', undefined, { auth: false });
       expect(ready.status).toBe(200);
       expect(ready.body.checks).toEqual({ database: true, broker: true, http: true });
+    });
+
+    it('names the domains in English and Chinese', async () => {
+      const res = await t.api<{ name: string; label: { en: string; zh: string } }[]>('GET', '/api/v1/domains');
+      expect(res.body.map((d) => d.name)).toEqual(['water', 'environment', 'traffic', 'air-space-ground', 'generic']);
+      expect(res.body[3]!.label).toEqual({ en: 'Air-space-ground', zh: '空天地' });
+      const config = (await (await fetch(`${t.httpUrl}/map-config.json`)).json()) as { domains: unknown };
+      expect(config.domains).toEqual(res.body);
     });
 
     it('serves the live map page and its OpenAPI description', async () => {

@@ -1,0 +1,108 @@
+// UI strings of the live map in both languages. Device-type and telemetry-key labels are not
+// here: they come from GET /api/v1/device-types.
+
+export const LANGS = ['zh', 'en'];
+
+const STRINGS = {
+  en: {
+    title: 'GuanLink · Live operations',
+    switchLang: '中文',
+    switchLangTitle: 'Switch language',
+    connecting: 'Connecting…',
+    connected: 'Connected',
+    reconnecting: 'Reconnecting…',
+    unauthorized: 'Admin key refused',
+    domains: 'Domains',
+    devices: 'Devices',
+    onMap: 'on map',
+    readingsPerSecond: 'Readings / second',
+    lastUpdate: 'Last update',
+    never: '—',
+    type: 'Type',
+    domain: 'Domain',
+    position: 'Position',
+    altitude: 'alt.',
+    unknownPosition: 'unknown',
+    noValues: 'No readings yet',
+    loginTitle: 'Admin key',
+    loginHelp: 'Enter the admin key printed by the server at start (also in <data dir>/admin-key).',
+    loginSubmit: 'Open the map',
+    loginRefused: 'That key was refused. Check it and try again.',
+    loadFailed: 'Could not load data from the server',
+    justNow: 'just now',
+    secondsAgo: (n) => `${n} s ago`,
+    minutesAgo: (n) => `${n} min ago`,
+    hoursAgo: (n) => `${n} h ago`,
+    daysAgo: (n) => `${n} d ago`,
+  },
+  zh: {
+    title: '莞联 · 实时运行监控',
+    switchLang: 'English',
+    switchLangTitle: '切换语言',
+    connecting: '正在连接…',
+    connected: '已连接',
+    reconnecting: '正在重连…',
+    unauthorized: '管理员密钥无效',
+    domains: '业务领域',
+    devices: '设备',
+    onMap: '在图',
+    readingsPerSecond: '每秒读数',
+    lastUpdate: '最近更新',
+    never: '—',
+    type: '类型',
+    domain: '领域',
+    position: '位置',
+    altitude: '高度',
+    unknownPosition: '未知',
+    noValues: '暂无读数',
+    loginTitle: '管理员密钥',
+    loginHelp: '请输入服务器启动时打印的管理员密钥（也保存在 <数据目录>/admin-key）。',
+    loginSubmit: '打开地图',
+    loginRefused: '密钥被拒绝，请核对后重试。',
+    loadFailed: '无法从服务器加载数据',
+    justNow: '刚刚',
+    secondsAgo: (n) => `${n} 秒前`,
+    minutesAgo: (n) => `${n} 分钟前`,
+    hoursAgo: (n) => `${n} 小时前`,
+    daysAgo: (n) => `${n} 天前`,
+  },
+};
+
+/** Domain names in both languages, filled from /map-config.json at start. */
+export const DOMAIN_LABELS = {};
+
+/** The browser's preferred language, reduced to one we have. */
+export function defaultLang() {
+  const prefs = navigator.languages?.length ? navigator.languages : [navigator.language ?? 'en'];
+  for (const p of prefs) {
+    const base = String(p).toLowerCase().split('-')[0];
+    if (LANGS.includes(base)) return base;
+  }
+  return 'en';
+}
+
+/** The UI string `key` in `lang`; functions are called with `args`. */
+export function t(lang, key, ...args) {
+  const s = STRINGS[lang]?.[key] ?? STRINGS.en[key] ?? key;
+  return typeof s === 'function' ? s(...args) : s;
+}
+
+/** A `{en, zh}` label in `lang`, or `fallback`. */
+export function pick(label, lang, fallback) {
+  return label?.[lang] ?? label?.en ?? fallback;
+}
+
+/** BCP 47 tag for number and time formatting. */
+export const locale = (lang) => (lang === 'zh' ? 'zh-CN' : 'en-GB');
+
+/** "5 s ago" / "5 秒前" for an age in milliseconds. */
+export function formatAge(lang, ms) {
+  const s = Math.max(0, Math.round(ms / 1000));
+  if (s < 1) return t(lang, 'justNow');
+  if (s < 60) return t(lang, 'secondsAgo', s);
+  const m = Math.floor(s / 60);
+  if (m < 60) return t(lang, 'minutesAgo', m);
+  const h = Math.floor(m / 60);
+  if (h < 48) return t(lang, 'hoursAgo', h);
+  return t(lang, 'daysAgo', Math.floor(h / 24));
+}
