@@ -13,6 +13,7 @@ import { DeviceRegistry } from './core/registry.ts';
 import { detectDialect, type Dialect } from './db/dialect.ts';
 import { startEmbeddedPostgres } from './db/embedded.ts';
 import { migrate } from './db/migrate.ts';
+import { KeyDictionary } from './db/keys.ts';
 import { createPool } from './db/pool.ts';
 import { Ingest } from './ingest/ingest.ts';
 
@@ -55,8 +56,12 @@ export async function startPlatform(config: Config, log: Logger): Promise<Platfo
     const registry = new DeviceRegistry(pool);
     await registry.init();
 
+    const keys = new KeyDictionary(pool, config.maxTelemetryKeys);
+    await keys.load();
+
     const ingest = new Ingest({
       pool,
+      keys,
       log: log.child({ module: 'ingest' }),
       batchSize: config.ingestBatchSize,
       batchMs: config.ingestBatchMs,
@@ -80,6 +85,7 @@ export async function startPlatform(config: Config, log: Logger): Promise<Platfo
       adminKey,
       registry,
       pool,
+      keys,
       latest: ingest.latest,
       mapStyleUrl: config.mapStyleUrl,
       checks: {

@@ -9,6 +9,7 @@ import type pg from 'pg';
 import { DOMAINS, DOMAIN_LABELS } from '../core/domains.ts';
 import type { Logger } from '../core/log.ts';
 import type { DeviceRegistry } from '../core/registry.ts';
+import type { KeyDictionary } from '../db/keys.ts';
 import type { LatestTracker } from '../ingest/latest.ts';
 import { requireAdminKey } from './auth.ts';
 import { devicesRoutes } from './routes/devices.ts';
@@ -20,6 +21,7 @@ export interface ApiDeps {
   adminKey: string;
   registry: DeviceRegistry;
   pool: pg.Pool;
+  keys: KeyDictionary;
   latest: LatestTracker;
   checks: ReadinessChecks;
   mapStyleUrl: string | undefined;
@@ -57,7 +59,7 @@ export async function buildApi(deps: ApiDeps) {
     async (api) => {
       api.addHook('onRequest', requireAdminKey(deps.adminKey));
       await api.register(devicesRoutes, { registry: deps.registry });
-      await api.register(telemetryRoutes, { registry: deps.registry, pool: deps.pool, latest: deps.latest });
+      await api.register(telemetryRoutes, { registry: deps.registry, pool: deps.pool, keys: deps.keys, latest: deps.latest });
     },
     { prefix: '/api/v1' },
   );

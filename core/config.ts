@@ -85,6 +85,12 @@ export const settings = {
     default: 2,
     parse: integer(1, 32),
   } as Setting<number>,
+  maxTelemetryKeys: {
+    env: 'MAX_TELEMETRY_KEYS',
+    description: 'Distinct telemetry key names the platform accepts in all (a device inventing keys is refused beyond it).',
+    default: 5000,
+    parse: integer(10, 32_000),
+  } as Setting<number>,
   latestFlushMs: {
     env: 'LATEST_FLUSH_MS',
     description: "How often devices' latest values and positions are saved to device_state.",

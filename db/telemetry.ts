@@ -1,5 +1,6 @@
 import type pg from 'pg';
 import { POSITION_KEYS } from '../core/device-types.ts';
+import type { KeyDictionary } from './keys.ts';
 
 export interface Point {
   ts: number;
@@ -15,6 +16,7 @@ const positionColumn = (key: string): string | undefined =>
 /** Newest-first history of each key of one device in [from, to]. */
 export async function telemetryHistory(
   pool: pg.Pool,
+  dictionary: KeyDictionary,
   deviceId: number,
   keys: string[],
   from: Date,
@@ -25,30 +27,38 @@ export async function telemetryHistory(
   await Promise.all(
     keys.map(async (key) => {
       const column = positionColumn(key);
-      const sql = column
-        ? `SELECT ts, ${column}::float8 AS v FROM readings
-            WHERE device_id = $1 AND ts >= $2 AND ts <= $3 AND ${column} IS NOT NULL
-            ORDER BY ts DESC LIMIT $4`
-        : `SELECT ts, (vals ->> $5)::float8 AS v FROM readings
-            WHERE device_id = $1 AND ts >= $2 AND ts <= $3 AND vals ? $5
-            ORDER BY ts DESC LIMIT $4`;
-      const params: unknown[] = [deviceId, from, to, limit];
-      if (!column) params.push(key);
-      const { rows } = await pool.query<{ ts: Date; v: number }>({ text: sql, values: params });
+      const id = dictionary.id(key);
+      if (!column && id === undefined) {
+        result[key] = [];
+        return;
+      }
+      const { rows } = column
+        ? await pool.query<{ ts: Date; v: number }>(
+            `SELECT ts, ${column}::float8 AS v FROM readings
+              WHERE device_id = $1 AND ts >= $2 AND ts <= $3 AND ${column} IS NOT NULL
+              ORDER BY ts DESC LIMIT $4`,
+            [deviceId, from, to, limit],
+          )
+        : await pool.query<{ ts: Date; v: number }>(
+            `SELECT ts, vals[array_position(keys, $5::smallint)] AS v FROM readings
+              WHERE device_id = $1 AND ts >= $2 AND ts <= $3 AND $5::smallint = ANY (keys)
+              ORDER BY ts DESC LIMIT $4`,
+            [deviceId, from, to, limit, id],
+          );
       result[key] = rows.map((r) => ({ ts: r.ts.getTime(), value: r.v }));
     }),
   );
   return result;
 }
 
-/** Keys one device reported in [from, to] (newest rows first, bounded scan). */
-export async function keysInRange(pool: pg.Pool, deviceId: number, from: Date, to: Date): Promise<string[]> {
-  const { rows } = await pool.query<{ key: string }>(
-    `SELECT DISTINCT k.key FROM (
-       SELECT vals, cell FROM readings WHERE device_id = $1 AND ts >= $2 AND ts <= $3 ORDER BY ts DESC LIMIT 10000
-     ) r CROSS JOIN LATERAL jsonb_object_keys(r.vals) AS k(key)
-     ORDER BY 1`,
+/** Keys one device reported in [from, to] (newest 10000 rows at most). */
+export async function keysInRange(pool: pg.Pool, dictionary: KeyDictionary, deviceId: number, from: Date, to: Date): Promise<string[]> {
+  const { rows } = await pool.query<{ id: number }>(
+    `SELECT DISTINCT unnest(keys) AS id FROM (
+       SELECT keys FROM readings WHERE device_id = $1 AND ts >= $2 AND ts <= $3 ORDER BY ts DESC LIMIT 10000
+     ) r`,
     [deviceId, from, to],
   );
-  return rows.map((r) => r.key);
+  const names = await Promise.all(rows.map((r) => dictionary.name(r.id)));
+  return names.filter((n): n is string => n !== undefined).sort();
 }

@@ -1,22 +1,39 @@
+import type { Domain } from '../core/domains.ts';
+import type { KeyDictionary } from '../db/keys.ts';
 import type { Reading } from './readings.ts';
 
 /** Columns written for each reading, in COPY order. */
-export const READING_COLUMNS = '(device_id, ts, cell, lat, lng, alt, vals)';
+export const READING_COLUMNS = '(device_id, ts, cell, lat, lng, alt, keys, vals)';
 
-// COPY text format: tab-separated, \N for NULL, backslash escapes. Only the jsonb column can hold a
-// backslash (JSON escapes); tabs, newlines and NUL cannot appear raw because JSON.stringify escapes
-// them and validation refuses control characters in keys.
-const escapeCopy = (s: string): string => (s.includes('\\') ? s.replaceAll('\\', '\\\\') : s);
+/** The table holding one domain's readings (migrations/003). */
+export const readingsTable = (domain: Domain): string => `readings_${domain.replaceAll('-', '_')}`;
 
 const num = (v: number | undefined): string => (v === undefined ? '\\N' : String(v));
 
-/** Encodes readings as one COPY text chunk. */
-export function encodeCopyText(rows: readonly Reading[]): string {
+/**
+ * Encodes readings as one COPY text chunk (tab-separated, \N for NULL). Values become two
+ * parallel arrays, key ids ascending and float8 values; every key must already have an id.
+ * Nothing here needs escaping: ids and finite numbers only.
+ */
+export function encodeCopyText(rows: readonly Reading[], dictionary: Pick<KeyDictionary, 'id'>): string {
   let out = '';
   for (const r of rows) {
+    const pairs: [number, number][] = [];
+    for (const key in r.values) {
+      const id = dictionary.id(key);
+      if (id === undefined) throw new Error(`telemetry key "${key}" has no id yet`);
+      pairs.push([id, r.values[key]!]);
+    }
+    pairs.sort((a, b) => a[0] - b[0]);
+    let keys = '';
+    let vals = '';
+    for (const [id, v] of pairs) {
+      keys += keys ? `,${id}` : `${id}`;
+      vals += vals ? `,${v}` : `${v}`;
+    }
     out +=
       `${r.deviceId}\t${new Date(r.ts).toISOString()}\t${r.cell === undefined ? '\\N' : r.cell.toString()}\t` +
-      `${num(r.lat)}\t${num(r.lng)}\t${num(r.alt)}\t${escapeCopy(JSON.stringify(r.values))}\n`;
+      `${num(r.lat)}\t${num(r.lng)}\t${num(r.alt)}\t{${keys}}\t{${vals}}\n`;
   }
   return out;
 }
@@ -48,4 +65,15 @@ export function mergeSameInstant(rows: readonly Reading[]): Reading[] {
     byKey.set(key, next);
   }
   return merged ? [...byKey.values()] : (rows as Reading[]);
+}
+
+/** Rows grouped by the domain table they go to. */
+export function byDomain(rows: readonly Reading[]): Map<Domain, Reading[]> {
+  const groups = new Map<Domain, Reading[]>();
+  for (const r of rows) {
+    const g = groups.get(r.domain);
+    if (g) g.push(r);
+    else groups.set(r.domain, [r]);
+  }
+  return groups;
 }

@@ -1,6 +1,7 @@
 import type pg from 'pg';
 import type { Logger } from '../core/log.ts';
 import type { DeviceContext } from '../core/registry.ts';
+import type { KeyDictionary } from '../db/keys.ts';
 import { LatestTracker } from './latest.ts';
 import type { Reading, Rejection } from './readings.ts';
 import { parseTelemetry } from './telemetry-payload.ts';
@@ -10,6 +11,7 @@ import { ReadingWriter, RejectedByDatabase } from './writer.ts';
 export interface IngestOptions {
   pool: pg.Pool;
   log: Logger;
+  keys: KeyDictionary;
   batchSize: number;
   batchMs: number;
   writers: number;
@@ -38,9 +40,10 @@ export class Ingest {
 
   constructor(private readonly opts: IngestOptions) {
     this.timeRules = opts.timeRules ?? DEFAULT_TIME_RULES;
-    this.latest = new LatestTracker(opts.pool, opts.log.child({ module: 'latest' }), opts.latestFlushMs);
+    this.latest = new LatestTracker(opts.pool, opts.keys, opts.log.child({ module: 'latest' }), opts.latestFlushMs);
     this.writer = new ReadingWriter({
       pool: opts.pool,
+      keys: opts.keys,
       log: opts.log.child({ module: 'writer' }),
       batchSize: opts.batchSize,
       batchMs: opts.batchMs,
@@ -80,7 +83,7 @@ export class Ingest {
   async telemetry(device: DeviceContext, payload: Buffer, receivedAt = Date.now()): Promise<TelemetryOutcome> {
     const parsed = parseTelemetry(payload);
     if (!parsed.ok) return { stored: 0, rejections: [parsed.error] };
-    const { readings, rejections } = toReadings(parsed.entries, device, receivedAt, this.timeRules);
+    const { readings, rejections } = toReadings(parsed.entries, device, receivedAt, this.timeRules, (name) => this.opts.keys.admit(name));
     return this.store(readings, rejections);
   }
 

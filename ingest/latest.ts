@@ -1,5 +1,6 @@
 import type pg from 'pg';
 import type { Logger } from '../core/log.ts';
+import type { KeyDictionary } from '../db/keys.ts';
 import type { Reading } from './readings.ts';
 
 /** A device's newest values ({key: [ts, value]}) and newest position. */
@@ -22,6 +23,7 @@ export class LatestTracker {
 
   constructor(
     private readonly pool: pg.Pool,
+    private readonly dictionary: KeyDictionary,
     private readonly log: Logger,
     private readonly flushMs: number,
   ) {}
@@ -94,24 +96,39 @@ export class LatestTracker {
 
   /** After a crash, re-derive state for readings committed since the last save. */
   async recover(): Promise<number> {
-    const { rows } = await this.pool.query<{ device_id: number; ts: Date; cell: string | null; lat: number | null; lng: number | null; alt: number | null; vals: Record<string, number> }>(
-      `SELECT device_id, ts, cell, lat, lng, alt, vals FROM readings
+    const { rows } = await this.pool.query<{
+      device_id: number;
+      domain: Reading['domain'];
+      ts: Date;
+      cell: string | null;
+      lat: number | null;
+      lng: number | null;
+      alt: number | null;
+      keys: number[];
+      vals: number[];
+    }>(
+      `SELECT device_id, domain, ts, cell, lat, lng, alt, keys, vals FROM readings
         WHERE ts > coalesce((SELECT max(updated_at) FROM device_state), '-infinity') - interval '1 minute'
           AND ts <= now() + interval '1 hour'
         ORDER BY ts`,
     );
-    this.record(
-      rows.map((r) => {
-        const reading: Reading = { deviceId: r.device_id, ts: r.ts.getTime(), values: r.vals };
-        if (r.cell !== null && r.lat !== null && r.lng !== null) {
-          reading.cell = BigInt(r.cell);
-          reading.lat = r.lat;
-          reading.lng = r.lng;
-          if (r.alt !== null) reading.alt = r.alt;
-        }
-        return reading;
-      }),
-    );
+    const readings: Reading[] = [];
+    for (const r of rows) {
+      const values: Record<string, number> = {};
+      for (const [i, id] of r.keys.entries()) {
+        const name = await this.dictionary.name(id);
+        if (name !== undefined) values[name] = r.vals[i]!;
+      }
+      const reading: Reading = { deviceId: r.device_id, domain: r.domain, ts: r.ts.getTime(), values };
+      if (r.cell !== null && r.lat !== null && r.lng !== null) {
+        reading.cell = BigInt(r.cell);
+        reading.lat = r.lat;
+        reading.lng = r.lng;
+        if (r.alt !== null) reading.alt = r.alt;
+      }
+      readings.push(reading);
+    }
+    this.record(readings);
     await this.flush();
     return rows.length;
   }

@@ -1,6 +1,10 @@
+import type { Domain } from '../core/domains.ts';
+
 /** One stored row: every value a device reported for one timestamp, with where it was. */
 export interface Reading {
   deviceId: number;
+  /** The device's domain: which readings table the row goes to. */
+  domain: Domain;
   /** Epoch milliseconds. */
   ts: number;
   values: Record<string, number>;
@@ -22,6 +26,7 @@ export const REJECT_REASONS = [
   'not_numeric',
   'out_of_range',
   'undeclared_key',
+  'too_many_keys',
   'invalid_ts',
   'ts_in_future',
   'ts_too_old',

@@ -20,7 +20,7 @@ describe('toReadings', () => {
   it('stores numbers, casts numeric strings, skips nulls (ThingsBoard rules)', () => {
     const { readings, rejections } = toReadings([{ values: { a: 1.5, b: '42', c: null } }], device('generic'), NOW);
     expect(rejections).toEqual([]);
-    expect(readings).toEqual([{ deviceId: 7, ts: NOW, values: { a: 1.5, b: 42 } }]);
+    expect(readings).toEqual([{ deviceId: 7, domain: 'generic', ts: NOW, values: { a: 1.5, b: 42 } }]);
   });
 
   it('rejects a bad key alone and keeps the good ones', () => {
@@ -36,6 +36,22 @@ describe('toReadings', () => {
     expect(rejections.map((r) => [r.reason, r.key])).toEqual([
       ['out_of_range', 'battery'],
       ['undeclared_key', 'colour'],
+    ]);
+  });
+
+  it('refuses new keys beyond what the key dictionary admits, and the reserved __proto__', () => {
+    const admitted = new Set(['a']);
+    const { readings, rejections } = toReadings(
+      [{ values: JSON.parse('{"a": 1, "b": 2, "__proto__": 3}') as Record<string, unknown> }],
+      device('generic'),
+      NOW,
+      undefined,
+      (name) => admitted.has(name),
+    );
+    expect(readings[0]!.values).toEqual({ a: 1 });
+    expect(rejections.map((r) => [r.reason, r.key])).toEqual([
+      ['too_many_keys', 'b'],
+      ['invalid_key', '__proto__'],
     ]);
   });
 

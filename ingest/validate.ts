@@ -13,6 +13,10 @@ export interface TimeRules {
 
 export const DEFAULT_TIME_RULES: TimeRules = { maxFutureMs: 5 * 60_000, minTs: Date.UTC(2000, 0, 1) };
 
+/** Every key is admitted unless a dictionary says otherwise (db/keys.ts caps how many exist). */
+export type AdmitKey = (name: string) => boolean;
+const admitAll: AdmitKey = () => true;
+
 const MAX_KEY_LENGTH = 100;
 // ThingsBoard casts numeric-looking strings to numbers by default; so does GuanLink.
 const NUMERIC_STRING = /^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$/;
@@ -23,6 +27,7 @@ function keyProblem(key: string): string | undefined {
   // eslint-disable-next-line no-control-regex
   if (/[\u0000-\u001f\u007f]/.test(key)) return 'key contains control characters';
   if (!key.isWellFormed()) return 'key is not well-formed Unicode';
+  if (key === '__proto__') return 'reserved key name';
   return undefined;
 }
 
@@ -49,6 +54,7 @@ export function toReadings(
   device: DeviceContext,
   receivedAt: number,
   rules: TimeRules = DEFAULT_TIME_RULES,
+  admitKey: AdmitKey = admitAll,
 ): { readings: Reading[]; rejections: Rejection[] } {
   const readings: Reading[] = [];
   const rejections: Rejection[] = [];
@@ -94,10 +100,14 @@ export function toReadings(
         });
         continue;
       }
+      if (!admitKey(key)) {
+        rejections.push({ reason: 'too_many_keys', detail: `${key}: the platform already holds its maximum number of distinct telemetry keys`, key });
+        continue;
+      }
       values[key] = value;
       count++;
     }
-    const reading: Reading = { deviceId: device.id, ts, values };
+    const reading: Reading = { deviceId: device.id, domain: device.type.domain, ts, values };
     const hasLat = position.latitude !== undefined;
     const hasLng = position.longitude !== undefined;
     let located = false;

@@ -3,12 +3,14 @@ import { Readable } from 'node:stream';
 import type pg from 'pg';
 import copyStreams from 'pg-copy-streams';
 import type { Logger } from '../core/log.ts';
-import { READING_COLUMNS, encodeCopyText, mergeSameInstant } from './copy-text.ts';
+import type { KeyDictionary } from '../db/keys.ts';
+import { READING_COLUMNS, byDomain, encodeCopyText, mergeSameInstant, readingsTable } from './copy-text.ts';
 import type { Reading } from './readings.ts';
 
 export interface WriterOptions {
   pool: pg.Pool;
   log: Logger;
+  keys: KeyDictionary;
   /** Flush once this many readings are queued… */
   batchSize: number;
   /** …or once the oldest queued reading has waited this long. */
@@ -169,32 +171,38 @@ export class ReadingWriter {
   private async commit(input: Reading[]): Promise<void> {
     const started = Date.now();
     const rows = mergeSameInstant(input);
-    const text = encodeCopyText(rows);
+    const names = new Set<string>();
+    for (const r of rows) for (const key in r.values) names.add(key);
+    await this.opts.keys.ensure(names);
+    const groups = [...byDomain(rows)].map(([domain, group]) => ({ table: readingsTable(domain), text: encodeCopyText(group, this.opts.keys) }));
     const client = await this.opts.pool.connect();
     let merged = false;
     let broken = false;
     try {
       try {
         await client.query('BEGIN');
-        await copyInto(client, 'readings', text);
+        for (const g of groups) await copyInto(client, g.table, g.text);
         await client.query('COMMIT');
       } catch (err) {
         await client.query('ROLLBACK').catch(() => {});
         if ((err as { code?: string }).code !== '23505') throw err;
         merged = true;
         await client.query('BEGIN');
-        await client.query(`CREATE TEMP TABLE IF NOT EXISTS readings_stage (LIKE readings) ON COMMIT DELETE ROWS`);
-        await copyInto(client, 'readings_stage', text);
-        await client.query(
-          `INSERT INTO readings AS r ${READING_COLUMNS}
-             SELECT device_id, ts, cell, lat, lng, alt, vals FROM readings_stage
-           ON CONFLICT (device_id, ts) DO UPDATE SET
-             vals = r.vals || excluded.vals,
-             cell = coalesce(excluded.cell, r.cell),
-             lat = CASE WHEN excluded.cell IS NULL THEN r.lat ELSE excluded.lat END,
-             lng = CASE WHEN excluded.cell IS NULL THEN r.lng ELSE excluded.lng END,
-             alt = CASE WHEN excluded.cell IS NULL THEN r.alt ELSE excluded.alt END`,
-        );
+        await client.query(`CREATE TEMP TABLE IF NOT EXISTS readings_stage (LIKE readings_generic) ON COMMIT DELETE ROWS`);
+        for (const g of groups) {
+          await copyInto(client, 'readings_stage', g.text);
+          await client.query(
+            `INSERT INTO ${g.table} AS r ${READING_COLUMNS}
+               SELECT device_id, ts, cell, lat, lng, alt, keys, vals FROM readings_stage
+             ON CONFLICT (device_id, ts) DO UPDATE SET
+               (keys, vals) = (SELECT m.keys, m.vals FROM guanlink_merge_values(r.keys, r.vals, excluded.keys, excluded.vals) AS m),
+               cell = coalesce(excluded.cell, r.cell),
+               lat = CASE WHEN excluded.cell IS NULL THEN r.lat ELSE excluded.lat END,
+               lng = CASE WHEN excluded.cell IS NULL THEN r.lng ELSE excluded.lng END,
+               alt = CASE WHEN excluded.cell IS NULL THEN r.alt ELSE excluded.alt END`,
+          );
+          await client.query('TRUNCATE readings_stage');
+        }
         await client.query('COMMIT');
       }
     } catch (err) {

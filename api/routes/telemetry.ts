@@ -2,6 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type pg from 'pg';
 import { Type } from 'typebox';
 import type { DeviceRegistry } from '../../core/registry.ts';
+import type { KeyDictionary } from '../../db/keys.ts';
 import { MAX_POINTS_PER_KEY, keysInRange, telemetryHistory } from '../../db/telemetry.ts';
 import type { LatestTracker } from '../../ingest/latest.ts';
 import { DeviceIdParams, ErrorResponse, Point } from '../schemas.ts';
@@ -25,9 +26,9 @@ export function parseInstant(raw: string): Date | undefined {
 const parseKeys = (raw: string | undefined): string[] | undefined =>
   raw === undefined ? undefined : [...new Set(raw.split(',').map((k) => k.trim()).filter((k) => k.length > 0))];
 
-export const telemetryRoutes: FastifyPluginAsyncTypebox<{ registry: DeviceRegistry; pool: pg.Pool; latest: LatestTracker }> = async (
+export const telemetryRoutes: FastifyPluginAsyncTypebox<{ registry: DeviceRegistry; pool: pg.Pool; keys: KeyDictionary; latest: LatestTracker }> = async (
   app,
-  { registry, pool, latest },
+  { registry, pool, keys: dictionary, latest },
 ) => {
   const badRequest = (message: string) => ({ statusCode: 400, error: 'Bad Request', message });
 
@@ -58,8 +59,8 @@ export const telemetryRoutes: FastifyPluginAsyncTypebox<{ registry: DeviceRegist
       let keys = parseKeys(q.keys);
       if (keys && keys.length > 100) return reply.code(400).send(badRequest('at most 100 keys per request'));
       if (!(await registry.get(id))) return reply.code(404).send({ statusCode: 404, error: 'Not Found', message: `no device ${id}` });
-      keys ??= await keysInRange(pool, id, from, to);
-      return telemetryHistory(pool, id, keys, from, to, q.limit);
+      keys ??= await keysInRange(pool, dictionary, id, from, to);
+      return telemetryHistory(pool, dictionary, id, keys, from, to, q.limit);
     },
   );
 

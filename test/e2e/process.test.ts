@@ -7,6 +7,7 @@ import pg from 'pg';
 import { afterAll, describe, expect, inject, it } from 'vitest';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';
 import { spawnGuanlink, waitReady, type GuanlinkProcess } from '../support/process.ts';
+import { storedReadings } from '../support/readings.ts';
 
 /**
  * The platform as an operator runs it: its own process, configured by environment variables,
@@ -57,8 +58,7 @@ describe('guanlink process', () => {
     const c = new pg.Client({ connectionString: url });
     await c.connect();
     try {
-      const { rows } = await c.query<{ n: number }>(`SELECT (vals->>'n')::int AS n FROM readings WHERE device_id = $1`, [deviceId]);
-      return new Set(rows.map((r) => r.n));
+      return new Set((await storedReadings(c, deviceId)).map((r) => r.values.n!));
     } finally {
       await c.end();
     }

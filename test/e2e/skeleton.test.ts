@@ -5,6 +5,7 @@ import { io as ioClient } from 'socket.io-client';
 import { cellToBigInt } from '../../geo/cell.ts';
 import { latLngToCell } from 'h3-js';
 import { eventually, startTestPlatform, type TestPlatform } from '../support/platform.ts';
+import { storedReadings } from '../support/readings.ts';
 
 type Points = Record<string, { ts: number; value: number }[]>;
 
@@ -102,8 +103,8 @@ describe('walking skeleton: device → broker → database → REST and live', (
         await client.publishAsync('v1/devices/me/telemetry', JSON.stringify(p), { qos: 1 });
         // PUBACK received: the readings must already be committed — no waiting here.
       }
-      const rows = (await db.query('SELECT ts, vals FROM readings WHERE device_id = $1 ORDER BY ts', [device.id])).rows;
-      const all = rows.flatMap((r: { ts: Date; vals: Record<string, number> }) => Object.entries(r.vals).map(([k, v]) => `${r.ts.getTime() >= t0 + 3000 ? 'now' : r.ts.getTime()}:${k}=${v}`));
+      const rows = await storedReadings(db, device.id);
+      const all = rows.flatMap((r) => Object.entries(r.values).map(([k, v]) => `${r.ts.getTime() >= t0 + 3000 ? 'now' : r.ts.getTime()}:${k}=${v}`));
       expect(all.sort()).toEqual(
         [`${t0}:temperature=20`, `${t0}:humidity=60`, `${t0 + 1000}:temperature=21`, `${t0 + 2000}:temperature=22`, 'now:temperature=25', 'now:pressure=1.5', 'now:flow=3'].sort(),
       );
@@ -133,12 +134,12 @@ describe('walking skeleton: device → broker → database → REST and live', (
       const ts = Date.UTC(2026, 10, 21, 0, 0, 0);
       await client.publishAsync('v1/devices/me/telemetry', JSON.stringify({ ts, values: { speed: 40, latitude: 23.05, longitude: 113.72, altitude: 12 } }), { qos: 1 });
       await client.publishAsync('v1/devices/me/telemetry', JSON.stringify({ ts: ts + 1000, values: { speed: 41 } }), { qos: 1 });
-      const rows = (await db.query('SELECT ts, cell::text AS cell, lat, lng, alt, vals FROM readings WHERE device_id = $1 ORDER BY ts', [device.id])).rows;
+      const rows = await storedReadings(db, device.id);
       expect(rows).toHaveLength(2);
-      expect(rows[0]).toMatchObject({ lat: 23.05, lng: 113.72, alt: 12, vals: { speed: 40 } });
-      expect(BigInt(rows[0].cell)).toBe(cellToBigInt(latLngToCell(23.05, 113.72, 15)));
-      expect(rows[1]).toMatchObject({ lat: 22.95, lng: 113.8, vals: { speed: 41 } });
-      expect(BigInt(rows[1].cell)).toBe(cellToBigInt(latLngToCell(22.95, 113.8, 15)));
+      expect(rows[0]).toMatchObject({ lat: 23.05, lng: 113.72, alt: 12, values: { speed: 40 } });
+      expect(BigInt(rows[0]!.cell!)).toBe(cellToBigInt(latLngToCell(23.05, 113.72, 15)));
+      expect(rows[1]).toMatchObject({ lat: 22.95, lng: 113.8, values: { speed: 41 } });
+      expect(BigInt(rows[1]!.cell!)).toBe(cellToBigInt(latLngToCell(22.95, 113.8, 15)));
       const lat = await t.api<Points>('GET', `/api/v1/devices/${device.id}/telemetry?keys=latitude,longitude`);
       expect(lat.body.latitude!.map((p) => p.value)).toEqual([22.95, 23.05]);
     });
@@ -164,8 +165,8 @@ describe('walking skeleton: device → broker → database → REST and live', (
       const reasons = await eventually(() => (errors.length >= 3 ? errors.map((e) => e.errors[0]!.reason) : undefined));
       expect(reasons.sort()).toEqual(['invalid_json', 'invalid_shape', 'not_numeric']);
       expect(badClient.connected).toBe(true);
-      const stored = (await db.query('SELECT vals FROM readings WHERE device_id = $1', [bad.id])).rows;
-      expect(stored).toEqual([{ vals: { ok: 1 } }]); // the good key of the partly bad message
+      const stored = await storedReadings(db, bad.id);
+      expect(stored.map((r) => r.values)).toEqual([{ ok: 1 }]); // the good key of the partly bad message
       expect((await db.query('SELECT count(*)::int AS n FROM readings WHERE device_id = $1', [good.id])).rows[0].n).toBe(20);
     });
 
@@ -177,7 +178,7 @@ describe('walking skeleton: device → broker → database → REST and live', (
       } finally {
         await client.endAsync();
       }
-      expect((await db.query('SELECT vals FROM readings WHERE device_id = $1', [device.id])).rows).toEqual([{ vals: { level: 3.5 } }]);
+      expect((await storedReadings(db, device.id)).map((r) => r.values)).toEqual([{ level: 3.5 }]);
     });
   });
 
