@@ -17,6 +17,8 @@ export interface IngestOptions {
   writers: number;
   latestFlushMs: number;
   timeRules?: TimeRules;
+  /** Runs inside each batch's transaction after its rows are written. */
+  inTransaction?: (client: pg.PoolClient, rows: readonly Reading[]) => Promise<void>;
 }
 
 export interface TelemetryOutcome {
@@ -48,6 +50,7 @@ export class Ingest {
       batchSize: opts.batchSize,
       batchMs: opts.batchMs,
       concurrency: opts.writers,
+      inTransaction: opts.inTransaction,
       onCommitted: (rows) => {
         this.latest.record(rows);
         for (const listener of this.listeners) {

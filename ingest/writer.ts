@@ -18,6 +18,8 @@ export interface WriterOptions {
   /** Batches in flight at once, each on its own connection. */
   concurrency: number;
   onCommitted?: (rows: Reading[]) => void;
+  /** Runs inside each batch's transaction after its rows are written (e.g. rollup invalidations). */
+  inTransaction?: (client: pg.PoolClient, rows: Reading[]) => Promise<void>;
   onBatch?: (info: { rows: number; ms: number; merged: boolean }) => void;
 }
 
@@ -182,6 +184,7 @@ export class ReadingWriter {
       try {
         await client.query('BEGIN');
         for (const g of groups) await copyInto(client, g.table, g.text);
+        await this.opts.inTransaction?.(client, rows);
         await client.query('COMMIT');
       } catch (err) {
         await client.query('ROLLBACK').catch(() => {});
@@ -203,6 +206,7 @@ export class ReadingWriter {
           );
           await client.query('TRUNCATE readings_stage');
         }
+        await this.opts.inTransaction?.(client, rows);
         await client.query('COMMIT');
       }
     } catch (err) {
