@@ -9,6 +9,7 @@ import { createBroker } from './broker/broker.ts';
 import { telemetryHandler } from './broker/handlers/telemetry.ts';
 import type { Config } from './core/config.ts';
 import type { Logger } from './core/log.ts';
+import { createMetrics } from './core/metrics.ts';
 import { DeviceRegistry } from './core/registry.ts';
 import { detectDialect, type Dialect } from './db/dialect.ts';
 import { startEmbeddedPostgres } from './db/embedded.ts';
@@ -59,14 +60,20 @@ export async function startPlatform(config: Config, log: Logger): Promise<Platfo
     const keys = new KeyDictionary(pool, config.maxTelemetryKeys);
     await keys.load();
 
+    const metrics = createMetrics();
     const ingest = new Ingest({
       pool,
       keys,
+      metrics,
       log: log.child({ module: 'ingest' }),
       batchSize: config.ingestBatchSize,
       batchMs: config.ingestBatchMs,
       writers: config.ingestWriters,
       latestFlushMs: config.latestFlushMs,
+      maxPayloadBytes: config.maxPayloadBytes,
+      maxQueueBytes: config.maxQueueBytes,
+      rejectedPerDevicePerMinute: config.rejectedPerDevicePerMinute,
+      timeRules: { maxFutureMs: config.maxFutureMs, minTs: Date.parse(config.minTimestamp) },
     });
     await ingest.start();
     cleanups.unshift(() => ingest.stop());
@@ -74,10 +81,19 @@ export async function startPlatform(config: Config, log: Logger): Promise<Platfo
     const brokerLog = log.child({ module: 'broker' });
     const broker = createBroker({
       log: brokerLog,
+      metrics,
+      maxPacketBytes: config.maxPacketBytes,
       authenticate: (token) => registry.authenticate(token),
-      routes: (deliver) => ({ telemetry: telemetryHandler(ingest, deliver, brokerLog) }),
+      routes: (deliver) => ({ telemetry: telemetryHandler(ingest, deliver) }),
     });
     cleanups.unshift(() => broker.close());
+    ingest.onPressure((saturated) => broker.pauseReading(saturated));
+
+    metrics.liveGauge('guanlink_ingest_queue_readings', 'Readings accepted and not yet committed.', () => ingest.pendingReadings);
+    metrics.liveGauge('guanlink_ingest_queue_bytes', 'Payload bytes accepted and not yet committed.', () => ingest.pendingBytes);
+    metrics.liveGauge('guanlink_ingest_paused', '1 while the broker has stopped reading from publishers (backpressure).', () => (broker.readingPaused ? 1 : 0));
+    metrics.liveGauge('guanlink_database_writable', '0 while ingest cannot write to the database.', () => (ingest.databaseDown ? 0 : 1));
+    metrics.liveGauge('guanlink_mqtt_connected_clients', 'MQTT clients connected.', () => broker.connectedClients);
 
     let httpListening = false;
     const app = await buildApi({
@@ -86,6 +102,7 @@ export async function startPlatform(config: Config, log: Logger): Promise<Platfo
       registry,
       pool,
       keys,
+      metrics,
       latest: ingest.latest,
       mapStyleUrl: config.mapStyleUrl,
       checks: {

@@ -8,6 +8,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type pg from 'pg';
 import { DOMAINS, DOMAIN_LABELS } from '../core/domains.ts';
 import type { Logger } from '../core/log.ts';
+import type { Metrics } from '../core/metrics.ts';
 import type { DeviceRegistry } from '../core/registry.ts';
 import type { KeyDictionary } from '../db/keys.ts';
 import type { LatestTracker } from '../ingest/latest.ts';
@@ -22,6 +23,7 @@ export interface ApiDeps {
   registry: DeviceRegistry;
   pool: pg.Pool;
   keys: KeyDictionary;
+  metrics: Metrics;
   latest: LatestTracker;
   checks: ReadinessChecks;
   mapStyleUrl: string | undefined;
@@ -54,6 +56,9 @@ export async function buildApi(deps: ApiDeps) {
   });
 
   await app.register(healthRoutes, { checks: deps.checks });
+  app.get('/metrics', { schema: { summary: 'Prometheus metrics', tags: ['operations'] } }, async (_request, reply) =>
+    reply.type(deps.metrics.registry.contentType).send(await deps.metrics.registry.metrics()),
+  );
 
   await app.register(
     async (api) => {

@@ -4,14 +4,22 @@ import type { Duplex } from 'node:stream';
 import { Aedes, type AuthenticateError, type Client } from 'aedes';
 import { WebSocketServer, createWebSocketStream } from 'ws';
 import type { Logger } from '../core/log.ts';
+import type { Metrics } from '../core/metrics.ts';
 import type { DeviceContext } from '../core/registry.ts';
 import { maySubscribe, routePublish, type DeviceApiRoutes } from './device-api.ts';
 import type { Deliver, Session } from './session.ts';
 
 export interface BrokerOptions {
   log: Logger;
+  metrics: Metrics;
   authenticate: (token: string) => Promise<DeviceContext | undefined>;
   routes: (deliver: Deliver) => DeviceApiRoutes;
+  /**
+   * An MQTT packet announcing more than this is refused as soon as its header arrives: the
+   * connection is closed before the body is buffered. Smaller packets whose payload exceeds the
+   * ingest limit are answered with a reason instead (see ingest).
+   */
+  maxPacketBytes: number;
 }
 
 export interface Broker {
@@ -23,10 +31,18 @@ export interface Broker {
   session(deviceId: number): Session | undefined;
   readonly connectedClients: number;
   readonly listening: boolean;
+  /** Stops (true) or resumes (false) reading from every device's socket: ingest backpressure. */
+  pauseReading(paused: boolean): void;
+  readonly readingPaused: boolean;
   /** Stops taking new connections and new messages; in-flight publishes still complete. */
   stopAccepting(): Promise<void>;
   /** Disconnects everyone and closes the broker. */
   close(): Promise<void>;
+}
+
+/** Stops reading a client's socket (aedes: no further batches are parsed until resume()). */
+function pauseClient(client: Client): void {
+  (client as Client & { pause(): void }).pause();
 }
 
 /** Sentinel error codes for CONNACK, as aedes expects them on the error object. */
@@ -42,21 +58,27 @@ function connackError(message: string, returnCode: 2 | 3 | 4 | 5): AuthenticateE
  * topics, so messages to a device are written to its own connection (`deliver`).
  */
 export function createBroker(opts: BrokerOptions): Broker {
-  const log = opts.log;
+  const { log, metrics } = opts;
   const sessions = new WeakMap<Client, Session>();
   const byDevice = new Map<number, Session>();
   const serverOriginated = new WeakSet<Buffer>();
   let accepting = true;
+  let paused = false;
+  const refuse = (reason: string) => metrics.mqttRefusals.inc({ reason });
 
   const aedes = new Aedes({
     connectTimeout: 10_000,
     authenticate(client, username, _password, done) {
       if (!accepting) return done(connackError('server is shutting down', 3), false);
-      if (!username) return done(connackError('access token missing (send it as the MQTT username)', 5), false);
+      if (!username) {
+        refuse('no_token');
+        return done(connackError('access token missing (send it as the MQTT username)', 5), false);
+      }
       opts
         .authenticate(username)
         .then((device) => {
           if (!device) {
+            refuse('bad_token');
             log.info({ clientId: client.id, address: client.conn && (client.conn as net.Socket).remoteAddress }, 'MQTT connect refused: unknown access token');
             return done(connackError('not authorized', 5), false);
           }
@@ -85,6 +107,7 @@ export function createBroker(opts: BrokerOptions): Broker {
       packet.retain = false; // the device API never retains
       const handler = routePublish(routes, packet.topic);
       if (!handler) {
+        refuse('topic_outside_api');
         log.info({ device: session.device.id, topic: packet.topic }, 'publish to a topic outside the device API ignored');
         return done(null);
       }
@@ -98,6 +121,7 @@ export function createBroker(opts: BrokerOptions): Broker {
     },
     authorizeSubscribe(client, sub, done) {
       if (sessions.get(client) && maySubscribe(sub.topic)) return done(null, { ...sub, qos: Math.min(sub.qos, 1) as 0 | 1 });
+      refuse('subscription');
       log.info({ clientId: client.id, topic: sub.topic }, 'subscription refused');
       done(null, null);
     },
@@ -110,6 +134,7 @@ export function createBroker(opts: BrokerOptions): Broker {
     const session = sessions.get(client);
     if (!session) return;
     byDevice.set(session.device.id, session);
+    if (paused) pauseClient(client);
     log.debug({ device: session.device.id, clientId: session.clientId, address: session.address }, 'device connected');
   });
   aedes.on('clientDisconnect', (client) => {
@@ -129,9 +154,28 @@ export function createBroker(opts: BrokerOptions): Broker {
     });
 
   const routes = opts.routes(deliver);
+
+  /** Hands a connection to aedes, refusing oversized packets as soon as their header is read. */
+  function handle(conn: Duplex, req?: IncomingMessage, address?: string): void {
+    const client = aedes.handle(conn, req) as Client & { _parser: { parse(buf: Buffer): unknown; packet: { length: number } } };
+    // aedes 1.2 has no packet-size limit for MQTT 3.1.1 and would buffer a 256 MB body; mqtt-packet
+    // knows the announced length once the fixed header is parsed (`packet.length`, -1 before).
+    const parser = client._parser;
+    const parse = parser.parse.bind(parser);
+    parser.parse = (buf: Buffer) => {
+      const result = parse(buf);
+      if (parser.packet.length > opts.maxPacketBytes) {
+        refuse('packet_too_large');
+        log.info({ clientId: client.id, address, announced: parser.packet.length, limit: opts.maxPacketBytes }, 'MQTT packet too large: connection closed');
+        conn.destroy();
+      }
+      return result;
+    };
+  }
+
   const tcp = net.createServer((socket) => {
     socket.setNoDelay(true);
-    aedes.handle(socket);
+    handle(socket, undefined, socket.remoteAddress);
   });
   const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false });
 
@@ -152,11 +196,22 @@ export function createBroker(opts: BrokerOptions): Broker {
       wss.handleUpgrade(req, socket, head, (ws) => {
         const stream = createWebSocketStream(ws);
         stream.on('error', () => stream.destroy());
-        aedes.handle(stream, req);
+        handle(stream, req, req.socket.remoteAddress);
       });
     },
     deliver,
     session: (deviceId) => byDevice.get(deviceId),
+    pauseReading(value) {
+      if (paused === value || !accepting) return;
+      paused = value;
+      for (const session of byDevice.values()) {
+        if (value) pauseClient(session.client);
+        else (session.client as Client & { resume(): void }).resume();
+      }
+    },
+    get readingPaused() {
+      return paused;
+    },
     get connectedClients() {
       return aedes.connectedClients;
     },
@@ -167,7 +222,8 @@ export function createBroker(opts: BrokerOptions): Broker {
       accepting = false;
       if (tcp.listening) tcp.close(); // stops listening now; its callback waits for open sockets
       // Read no further packets; those already read still complete (and are acknowledged).
-      for (const session of byDevice.values()) (session.client as Client & { pause(): void }).pause();
+      paused = true;
+      for (const session of byDevice.values()) pauseClient(session.client);
     },
     async close() {
       accepting = false;

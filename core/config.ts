@@ -28,6 +28,10 @@ function oneOf<const T extends string>(...values: T[]) {
     return raw as T;
   };
 }
+function isoDate(raw: string): string {
+  if (!/^\d{4}-\d{2}-\d{2}/.test(raw) || Number.isNaN(Date.parse(raw))) throw new Error(`expected an ISO 8601 date, got "${raw}"`);
+  return raw;
+}
 function flag(raw: string): boolean {
   if (/^(1|true|yes|on)$/i.test(raw)) return true;
   if (/^(0|false|no|off)$/i.test(raw)) return false;
@@ -84,6 +88,42 @@ export const settings = {
     description: 'Batches written concurrently (each on its own database connection).',
     default: 2,
     parse: integer(1, 32),
+  } as Setting<number>,
+  maxPayloadBytes: {
+    env: 'INGEST_MAX_PAYLOAD_BYTES',
+    description: 'Largest telemetry payload accepted; larger ones are refused with reason payload_too_large.',
+    default: 65_536,
+    parse: integer(256, 16 * 1024 * 1024),
+  } as Setting<number>,
+  maxPacketBytes: {
+    env: 'MQTT_MAX_PACKET_BYTES',
+    description: 'An MQTT packet announcing more than this closes the connection before its body is read.',
+    default: 1_048_576,
+    parse: integer(1024, 256 * 1024 * 1024),
+  } as Setting<number>,
+  maxQueueBytes: {
+    env: 'INGEST_MAX_QUEUE_BYTES',
+    description: 'Payload bytes held in memory waiting for the database; at this bound the broker stops reading from publishers until half is committed.',
+    default: 64 * 1024 * 1024,
+    parse: integer(64 * 1024, 16 * 1024 * 1024 * 1024),
+  } as Setting<number>,
+  maxFutureMs: {
+    env: 'INGEST_MAX_FUTURE_MS',
+    description: 'Readings timestamped further ahead of the server clock are refused (ts_in_future).',
+    default: 300_000,
+    parse: integer(0, 366 * 86_400_000),
+  } as Setting<number>,
+  minTimestamp: {
+    env: 'INGEST_MIN_TIMESTAMP',
+    description: 'Readings timestamped before this date are refused (ts_too_old; catches seconds sent as milliseconds).',
+    default: '2000-01-01T00:00:00Z',
+    parse: isoDate,
+  } as Setting<string>,
+  rejectedPerDevicePerMinute: {
+    env: 'REJECTED_PER_DEVICE_PER_MINUTE',
+    description: 'Rejected messages kept with their payload per device per minute (all are counted and explained to the device).',
+    default: 600,
+    parse: integer(0, 1_000_000),
   } as Setting<number>,
   maxTelemetryKeys: {
     env: 'MAX_TELEMETRY_KEYS',

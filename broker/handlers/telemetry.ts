@@ -1,5 +1,4 @@
 import type { PublishPacket } from 'aedes';
-import type { Logger } from '../../core/log.ts';
 import type { Ingest } from '../../ingest/ingest.ts';
 import type { Rejection } from '../../ingest/readings.ts';
 import type { Deliver, Session } from '../session.ts';
@@ -7,21 +6,21 @@ import type { Deliver, Session } from '../session.ts';
 export const ERRORS_TOPIC = 'v1/devices/me/errors';
 
 /**
- * `v1/devices/me/telemetry` (and ThingsBoard's short form `v2/t`): ThingsBoard's payload forms.
- * Resolves once the valid readings are committed; only then may the publish be acknowledged.
- * Rejected values are explained to the device on `v1/devices/me/errors` (a GuanLink extension
- * the device may subscribe to) and logged; the rest of the message is stored.
+ * `v1/devices/me/telemetry` (and ThingsBoard's short forms `v2/t`, `v2/t/j`): ThingsBoard's
+ * payload forms. Resolves once the valid readings are committed; only then may the publish be
+ * acknowledged. What was refused is explained to the device on `v1/devices/me/errors` (a
+ * GuanLink extension the device may subscribe to); ingest has already logged, counted and kept it.
  */
-export function telemetryHandler(ingest: Ingest, deliver: Deliver, log: Logger) {
+export function telemetryHandler(ingest: Ingest, deliver: Deliver) {
   return async (session: Session, packet: PublishPacket): Promise<void> => {
     const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
-    const outcome = await ingest.telemetry(session.device, payload);
-    if (outcome.rejections.length > 0) reportRejections(session, packet.topic, outcome.rejections, outcome.stored, deliver, log);
+    const outcome = await ingest.telemetry(session.device, payload, packet.topic);
+    if (outcome.rejections.length > 0) notifyRejections(session.device.id, packet.topic, outcome.rejections, outcome.stored, deliver);
   };
 }
 
-export function reportRejections(session: Session, topic: string, rejections: Rejection[], stored: number, deliver: Deliver, log: Logger): void {
-  log.info({ device: session.device.id, topic, stored, rejections: rejections.slice(0, 10) }, 'telemetry rejected');
+/** `{"topic", "ts", "stored", "errors": [{"reason", "key"?, "detail"}]}` on the device's errors topic. */
+export function notifyRejections(deviceId: number, topic: string, rejections: Rejection[], stored: number, deliver: Deliver): void {
   const message = JSON.stringify({ topic, ts: Date.now(), stored, errors: rejections.slice(0, 100) });
-  void deliver(session.device.id, ERRORS_TOPIC, message, 0);
+  void deliver(deviceId, ERRORS_TOPIC, message, 0);
 }

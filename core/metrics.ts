@@ -1,0 +1,57 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/**
+ * Every Prometheus metric GuanLink exposes at GET /metrics, created in one place. Modules get the
+ * counters they update; gauges read live values through callbacks registered by the composition root.
+ */
+export function createMetrics() {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'guanlink_' });
+  const registers = [registry];
+  return {
+    registry,
+    readingsAccepted: new Counter({ name: 'guanlink_readings_accepted_total', help: 'Readings committed to the database.', registers }),
+    rejections: new Counter({
+      name: 'guanlink_rejections_total',
+      help: 'Rejected values or messages, by machine-readable reason (see README).',
+      labelNames: ['reason'] as const,
+      registers,
+    }),
+    rejectionsNotStored: new Counter({
+      name: 'guanlink_rejections_not_stored_total',
+      help: 'Rejected messages counted but not kept in rejected_messages (per-device budget or database unavailable).',
+      registers,
+    }),
+    mqttRefusals: new Counter({
+      name: 'guanlink_mqtt_refusals_total',
+      help: 'MQTT connections, packets or subscriptions refused by the broker, by reason.',
+      labelNames: ['reason'] as const,
+      registers,
+    }),
+    batchRows: new Histogram({
+      name: 'guanlink_ingest_batch_rows',
+      help: 'Rows per committed batch (group commit).',
+      buckets: [1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000],
+      registers,
+    }),
+    commitSeconds: new Histogram({
+      name: 'guanlink_ingest_commit_seconds',
+      help: 'Time to write and commit one batch.',
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+      registers,
+    }),
+    /** A gauge whose value is read when Prometheus scrapes. */
+    liveGauge(name: string, help: string, read: () => number): Gauge {
+      return new Gauge({
+        name,
+        help,
+        registers,
+        collect() {
+          this.set(read());
+        },
+      });
+    },
+  };
+}
+
+export type Metrics = ReturnType<typeof createMetrics>;
