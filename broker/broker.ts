@@ -141,8 +141,15 @@ export function createBroker(opts: BrokerOptions): Broker {
     const session = sessions.get(client);
     if (session && byDevice.get(session.device.id) === session) byDevice.delete(session.device.id);
   });
-  aedes.on('clientError', (client, err) => log.debug({ clientId: client.id, err: err.message }, 'client error'));
-  aedes.on('connectionError', (client, err) => log.debug({ clientId: client.id, err: err.message }, 'connection error'));
+  // Protocol violations, keepalive timeouts, sockets reset: the connection is closed, the rest carry on.
+  aedes.on('clientError', (client, err) => {
+    refuse('client_error');
+    log.debug({ clientId: client.id, err: err.message }, 'client error: connection closed');
+  });
+  aedes.on('connectionError', (client, err) => {
+    refuse('connection_error');
+    log.debug({ clientId: client.id, err: err.message }, 'connection error: connection closed');
+  });
 
   const deliver: Deliver = (deviceId, topic, payload, qos = 1) =>
     new Promise((resolve) => {
