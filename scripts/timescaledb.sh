@@ -2,13 +2,17 @@
 # Provision and run PostgreSQL 17 + TimescaleDB (Apache edition) + PostGIS + h3-pg in a Debian
 # trixie chroot. This machine's Debian release has no TimescaleDB package; trixie has.
 #
-#   scripts/timescaledb.sh up      install if missing, start, create the database; prints DATABASE_URL
-#   scripts/timescaledb.sh down    stop the cluster and unmount
+#   scripts/timescaledb.sh up       install if missing, start, create the database; prints DATABASE_URL
+#   scripts/timescaledb.sh down     stop the cluster and unmount
+#   scripts/timescaledb.sh stop     stop the cluster (fast shutdown), keep the chroot mounted
+#   scripts/timescaledb.sh start    start an installed cluster
+#   scripts/timescaledb.sh restart  stop then start (tests use it to prove nothing is lost)
 #   scripts/timescaledb.sh url     print DATABASE_URL
 #   scripts/timescaledb.sh status  exit 0 when the cluster accepts connections
 #
 # Settings (environment): TSDB_DIR (chroot, default /var/lib/guanlink/timescaledb-trixie),
-# TSDB_PORT (default 55432), TSDB_DB (default guanlink). Needs root. A Docker user may run the
+# TSDB_PORT (default 55432), TSDB_DB (default guanlink), TSDB_CLUSTER (default main; another
+# name gives a second, independent server in the same chroot, e.g. on another port). Needs root. A Docker user may run the
 # timescale/timescaledb-ha image instead and set DATABASE_URL to it.
 set -euo pipefail
 
@@ -16,6 +20,7 @@ DIR=${TSDB_DIR:-/var/lib/guanlink/timescaledb-trixie}
 PORT=${TSDB_PORT:-55432}
 DB=${TSDB_DB:-guanlink}
 PG=17
+CLUSTER=${TSDB_CLUSTER:-main}
 URL="postgres://postgres@127.0.0.1:${PORT}/${DB}"
 PACKAGES="postgresql-${PG} postgresql-${PG}-timescaledb postgresql-${PG}-postgis-3 postgresql-${PG}-h3"
 
@@ -50,7 +55,7 @@ umount_all() {
 
 install_chroot() {
   if [ -x "$DIR/usr/lib/postgresql/${PG}/bin/postgres" ] && [ -f "$DIR/usr/share/postgresql/${PG}/extension/timescaledb.control" ] \
-     && [ -f "$DIR/usr/share/postgresql/${PG}/extension/h3.control" ] && [ -f "$DIR/usr/share/postgresql/${PG}/extension/postgis.control" ]; then
+     && [ -f "$DIR/usr/share/postgresql/${PG}/extension/h3.control" ] && [ -L "$DIR/usr/share/postgresql/${PG}/extension/postgis.control" -o -f "$DIR/usr/share/postgresql/${PG}/extension/postgis.control" ]; then
     return 0
   fi
   command -v debootstrap >/dev/null || { log "installing debootstrap"; apt-get install -y -q debootstrap >&2; }
@@ -70,8 +75,8 @@ install_chroot() {
 }
 
 configure_cluster() {
-  local conf="$DIR/etc/postgresql/${PG}/main"
-  [ -d "$conf" ] || in_chroot pg_createcluster "$PG" main >&2
+  local conf="$DIR/etc/postgresql/${PG}/${CLUSTER}"
+  [ -d "$conf" ] || in_chroot pg_createcluster "$PG" "$CLUSTER" >&2
   mkdir -p "$conf/conf.d"
   cat > "$conf/conf.d/guanlink.conf" <<CONF
 port = ${PORT}
@@ -99,7 +104,7 @@ start_cluster() {
   mount_all
   if ! is_up; then
     log "starting PostgreSQL ${PG} on 127.0.0.1:${PORT}"
-    in_chroot pg_ctlcluster "$PG" main start >&2
+    in_chroot pg_ctlcluster "$PG" "$CLUSTER" start >&2
   fi
   for _ in $(seq 1 60); do is_up && break; sleep 0.5; done
   is_up || { log "cluster did not become ready"; exit 1; }
@@ -115,9 +120,18 @@ case "${1:-up}" in
     echo "$URL" ;;
   down)
     need_root
-    if [ -d "$DIR/etc/postgresql/${PG}/main" ] && is_up; then in_chroot pg_ctlcluster "$PG" main stop -m fast >&2 || true; fi
+    if [ -d "$DIR/etc/postgresql/${PG}/${CLUSTER}" ] && is_up; then in_chroot pg_ctlcluster "$PG" "$CLUSTER" stop -m fast >&2 || true; fi
     umount_all ;;
+  stop)
+    need_root
+    if is_up; then in_chroot pg_ctlcluster "$PG" "$CLUSTER" stop -m fast >&2; fi ;;
+  start)
+    need_root; start_cluster ;;
+  restart)
+    need_root
+    if is_up; then in_chroot pg_ctlcluster "$PG" "$CLUSTER" stop -m fast >&2; fi
+    start_cluster ;;
   url) echo "$URL" ;;
   status) is_up ;;
-  *) echo "usage: $0 up|down|url|status" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|stop|start|restart|url|status" >&2; exit 2 ;;
 esac
