@@ -16,6 +16,8 @@ import { startEmbeddedPostgres } from './db/embedded.ts';
 import { migrate } from './db/migrate.ts';
 import { KeyDictionary } from './db/keys.ts';
 import { createPool } from './db/pool.ts';
+import { Retention } from './db/retention.ts';
+import { Rollups } from './db/rollups.ts';
 import { Ingest } from './ingest/ingest.ts';
 
 export interface Platform {
@@ -59,6 +61,12 @@ export async function startPlatform(config: Config, log: Logger): Promise<Platfo
 
     const keys = new KeyDictionary(pool, config.maxTelemetryKeys);
     await keys.load();
+    // Keys that device types declare are always known, so generic devices inventing keys up to
+    // the cap can never lock a typed device out of its own keys.
+    await keys.ensure(registry.deviceTypes().flatMap((t) => Object.keys(t.keys)));
+
+    const rollups = new Rollups({ pool, log: log.child({ module: 'rollups' }), refreshMs: config.rollupRefreshMs, latenessMs: config.rollupLatenessMs });
+    const retention = new Retention({ pool, dialect, log: log.child({ module: 'retention' }), intervalMs: config.retentionIntervalMs });
 
     const metrics = createMetrics();
     const ingest = new Ingest({
@@ -74,9 +82,16 @@ export async function startPlatform(config: Config, log: Logger): Promise<Platfo
       maxQueueBytes: config.maxQueueBytes,
       rejectedPerDevicePerMinute: config.rejectedPerDevicePerMinute,
       timeRules: { maxFutureMs: config.maxFutureMs, minTs: Date.parse(config.minTimestamp) },
+      inTransaction: rollups.recordLate,
     });
     await ingest.start();
     cleanups.unshift(() => ingest.stop());
+    rollups.start();
+    retention.start();
+    cleanups.unshift(async () => {
+      await rollups.stop();
+      await retention.stop();
+    });
 
     const brokerLog = log.child({ module: 'broker' });
     const broker = createBroker({
@@ -87,11 +102,10 @@ export async function startPlatform(config: Config, log: Logger): Promise<Platfo
       routes: (deliver) => ({ telemetry: telemetryHandler(ingest, deliver) }),
     });
     cleanups.unshift(() => broker.close());
-    ingest.onPressure((saturated) => broker.pauseReading(saturated));
 
     metrics.liveGauge('guanlink_ingest_queue_readings', 'Readings accepted and not yet committed.', () => ingest.pendingReadings);
     metrics.liveGauge('guanlink_ingest_queue_bytes', 'Payload bytes accepted and not yet committed.', () => ingest.pendingBytes);
-    metrics.liveGauge('guanlink_ingest_paused', '1 while the broker has stopped reading from publishers (backpressure).', () => (broker.readingPaused ? 1 : 0));
+    metrics.liveGauge('guanlink_ingest_paused', '1 while ingest holds new messages (queue at its byte bound): publishers are not read.', () => (ingest.underPressure ? 1 : 0));
     metrics.liveGauge('guanlink_database_writable', '0 while ingest cannot write to the database.', () => (ingest.databaseDown ? 0 : 1));
     metrics.liveGauge('guanlink_mqtt_connected_clients', 'MQTT clients connected.', () => broker.connectedClients);
 
@@ -104,6 +118,8 @@ export async function startPlatform(config: Config, log: Logger): Promise<Platfo
       keys,
       metrics,
       latest: ingest.latest,
+      rollups,
+      retention,
       mapStyleUrl: config.mapStyleUrl,
       checks: {
         database: async () => (await pool.query('SELECT 1')).rowCount === 1,

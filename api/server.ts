@@ -1,6 +1,5 @@
 import path from 'node:path';
 import { createRequire } from 'node:module';
-import { fileURLToPath } from 'node:url';
 import Fastify, { LogController } from 'fastify';
 import fastifyStatic from '@fastify/static';
 import fastifySwagger from '@fastify/swagger';
@@ -8,13 +7,18 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type pg from 'pg';
 import { DOMAINS, DOMAIN_LABELS } from '../core/domains.ts';
 import type { Logger } from '../core/log.ts';
+import { LIVE_PUBLIC_DIR, ROOT } from '../core/paths.ts';
 import type { Metrics } from '../core/metrics.ts';
 import type { DeviceRegistry } from '../core/registry.ts';
 import type { KeyDictionary } from '../db/keys.ts';
+import type { Retention } from '../db/retention.ts';
+import type { Rollups } from '../db/rollups.ts';
 import type { LatestTracker } from '../ingest/latest.ts';
 import { requireAdminKey } from './auth.ts';
 import { devicesRoutes } from './routes/devices.ts';
 import { healthRoutes, type ReadinessChecks } from './routes/health.ts';
+import { retentionRoutes } from './routes/retention.ts';
+import { rollupsRoutes } from './routes/rollups.ts';
 import { telemetryRoutes } from './routes/telemetry.ts';
 
 export interface ApiDeps {
@@ -25,12 +29,13 @@ export interface ApiDeps {
   keys: KeyDictionary;
   metrics: Metrics;
   latest: LatestTracker;
+  rollups: Rollups;
+  retention: Retention;
   checks: ReadinessChecks;
   mapStyleUrl: string | undefined;
 }
 
-const PUBLIC_DIR = fileURLToPath(new URL('./live/public/', import.meta.url));
-const MAPLIBRE_DIST = path.dirname(createRequire(import.meta.url).resolve('maplibre-gl/dist/maplibre-gl.js'));
+const MAPLIBRE_DIST = path.dirname(createRequire(path.join(ROOT, 'package.json')).resolve('maplibre-gl/dist/maplibre-gl.js'));
 
 /** The HTTP side: REST under /api/v1 (admin key), health, OpenAPI, and the live map's static files. */
 export async function buildApi(deps: ApiDeps) {
@@ -65,6 +70,8 @@ export async function buildApi(deps: ApiDeps) {
       api.addHook('onRequest', requireAdminKey(deps.adminKey));
       await api.register(devicesRoutes, { registry: deps.registry });
       await api.register(telemetryRoutes, { registry: deps.registry, pool: deps.pool, keys: deps.keys, latest: deps.latest });
+      await api.register(rollupsRoutes, { rollups: deps.rollups });
+      await api.register(retentionRoutes, { retention: deps.retention });
     },
     { prefix: '/api/v1' },
   );
@@ -75,7 +82,7 @@ export async function buildApi(deps: ApiDeps) {
     domains: DOMAINS.map((name) => ({ name, label: DOMAIN_LABELS[name] })),
   }));
 
-  await app.register(fastifyStatic, { root: PUBLIC_DIR, prefix: '/', index: 'index.html' });
+  await app.register(fastifyStatic, { root: LIVE_PUBLIC_DIR, prefix: '/', index: 'index.html' });
   await app.register(fastifyStatic, { root: MAPLIBRE_DIST, prefix: '/vendor/maplibre-gl/', decorateReply: false });
   return app;
 }

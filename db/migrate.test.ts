@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DOMAINS } from '../core/domains.ts';
 import { createLogger } from '../core/log.ts';
 import { readingsTable } from '../ingest/copy-text.ts';
-import { createTestDatabase, type TestDatabase } from '../test/support/database.ts';
+import { createTestDatabase, type TestDatabase, testPool } from '../test/support/database.ts';
 import { detectDialect } from './dialect.ts';
 import { MIGRATIONS_DIR, migrate, readMigrations } from './migrate.ts';
 
@@ -16,7 +16,7 @@ describe('migrations', () => {
   let db: TestDatabase;
   const pools: pg.Pool[] = [];
   const pool = () => {
-    const p = new pg.Pool({ connectionString: db.url, max: 3 });
+    const p = testPool(db.url, 3);
     pools.push(p);
     return p;
   };
@@ -55,7 +55,7 @@ describe('migrations', () => {
 
   it('carries readings of the first (jsonb) schema over into the per-domain tables', async () => {
     const old = await createTestDatabase();
-    const p = new pg.Pool({ connectionString: old.url, max: 2 });
+    const p = testPool(old.url, 2);
     const dir = await mkdtemp(path.join(os.tmpdir(), 'migrations-'));
     try {
       for (const f of ['001_devices.sql', '002_readings.sql']) await copyFile(path.join(MIGRATIONS_DIR, f), path.join(dir, f));

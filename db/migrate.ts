@@ -1,12 +1,13 @@
 import { createHash } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type pg from 'pg';
 import type { Logger } from '../core/log.ts';
 import { prepareExtensions } from './dialect.ts';
 
-export const MIGRATIONS_DIR = fileURLToPath(new URL('../migrations/', import.meta.url));
+import { MIGRATIONS_DIR } from '../core/paths.ts';
+
+export { MIGRATIONS_DIR };
 
 // Any constant works; it only has to be the same on every GuanLink node sharing a database.
 const MIGRATION_LOCK = 7_004_117_310_331n;

@@ -11,8 +11,11 @@ export function createPool(connectionString: string, options: { max?: number; ap
     connectionTimeoutMillis: 10_000,
     idleTimeoutMillis: 30_000,
   });
-  // A dropped idle connection (database restart) must not crash the process; the pool replaces it.
+  // A database restart ends every connection with an error event. For idle connections the pool
+  // reports it (and replaces them); a connection checked out between two queries would emit it
+  // with no listener and crash the process. The query in progress still sees the error.
   pool.on('error', () => {});
+  pool.on('connect', (client) => client.on('error', () => {}));
   return pool;
 }
 

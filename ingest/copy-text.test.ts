@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { byDomain, encodeCopyText, mergeSameInstant, readingsTable } from './copy-text.ts';
+import { byDomain, encodeCopyText, isoTimestamp, mergeSameInstant, readingsTable } from './copy-text.ts';
 
 const dictionary = { id: (name: string) => ({ a: 1, b: 2, c: 3 })[name] };
 
@@ -44,5 +44,13 @@ describe('COPY text encoding', () => {
       { deviceId: 1, domain: 'generic', ts: 10, values: { a: 1, b: 2 }, lat: 1, lng: 2, cell: 3n },
       { deviceId: 2, domain: 'generic', ts: 10, values: { a: 9 } },
     ]);
+  });
+});
+
+describe('isoTimestamp', () => {
+  it('formats like Date.toISOString across days, hours and milliseconds', () => {
+    for (const ms of [0, 1, 999, 1000, 59_999, 3_599_999, 86_399_999, 86_400_000, Date.UTC(2026, 10, 26, 23, 59, 59, 7), Date.UTC(2000, 1, 29, 12, 0, 0, 450), 1_764_000_000_123]) {
+      expect(isoTimestamp(ms)).toBe(new Date(ms).toISOString());
+    }
   });
 });

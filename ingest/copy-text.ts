@@ -10,6 +10,10 @@ export const readingsTable = (domain: Domain): string => `readings_${domain.repl
 
 const num = (v: number | undefined): string => (v === undefined ? '\\N' : String(v));
 
+// Scratch space reused for every row: the encoder runs per reading on the hot path.
+const ids: number[] = [];
+const vals: number[] = [];
+
 /**
  * Encodes readings as one COPY text chunk (tab-separated, \N for NULL). Values become two
  * parallel arrays, key ids ascending and float8 values; every key must already have an id.
@@ -18,24 +22,68 @@ const num = (v: number | undefined): string => (v === undefined ? '\\N' : String
 export function encodeCopyText(rows: readonly Reading[], dictionary: Pick<KeyDictionary, 'id'>): string {
   let out = '';
   for (const r of rows) {
-    const pairs: [number, number][] = [];
+    ids.length = 0;
+    vals.length = 0;
+    let sorted = true;
     for (const key in r.values) {
       const id = dictionary.id(key);
       if (id === undefined) throw new Error(`telemetry key "${key}" has no id yet`);
-      pairs.push([id, r.values[key]!]);
+      if (ids.length > 0 && id < ids[ids.length - 1]!) sorted = false;
+      ids.push(id);
+      vals.push(r.values[key]!);
     }
-    pairs.sort((a, b) => a[0] - b[0]);
-    let keys = '';
-    let vals = '';
-    for (const [id, v] of pairs) {
-      keys += keys ? `,${id}` : `${id}`;
-      vals += vals ? `,${v}` : `${v}`;
+    if (!sorted) sortPairs();
+    let k = '';
+    let v = '';
+    for (let i = 0; i < ids.length; i++) {
+      if (i > 0) {
+        k += ',';
+        v += ',';
+      }
+      k += ids[i];
+      v += vals[i];
     }
-    out +=
-      `${r.deviceId}\t${new Date(r.ts).toISOString()}\t${r.cell === undefined ? '\\N' : r.cell.toString()}\t` +
-      `${num(r.lat)}\t${num(r.lng)}\t${num(r.alt)}\t{${keys}}\t{${vals}}\n`;
+    out += `${r.deviceId}\t${isoTimestamp(r.ts)}\t${r.cell === undefined ? '\\N' : r.cell}\t${num(r.lat)}\t${num(r.lng)}\t${num(r.alt)}\t{${k}}\t{${v}}\n`;
   }
   return out;
+}
+
+/** Insertion sort of the scratch pairs by id (a handful of keys per reading). */
+function sortPairs(): void {
+  for (let i = 1; i < ids.length; i++) {
+    const id = ids[i]!;
+    const val = vals[i]!;
+    let j = i - 1;
+    while (j >= 0 && ids[j]! > id) {
+      ids[j + 1] = ids[j]!;
+      vals[j + 1] = vals[j]!;
+      j--;
+    }
+    ids[j + 1] = id;
+    vals[j + 1] = val;
+  }
+}
+
+const DAY_MS = 86_400_000;
+let cachedDay = Number.NaN;
+let cachedDayPrefix = '';
+const pad2 = (n: number): string => (n < 10 ? `0${n}` : `${n}`);
+const pad3 = (n: number): string => (n < 10 ? `00${n}` : n < 100 ? `0${n}` : `${n}`);
+
+/** `new Date(ms).toISOString()` without a Date per reading: the date part is cached per UTC day. */
+export function isoTimestamp(ms: number): string {
+  const day = Math.floor(ms / DAY_MS);
+  if (day !== cachedDay) {
+    cachedDay = day;
+    cachedDayPrefix = new Date(day * DAY_MS).toISOString().slice(0, 11);
+  }
+  let rest = ms - day * DAY_MS;
+  const h = Math.floor(rest / 3_600_000);
+  rest -= h * 3_600_000;
+  const m = Math.floor(rest / 60_000);
+  rest -= m * 60_000;
+  const sec = Math.floor(rest / 1000);
+  return `${cachedDayPrefix}${pad2(h)}:${pad2(m)}:${pad2(sec)}.${pad3(rest - sec * 1000)}Z`;
 }
 
 /**
@@ -44,8 +92,25 @@ export function encodeCopyText(rows: readonly Reading[], dictionary: Pick<KeyDic
  * same server time, so this is common, not exotic.
  */
 export function mergeSameInstant(rows: readonly Reading[]): Reading[] {
+  // Cheap check first (no key strings): most batches hold no two rows of one device and instant.
+  const seen = new Map<number, number | Set<number>>();
+  let collision = false;
+  for (const r of rows) {
+    const prev = seen.get(r.deviceId);
+    if (prev === undefined) seen.set(r.deviceId, r.ts);
+    else if (typeof prev === 'number') {
+      if (prev === r.ts) {
+        collision = true;
+        break;
+      }
+      seen.set(r.deviceId, new Set([prev, r.ts]));
+    } else if (prev.has(r.ts)) {
+      collision = true;
+      break;
+    } else prev.add(r.ts);
+  }
+  if (!collision) return rows as Reading[];
   const byKey = new Map<string, Reading>();
-  let merged = false;
   for (const r of rows) {
     const key = `${r.deviceId}:${r.ts}`;
     const prev = byKey.get(key);
@@ -53,7 +118,6 @@ export function mergeSameInstant(rows: readonly Reading[]): Reading[] {
       byKey.set(key, r);
       continue;
     }
-    merged = true;
     const next: Reading = { ...prev, values: { ...prev.values, ...r.values } };
     if (r.cell !== undefined) {
       next.cell = r.cell;
@@ -64,7 +128,7 @@ export function mergeSameInstant(rows: readonly Reading[]): Reading[] {
     }
     byKey.set(key, next);
   }
-  return merged ? [...byKey.values()] : (rows as Reading[]);
+  return [...byKey.values()];
 }
 
 /** Rows grouped by the domain table they go to. */

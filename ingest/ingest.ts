@@ -22,8 +22,9 @@ export interface IngestOptions {
   /** Larger telemetry payloads are rejected (payload_too_large). */
   maxPayloadBytes: number;
   /**
-   * Payload bytes accepted but not yet committed. At this bound ingest reports pressure and the
-   * broker stops reading from publishers' sockets until it has fallen to half.
+   * Bytes of accepted, uncommitted messages (payload plus bookkeeping, see MESSAGE_OVERHEAD).
+   * At this bound new messages wait to be admitted — which holds their connection's read batch
+   * open, so the broker reads nothing more from that socket — until half has been committed.
    */
   maxQueueBytes: number;
   /** Rejected messages kept (with payload) per device per minute. */
@@ -41,7 +42,12 @@ export interface TelemetryOutcome {
 }
 
 export type CommittedListener = (rows: readonly Reading[]) => void;
-export type PressureListener = (saturated: boolean) => void;
+
+/**
+ * Memory a queued message costs beyond its payload (parsed values, readings, promises), measured
+ * with the outage test's heap figures; counting it makes the byte bound a bound on memory.
+ */
+export const MESSAGE_OVERHEAD = 1024;
 
 /**
  * Ingest: validates telemetry, hands readings to the group-commit writer and settles only once
@@ -54,10 +60,12 @@ export class Ingest {
   private readonly writer: ReadingWriter;
   private readonly rejected: RejectionLog;
   private readonly committedListeners: CommittedListener[] = [];
-  private readonly pressureListeners: PressureListener[] = [];
   private readonly timeRules: TimeRules;
   private bytes = 0;
   private saturated = false;
+  /** Messages held at the bound, admitted first come first served (a FIFO: `head` is the next). */
+  private waiting: { size: number; admit: () => void }[] = [];
+  private head = 0;
 
   constructor(private readonly opts: IngestOptions) {
     this.timeRules = opts.timeRules ?? DEFAULT_TIME_RULES;
@@ -106,17 +114,12 @@ export class Ingest {
     this.committedListeners.push(listener);
   }
 
-  /** Called with true when the queue reaches its byte bound, false once it has drained to half. */
-  onPressure(listener: PressureListener): void {
-    this.pressureListeners.push(listener);
-  }
-
   /** Readings waiting for or in a batch. */
   get pendingReadings(): number {
     return this.writer.pending;
   }
 
-  /** Payload bytes accepted and not yet committed. */
+  /** Bytes (payload + overhead) of messages accepted and not yet committed. */
   get pendingBytes(): number {
     return this.bytes;
   }
@@ -132,13 +135,53 @@ export class Ingest {
   /**
    * One telemetry message from a device; resolves after its valid readings are committed.
    * Whatever is refused is counted, logged and kept in rejected_messages before this returns.
+   * While the queue is at its bound the message waits here, costing no more than its packet.
    */
-  async telemetry(device: DeviceContext, payload: Buffer, topic: string, receivedAt = Date.now()): Promise<TelemetryOutcome> {
-    const outcome = await this.validateAndStore(device, payload, receivedAt);
-    if (outcome.rejections.length > 0) {
-      this.rejected.record({ deviceId: device.id, topic, payload, rejections: outcome.rejections, stored: outcome.stored });
+  telemetry(device: DeviceContext, payload: Buffer, topic: string, receivedAt = Date.now()): Promise<TelemetryOutcome> {
+    if (payload.length > this.opts.maxPayloadBytes) {
+      const rejection: Rejection = { reason: 'payload_too_large', detail: `payload is ${payload.length} bytes; the limit is ${this.opts.maxPayloadBytes}` };
+      return Promise.resolve(this.reported(device, topic, payload, 0, [rejection]));
     }
-    return outcome;
+    const size = payload.length + MESSAGE_OVERHEAD;
+    if (this.fits(size)) {
+      this.bytes += size;
+      return this.process(device, payload, topic, receivedAt, size);
+    }
+    if (!this.saturated) this.setPressure(true);
+    return new Promise((resolve, reject) => this.waiting.push({ size, admit: () => this.process(device, payload, topic, receivedAt, size).then(resolve, reject) }));
+  }
+
+  /** Validates an admitted message and writes its readings; releases its room in the queue when settled. */
+  private process(device: DeviceContext, payload: Buffer, topic: string, receivedAt: number, size: number): Promise<TelemetryOutcome> {
+    const parsed = parseTelemetry(payload);
+    if (!parsed.ok) {
+      this.release(size);
+      return Promise.resolve(this.reported(device, topic, payload, 0, [parsed.error]));
+    }
+    const { readings, rejections } = toReadings(parsed.entries, device, receivedAt, this.timeRules, this.admitKey);
+    if (readings.length === 0) {
+      this.release(size);
+      return Promise.resolve(this.reported(device, topic, payload, 0, rejections.length > 0 ? rejections : [{ reason: 'empty', detail: 'no values to store' }]));
+    }
+    return this.writer.write(readings).then(
+      () => {
+        this.release(size);
+        return this.reported(device, topic, payload, readings.length, rejections);
+      },
+      (err: unknown) => {
+        this.release(size);
+        if (!(err instanceof RejectedByDatabase)) throw err;
+        return this.reported(device, topic, payload, 0, [...rejections, { reason: 'invalid_shape', detail: `refused by the database: ${err.message}` }]);
+      },
+    );
+  }
+
+  private readonly admitKey = (name: string): boolean => this.opts.keys.admit(name);
+
+  /** The outcome, with its rejections (if any) counted, logged and kept. */
+  private reported(device: DeviceContext, topic: string, payload: Buffer, stored: number, rejections: Rejection[]): TelemetryOutcome {
+    if (rejections.length > 0) this.rejected.record({ deviceId: device.id, topic, payload, rejections, stored });
+    return { stored, rejections };
   }
 
   /** A refusal decided outside ingest (e.g. by the broker), kept and counted the same way. */
@@ -146,45 +189,48 @@ export class Ingest {
     this.rejected.record({ deviceId, topic, payload, rejections: [rejection], stored: 0 });
   }
 
-  private async validateAndStore(device: DeviceContext, payload: Buffer, receivedAt: number): Promise<TelemetryOutcome> {
-    if (payload.length > this.opts.maxPayloadBytes) {
-      return { stored: 0, rejections: [{ reason: 'payload_too_large', detail: `payload is ${payload.length} bytes; the limit is ${this.opts.maxPayloadBytes}` }] };
-    }
-    const parsed = parseTelemetry(payload);
-    if (!parsed.ok) return { stored: 0, rejections: [parsed.error] };
-    const { readings, rejections } = toReadings(parsed.entries, device, receivedAt, this.timeRules, (name) => this.opts.keys.admit(name));
-    if (readings.length === 0) return { stored: 0, rejections: rejections.length > 0 ? rejections : [{ reason: 'empty', detail: 'no values to store' }] };
-    this.hold(payload.length);
-    try {
-      await this.writer.write(readings);
-      return { stored: readings.length, rejections };
-    } catch (err) {
-      if (!(err instanceof RejectedByDatabase)) throw err;
-      return { stored: 0, rejections: [...rejections, { reason: 'invalid_shape', detail: `refused by the database: ${err.message}` }] };
-    } finally {
-      this.release(payload.length);
-    }
+  /** Whether a message may be admitted now: nothing waiting ahead of it, and room (a lone message always fits). */
+  private fits(size: number): boolean {
+    return !this.saturated && this.head === this.waiting.length && (this.bytes === 0 || this.bytes + size <= this.opts.maxQueueBytes);
   }
 
-  private hold(bytes: number): void {
-    this.bytes += bytes;
-    if (!this.saturated && this.bytes >= this.opts.maxQueueBytes) this.setPressure(true);
-  }
-
-  private release(bytes: number): void {
-    this.bytes -= bytes;
-    if (this.saturated && this.bytes <= this.opts.maxQueueBytes / 2) this.setPressure(false);
+  private release(size: number): void {
+    this.bytes -= size;
+    if (!this.saturated || this.bytes > this.opts.maxQueueBytes / 2) return;
+    this.setPressure(false);
+    while (this.head < this.waiting.length) {
+      const next = this.waiting[this.head]!;
+      if (this.bytes > 0 && this.bytes + next.size > this.opts.maxQueueBytes) {
+        this.setPressure(true);
+        break;
+      }
+      this.head++;
+      this.bytes += next.size;
+      next.admit();
+    }
+    if (this.head === this.waiting.length) {
+      this.waiting = [];
+      this.head = 0;
+    } else if (this.head > 4096) {
+      this.waiting = this.waiting.slice(this.head);
+      this.head = 0;
+    }
   }
 
   private setPressure(saturated: boolean): void {
     this.saturated = saturated;
-    this.opts.log.warn({ pendingBytes: this.bytes, pendingReadings: this.writer.pending }, saturated ? 'ingest queue full: pausing publishers' : 'ingest queue drained: resuming publishers');
-    for (const listener of this.pressureListeners) listener(saturated);
+    this.opts.log.warn(
+      { pendingBytes: this.bytes, pendingReadings: this.writer.pending },
+      saturated ? 'ingest queue full: holding new messages (their sockets are not read meanwhile)' : 'ingest queue drained to half: admitting again',
+    );
   }
 
-  /** Commits everything accepted so far, then saves latest state and rejections. */
+  /** Commits everything accepted so far (including messages held at the bound), then saves latest state and rejections. */
   async stop(): Promise<void> {
-    await this.writer.drain();
+    do {
+      await this.writer.drain();
+      await new Promise((resolve) => setImmediate(resolve)); // let held messages be admitted
+    } while (this.bytes > 0 || this.head < this.waiting.length);
     await this.latest.stop();
     await this.rejected.stop();
   }

@@ -195,9 +195,13 @@ function fromRow(r: StateRow): DeviceLatest {
 
 function mergeReading(d: DeviceLatest, r: Reading): void {
   if (r.ts > d.lastTs) d.lastTs = r.ts;
-  for (const [key, value] of Object.entries(r.values)) {
+  for (const key in r.values) {
     const prev = d.values[key];
-    if (!prev || prev[0] <= r.ts) d.values[key] = [r.ts, value];
+    if (!prev) d.values[key] = [r.ts, r.values[key]!];
+    else if (prev[0] <= r.ts) {
+      prev[0] = r.ts;
+      prev[1] = r.values[key]!;
+    }
   }
   if (r.cell !== undefined && r.lat !== undefined && r.lng !== undefined && (!d.position || d.position.ts <= r.ts)) {
     d.position = { ts: r.ts, lat: r.lat, lng: r.lng, cell: r.cell };

@@ -40,4 +40,20 @@ describe('parseTelemetry (ThingsBoard payload forms)', () => {
     expect(parsed.ok).toBe(false);
     if (!parsed.ok) expect(parsed.error.reason).toBe(reason);
   });
+  it('refuses bytes that are not UTF-8 as not JSON, instead of decoding them into U+FFFD', () => {
+    for (const payload of [
+      Buffer.concat([Buffer.from('{"temp'), Buffer.from([0xff]), Buffer.from('":1}')]),
+      Buffer.from([0xfe, 0xff, 0x00, 0x7b]),
+      Buffer.concat([Buffer.from('{"a":"'), Buffer.from([0xed, 0xa0, 0x80]), Buffer.from('"}')]),
+    ]) {
+      const parsed = parseTelemetry(payload);
+      expect(parsed).toEqual({ ok: false, error: { reason: 'invalid_json', detail: 'payload is not valid UTF-8 (JSON text must be UTF-8)' } });
+    }
+    expect(parseTelemetry(Buffer.from('{"温度":25}'))).toEqual({ ok: true, entries: [{ values: { 温度: 25 } }] });
+  });
+
+  it('explains a deeply nested ts instead of throwing', () => {
+    const parsed = parseTelemetry(`{"ts":${'['.repeat(20_000)}${']'.repeat(20_000)},"values":{"a":1}}`);
+    expect(parsed).toEqual({ ok: false, error: { reason: 'invalid_ts', detail: 'payload: ts must be epoch milliseconds, got an array nested too deeply to show' } });
+  });
 });

@@ -1,3 +1,4 @@
+import { isUtf8 } from 'node:buffer';
 import type { Rejection } from './readings.ts';
 
 /** One timestamped group of raw values, as a device sent it. `ts` is absent when the server's time applies. */
@@ -21,6 +22,11 @@ const isPlainObject = (v: unknown): v is Record<string, unknown> => typeof v ===
  *   [ …either of the above… ]                   several groups in one message
  */
 export function parseTelemetry(payload: Buffer | string): ParsedTelemetry {
+  // JSON text is UTF-8 (RFC 8259 §8.1). Decoding invalid bytes would turn them into U+FFFD, and a
+  // key such as "temp\xff" would be stored under a name the device never sent: refuse it instead.
+  if (typeof payload !== 'string' && !isUtf8(payload)) {
+    return { ok: false, error: { reason: 'invalid_json', detail: 'payload is not valid UTF-8 (JSON text must be UTF-8)' } };
+  }
   let doc: unknown;
   try {
     doc = JSON.parse(typeof payload === 'string' ? payload : payload.toString('utf8'));
@@ -41,7 +47,7 @@ export function parseTelemetry(payload: Buffer | string): ParsedTelemetry {
     if ('ts' in item && 'values' in item) {
       const ts = parseTs(item.ts);
       if (ts === undefined) {
-        return { ok: false, error: { reason: 'invalid_ts', detail: `${where}: ts must be epoch milliseconds, got ${JSON.stringify(item.ts)}` } };
+        return { ok: false, error: { reason: 'invalid_ts', detail: `${where}: ts must be epoch milliseconds, got ${describeValue(item.ts)}` } };
       }
       if (!isPlainObject(item.values)) {
         return { ok: false, error: { reason: 'invalid_shape', detail: `${where}: values must be a JSON object` } };
@@ -52,6 +58,22 @@ export function parseTelemetry(payload: Buffer | string): ParsedTelemetry {
     }
   }
   return { ok: true, entries };
+}
+
+/**
+ * A short description of a value a device sent, for rejection details. JSON.stringify recurses:
+ * a value nested a few thousand levels deep (a payload far below the size limit can hold that)
+ * overflows the stack, which used to throw out of ingest and close the device's connection
+ * without an answer or a PUBACK, so the device resent the same payload forever.
+ */
+export function describeValue(raw: unknown): string {
+  let s: string;
+  try {
+    s = JSON.stringify(raw) ?? String(raw);
+  } catch {
+    s = `${Array.isArray(raw) ? 'an array' : 'an object'} nested too deeply to show`;
+  }
+  return s.length > 60 ? `${s.slice(0, 57)}...` : s;
 }
 
 function parseTs(raw: unknown): number | undefined {

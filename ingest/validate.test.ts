@@ -88,4 +88,38 @@ describe('toReadings', () => {
     expect(bad.rejections.map((r) => r.reason)).toEqual(['invalid_position', 'invalid_position']);
     expect(bad.readings.every((r) => r.cell === undefined)).toBe(true);
   });
+  it('treats keys named like Object.prototype members as ordinary keys, not positions', () => {
+    const values = { constructor: 1, toString: 2, hasOwnProperty: 3, valueOf: 4, a: 5 };
+    const generic = toReadings([{ values }], device('generic'), NOW);
+    expect(generic.rejections).toEqual([]);
+    expect(generic.readings[0]!.values).toEqual(values);
+    const typed = toReadings([{ values: { constructor: 1, water_level: 2 } }], device('river-level-station'), NOW);
+    expect(typed.readings[0]!.values).toEqual({ water_level: 2 });
+    expect(typed.rejections.map((r) => [r.reason, r.key])).toEqual([['undeclared_key', 'constructor']]);
+  });
+
+  it('explains a value nested too deeply to print instead of throwing', () => {
+    const deep = JSON.parse(`{"a":${'['.repeat(20_000)}${']'.repeat(20_000)},"b":1}`) as Record<string, unknown>;
+    const { readings, rejections } = toReadings([{ values: deep }], device('generic'), NOW);
+    expect(readings[0]!.values).toEqual({ b: 1 });
+    expect(rejections).toEqual([{ reason: 'not_numeric', key: 'a', detail: 'a: expected a finite number, got an array nested too deeply to show' }]);
+  });
+
+  it('refuses an altitude without latitude and longitude instead of dropping it', () => {
+    const { readings, rejections } = toReadings([{ ts: NOW - 1, values: { altitude: 30, speed: 3 } }], device('bus'), NOW);
+    expect(readings.map((r) => [r.values, r.alt])).toEqual([[{ speed: 3 }, undefined]]);
+    expect(rejections.map((r) => [r.reason, r.detail])).toEqual([['invalid_position', 'altitude must be sent with latitude and longitude']]);
+  });
+
+  it('stores nothing when the only thing sent is a refused position (not even the registered location)', () => {
+    const at = { lat: 22.9, lng: 113.6 };
+    for (const values of [{ latitude: 91, longitude: 0 }, { latitude: 23 }, { altitude: 10 }, { latitude: 23, longitude: 113, altitude: -20_000 }]) {
+      const { readings, rejections } = toReadings([{ ts: NOW - 1, values }], device('generic', at), NOW);
+      expect(readings, JSON.stringify(values)).toEqual([]);
+      expect(rejections.map((r) => r.reason)).toEqual(['invalid_position']);
+    }
+    // With a value beside it, the reading is kept at the registered location.
+    const kept = toReadings([{ ts: NOW - 1, values: { latitude: 91, longitude: 0, a: 1 } }], device('generic', at), NOW);
+    expect(kept.readings).toMatchObject([{ values: { a: 1 }, lat: 22.9, lng: 113.6 }]);
+  });
 });

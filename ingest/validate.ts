@@ -2,7 +2,7 @@ import { POSITION_KEYS } from '../core/device-types.ts';
 import type { DeviceContext } from '../core/registry.ts';
 import { storageCell } from '../geo/cell.ts';
 import type { Reading, Rejection } from './readings.ts';
-import type { TelemetryEntry } from './telemetry-payload.ts';
+import { describeValue, type TelemetryEntry } from './telemetry-payload.ts';
 
 export interface TimeRules {
   /** A timestamp more than this far ahead of the server's clock is rejected. */
@@ -21,7 +21,19 @@ const MAX_KEY_LENGTH = 100;
 // ThingsBoard casts numeric-looking strings to numbers by default; so does GuanLink.
 const NUMERIC_STRING = /^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$/;
 
+/** Key checks are the same every time a key is seen: remember the last many answers. */
+const keyChecks = new Map<string, string | null>();
+
 function keyProblem(key: string): string | undefined {
+  const known = keyChecks.get(key);
+  if (known !== undefined) return known ?? undefined;
+  const problem = checkKey(key);
+  if (keyChecks.size >= 20_000) keyChecks.clear();
+  keyChecks.set(key, problem ?? null);
+  return problem;
+}
+
+function checkKey(key: string): string | undefined {
   if (key.length === 0) return 'empty key';
   if (key.length > MAX_KEY_LENGTH) return `key longer than ${MAX_KEY_LENGTH} characters`;
   // eslint-disable-next-line no-control-regex
@@ -39,11 +51,6 @@ function toNumber(raw: unknown): number | undefined {
   }
   return undefined;
 }
-
-const describe = (raw: unknown): string => {
-  const s = JSON.stringify(raw) ?? String(raw);
-  return s.length > 60 ? `${s.slice(0, 57)}...` : s;
-};
 
 /**
  * Turns parsed telemetry into readings for one device, checking each value against the device
@@ -69,9 +76,13 @@ export function toReadings(
       continue;
     }
     const values: Record<string, number> = {};
-    const position: { latitude?: number; longitude?: number; altitude?: number } = {};
+    let latitude: number | undefined;
+    let longitude: number | undefined;
+    let altitude: number | undefined;
     let count = 0;
-    for (const [key, raw] of Object.entries(entry.values)) {
+    const sent = entry.values;
+    for (const key in sent) {
+      const raw = sent[key];
       if (raw === null) continue; // ThingsBoard skips nulls silently
       const problem = keyProblem(key);
       if (problem) {
@@ -80,11 +91,15 @@ export function toReadings(
       }
       const value = toNumber(raw);
       if (value === undefined) {
-        rejections.push({ reason: 'not_numeric', detail: `${key}: expected a finite number, got ${describe(raw)}`, key });
+        rejections.push({ reason: 'not_numeric', detail: `${key}: expected a finite number, got ${describeValue(raw)}`, key });
         continue;
       }
-      if (key in POSITION_KEYS) {
-        position[key as keyof typeof POSITION_KEYS] = value;
+      // Own keys only: `in` also sees Object.prototype, so "constructor", "toString"… were taken
+      // for position keys and silently dropped.
+      if (Object.hasOwn(POSITION_KEYS, key)) {
+        if (key === 'latitude') latitude = value;
+        else if (key === 'longitude') longitude = value;
+        else altitude = value;
         continue;
       }
       const declared = Object.hasOwn(device.type.keys, key) ? device.type.keys[key] : undefined;
@@ -108,13 +123,15 @@ export function toReadings(
       count++;
     }
     const reading: Reading = { deviceId: device.id, domain: device.type.domain, ts, values };
-    const hasLat = position.latitude !== undefined;
-    const hasLng = position.longitude !== undefined;
-    let located = false;
-    if (hasLat || hasLng) {
-      const { latitude, longitude, altitude } = position;
+    const hasLat = latitude !== undefined;
+    const hasLng = longitude !== undefined;
+    const hasAlt = altitude !== undefined;
+    let sentPosition = false;
+    if (hasLat || hasLng || hasAlt) {
       if (latitude === undefined || longitude === undefined) {
-        rejections.push({ reason: 'invalid_position', detail: 'latitude and longitude must be sent together' });
+        // An altitude alone used to be dropped without a word.
+        const detail = hasLat || hasLng ? 'latitude and longitude must be sent together' : 'altitude must be sent with latitude and longitude';
+        rejections.push({ reason: 'invalid_position', detail });
       } else if (latitude < -90 || latitude > 90 || longitude < -180 || longitude > 180) {
         rejections.push({ reason: 'invalid_position', detail: `latitude ${latitude}, longitude ${longitude} is not a position on Earth` });
       } else if (altitude !== undefined && (altitude < -12_000 || altitude > 100_000_000)) {
@@ -124,17 +141,18 @@ export function toReadings(
         reading.lng = longitude;
         if (altitude !== undefined) reading.alt = altitude;
         reading.cell = storageCell(latitude, longitude);
-        located = true;
+        sentPosition = true;
       }
     }
-    if (!located && device.lat !== null && device.lng !== null) {
+    if (!sentPosition && device.lat !== null && device.lng !== null) {
       reading.lat = device.lat;
       reading.lng = device.lng;
       if (device.alt !== null) reading.alt = device.alt;
       reading.cell = device.cell ?? storageCell(device.lat, device.lng);
-      located = true;
     }
-    if (count > 0 || (located && (hasLat || hasLng))) readings.push(reading);
+    // A reading needs a value or a position the device sent: a refused position alone must not
+    // store the registered location as if the device had reported it (a fake track point).
+    if (count > 0 || sentPosition) readings.push(reading);
   }
   return { readings, rejections };
 }

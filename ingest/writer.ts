@@ -40,11 +40,15 @@ interface Request {
  * once. While the database is unreachable, batches are retried with backoff and nothing settles.
  */
 export class ReadingWriter {
+  /** Requests not yet in a batch: `queue[head..]` (a head index, not shift(): batches take thousands). */
   private queue: Request[] = [];
+  private head = 0;
   private queued = 0;
+  private writing = 0;
   private inFlight = 0;
   private dueAt = Number.POSITIVE_INFINITY;
   private timer: NodeJS.Timeout | undefined;
+  private timerAt = Number.POSITIVE_INFINITY;
   private flushAll = false;
   private idleWaiters: (() => void)[] = [];
   private stopping = false;
@@ -54,7 +58,7 @@ export class ReadingWriter {
 
   /** Readings waiting or being written. */
   get pending(): number {
-    return this.queued;
+    return this.queued + this.writing;
   }
 
   get databaseDown(): boolean {
@@ -64,10 +68,11 @@ export class ReadingWriter {
   write(readings: Reading[]): Promise<void> {
     if (readings.length === 0) return Promise.resolve();
     return new Promise<void>((resolve, reject) => {
-      if (this.queue.length === 0) this.dueAt = Date.now() + this.opts.batchMs;
+      if (this.head === this.queue.length) this.dueAt = Date.now() + this.opts.batchMs;
       this.queue.push({ readings, resolve, reject });
       this.queued += readings.length;
-      this.schedule();
+      if (this.queued >= this.opts.batchSize) this.schedule();
+      else this.armTimer();
     });
   }
 
@@ -75,7 +80,7 @@ export class ReadingWriter {
   async drain(): Promise<void> {
     this.flushAll = true;
     this.schedule();
-    if (this.queue.length === 0 && this.inFlight === 0) return;
+    if (this.head === this.queue.length && this.inFlight === 0) return;
     await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
   }
 
@@ -84,23 +89,15 @@ export class ReadingWriter {
     this.stopping = true;
   }
 
+  /** Starts every batch that is due and a writer is free for; then waits for the next deadline. */
   private schedule(): void {
-    while (this.queue.length > 0 && this.inFlight < this.opts.concurrency) {
+    while (this.head < this.queue.length && this.inFlight < this.opts.concurrency) {
       const due = this.flushAll || this.queued >= this.opts.batchSize || Date.now() >= this.dueAt;
       if (!due) break;
       this.startBatch();
     }
-    if (this.timer) {
-      clearTimeout(this.timer);
-      this.timer = undefined;
-    }
-    if (this.queue.length > 0 && this.inFlight < this.opts.concurrency) {
-      this.timer = setTimeout(() => {
-        this.timer = undefined;
-        this.schedule();
-      }, Math.max(0, this.dueAt - Date.now()));
-    }
-    if (this.queue.length === 0 && this.inFlight === 0) {
+    if (this.head < this.queue.length) this.armTimer();
+    if (this.head === this.queue.length && this.inFlight === 0) {
       this.flushAll = false;
       const waiters = this.idleWaiters;
       this.idleWaiters = [];
@@ -108,19 +105,42 @@ export class ReadingWriter {
     }
   }
 
+  /** One timer at a time, for the oldest queued request's deadline (not one per write). */
+  private armTimer(): void {
+    if (this.timer && this.timerAt <= this.dueAt) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.timerAt = this.dueAt;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.timerAt = Number.POSITIVE_INFINITY;
+      this.schedule();
+    }, Math.max(0, this.dueAt - Date.now()));
+  }
+
   private startBatch(): void {
-    const batch: Request[] = [];
+    let end = this.head;
     let rows = 0;
-    while (this.queue.length > 0) {
-      const next = this.queue[0]!;
-      if (batch.length > 0 && rows + next.readings.length > this.opts.batchSize) break;
-      batch.push(this.queue.shift()!);
-      rows += next.readings.length;
+    while (end < this.queue.length) {
+      const n = this.queue[end]!.readings.length;
+      if (end > this.head && rows + n > this.opts.batchSize) break;
+      rows += n;
+      end++;
+    }
+    const batch = this.queue.slice(this.head, end);
+    this.head = end;
+    if (this.head === this.queue.length) {
+      this.queue = [];
+      this.head = 0;
+    } else if (this.head > 65_536) {
+      this.queue = this.queue.slice(this.head);
+      this.head = 0;
     }
     this.queued -= rows;
-    this.dueAt = this.queue.length > 0 ? Date.now() + this.opts.batchMs : Number.POSITIVE_INFINITY;
+    this.writing += rows;
+    this.dueAt = this.head < this.queue.length ? Date.now() + this.opts.batchMs : Number.POSITIVE_INFINITY;
     this.inFlight++;
     void this.writeWithRetry(batch).finally(() => {
+      this.writing -= rows;
       this.inFlight--;
       this.schedule();
     });

@@ -3,7 +3,8 @@ import type pg from 'pg';
 import { Type } from 'typebox';
 import type { DeviceRegistry } from '../../core/registry.ts';
 import type { KeyDictionary } from '../../db/keys.ts';
-import { MAX_POINTS_PER_KEY, keysInRange, telemetryHistory } from '../../db/telemetry.ts';
+import { AGGREGATES, autoInterval, formatInterval, parseInterval, type Aggregate } from '../../db/buckets.ts';
+import { MAX_POINTS_PER_KEY, earliestData, keysInRange, telemetryBuckets, telemetryHistory } from '../../db/telemetry.ts';
 import type { LatestTracker } from '../../ingest/latest.ts';
 import { DeviceIdParams, ErrorResponse, Point } from '../schemas.ts';
 
@@ -13,6 +14,21 @@ const Instant = Type.String({
 });
 
 const KeysParam = Type.String({ description: 'comma-separated keys; omitted: every key', maxLength: 4000 });
+
+const IntervalParam = Type.String({
+  description:
+    'aggregate into buckets of this length (30s, 1m, 5m, 15m, 1h, 6h, 1d: a whole number of s, m, h or d, 1s…366d; aligned to UTC) or `auto` ' +
+    '(at most ~1000 buckets over the range). Points are then {ts: bucket start, value}. Whole hours read the 1-hour rollups, whole minutes ' +
+    'the 1-minute rollups, and raw readings fill the rest (range edges, data newer than the rollups); response headers GuanLink-Interval ' +
+    'and GuanLink-Sources tell what was used.',
+  maxLength: 20,
+  examples: ['5m', '1h', 'auto'],
+});
+
+const AggParam = Type.String({ description: `with interval: ${AGGREGATES.join(', ')} (default avg)`, maxLength: 10, examples: ['avg', 'max'] });
+
+/** Buckets per key when an interval is given and no limit. */
+const DEFAULT_BUCKETS = 1000;
 
 /** Parses an ISO 8601 instant or epoch milliseconds; undefined when it is neither. */
 export function parseInstant(raw: string): Date | undefined {
@@ -36,14 +52,22 @@ export const telemetryRoutes: FastifyPluginAsyncTypebox<{ registry: DeviceRegist
     '/devices/:id/telemetry',
     {
       schema: {
-        summary: 'History of telemetry keys, newest first',
+        summary: 'History of telemetry keys, newest first: raw, or aggregated per time bucket (interval, agg)',
         tags: ['telemetry'],
         params: DeviceIdParams,
         querystring: Type.Object({
           keys: Type.Optional(KeysParam),
           from: Type.Optional(Instant),
           to: Type.Optional(Instant),
-          limit: Type.Integer({ minimum: 1, maximum: MAX_POINTS_PER_KEY, default: 100, description: `points per key, at most ${MAX_POINTS_PER_KEY}` }),
+          limit: Type.Optional(
+            Type.Integer({
+              minimum: 1,
+              maximum: MAX_POINTS_PER_KEY,
+              description: `points per key (default 100; with interval: buckets per key, default ${DEFAULT_BUCKETS}), at most ${MAX_POINTS_PER_KEY}`,
+            }),
+          ),
+          interval: Type.Optional(IntervalParam),
+          agg: Type.Optional(AggParam),
         }),
         response: { 200: Type.Record(Type.String(), Type.Array(Point)), 400: ErrorResponse, 404: ErrorResponse },
       },
@@ -58,9 +82,27 @@ export const telemetryRoutes: FastifyPluginAsyncTypebox<{ registry: DeviceRegist
       if (from > to) return reply.code(400).send(badRequest('from must not be after to'));
       let keys = parseKeys(q.keys);
       if (keys && keys.length > 100) return reply.code(400).send(badRequest('at most 100 keys per request'));
-      if (!(await registry.get(id))) return reply.code(404).send({ statusCode: 404, error: 'Not Found', message: `no device ${id}` });
+      const interval = q.interval === undefined ? undefined : parseInterval(q.interval);
+      if (typeof interval === 'object') return reply.code(400).send(badRequest(interval.error));
+      if (q.agg !== undefined && interval === undefined) return reply.code(400).send(badRequest('agg needs an interval (e.g. interval=1h&agg=max)'));
+      if (q.agg !== undefined && !(AGGREGATES as readonly string[]).includes(q.agg)) {
+        return reply.code(400).send(badRequest(`agg: "${q.agg}" is not one of ${AGGREGATES.join(', ')}`));
+      }
+      const device = await registry.get(id);
+      if (!device) return reply.code(404).send({ statusCode: 404, error: 'Not Found', message: `no device ${id}` });
       keys ??= await keysInRange(pool, dictionary, id, from, to);
-      return telemetryHistory(pool, dictionary, id, keys, from, to, q.limit);
+      if (interval === undefined) return telemetryHistory(pool, dictionary, id, keys, from, to, q.limit ?? 100);
+
+      let start = from;
+      if (interval === 'auto' && q.from === undefined) {
+        const earliest = await earliestData(pool, dictionary, id, device.domain, keys);
+        start = earliest && earliest > from ? (earliest > to ? to : earliest) : from;
+      }
+      const intervalMs = interval === 'auto' ? autoInterval(start.getTime(), to.getTime() + 1) : interval;
+      const agg = (q.agg ?? 'avg') as Aggregate;
+      const result = await telemetryBuckets(pool, dictionary, { deviceId: id, domain: device.domain, keys, from: start, to, intervalMs, agg, limit: q.limit ?? DEFAULT_BUCKETS });
+      void reply.header('guanlink-interval', formatInterval(intervalMs)).header('guanlink-sources', result.sources.join(','));
+      return result.points;
     },
   );
 

@@ -12,10 +12,12 @@ export const ERRORS_TOPIC = 'v1/devices/me/errors';
  * GuanLink extension the device may subscribe to); ingest has already logged, counted and kept it.
  */
 export function telemetryHandler(ingest: Ingest, deliver: Deliver) {
-  return async (session: Session, packet: PublishPacket): Promise<void> => {
+  // Not async on purpose: under backpressure thousands of these wait, each should cost little.
+  return (session: Session, packet: PublishPacket): Promise<void> => {
     const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
-    const outcome = await ingest.telemetry(session.device, payload, packet.topic);
-    if (outcome.rejections.length > 0) notifyRejections(session.device.id, packet.topic, outcome.rejections, outcome.stored, deliver);
+    return ingest.telemetry(session.device, payload, packet.topic).then((outcome) => {
+      if (outcome.rejections.length > 0) notifyRejections(session.device.id, packet.topic, outcome.rejections, outcome.stored, deliver);
+    });
   };
 }
 

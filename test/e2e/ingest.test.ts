@@ -1,3 +1,4 @@
+import { testPool } from '../support/database.ts';
 import net from 'node:net';
 import mqttPacket from 'mqtt-packet';
 import pg from 'pg';
@@ -18,7 +19,7 @@ describe('ingest: validation, rejections, idempotency, metrics', () => {
 
   beforeAll(async () => {
     t = await startTestPlatform({ maxPayloadBytes: 2048, maxPacketBytes: 8192 });
-    db = new pg.Pool({ connectionString: t.databaseUrl, max: 2 });
+    db = testPool(t.databaseUrl, 2);
   });
   afterAll(async () => {
     await db?.end();
@@ -110,5 +111,36 @@ describe('ingest: validation, rejections, idempotency, metrics', () => {
       expect(text, name).toContain(name);
     }
     expect(await metric(t, 'guanlink_readings_accepted_total')).toBeGreaterThan(0);
+  });
+});
+
+describe('ingest: the telemetry key cap', () => {
+  let t: TestPlatform;
+  let db: pg.Pool;
+  beforeAll(async () => {
+    t = await startTestPlatform({ maxTelemetryKeys: 60 });
+    db = testPool(t.databaseUrl, 2);
+  });
+  afterAll(async () => {
+    await db?.end();
+    await t?.stop();
+  });
+
+  it('refuses new keys from a generic device at the cap, but never a typed device its declared keys', async () => {
+    const generic = await t.createDevice({ name: 'key-inventor' });
+    const station = await t.createDevice({ name: 'aq-after-cap', type: 'air-quality-station', location: { lat: 23, lng: 113.7 } });
+    const g = await t.connect(generic.accessToken);
+    const invented = Object.fromEntries(Array.from({ length: 60 }, (_, i) => [`invented_${i}`, i]));
+    await g.publishAsync('v1/devices/me/telemetry', JSON.stringify({ ts: Date.UTC(2026, 10, 2), values: invented }), { qos: 1 });
+    const stored = await storedReadings(db, generic.id);
+    const kept = Object.keys(stored[0]!.values).length;
+    expect(kept).toBeGreaterThan(0);
+    expect(kept).toBeLessThan(60);
+    const rejected = await eventually(async () => (await db.query(`SELECT reasons FROM rejected_messages WHERE device_id = $1`, [generic.id])).rows[0]);
+    expect(rejected.reasons).toEqual(['too_many_keys']);
+
+    const s = await t.connect(station.accessToken);
+    await s.publishAsync('v1/devices/me/telemetry', JSON.stringify({ so2: 5, co: 0.4 }), { qos: 1 });
+    expect((await storedReadings(db, station.id)).map((r) => r.values)).toEqual([{ so2: 5, co: 0.4 }]);
   });
 });

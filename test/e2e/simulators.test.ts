@@ -1,3 +1,4 @@
+import { testPool } from '../support/database.ts';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -57,7 +58,7 @@ describe('simulated Dongguan fleet against the real platform', () => {
 
   beforeAll(async () => {
     t = await startTestPlatform();
-    db = new pg.Pool({ connectionString: t.databaseUrl, max: 2 });
+    db = testPool(t.databaseUrl, 2);
     dir = await mkdtemp(path.join(os.tmpdir(), 'guanlink-sim-e2e-'));
     stateFile = path.join(dir, 'simulators.json');
   });

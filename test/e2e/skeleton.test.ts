@@ -1,3 +1,4 @@
+import { testPool } from '../support/database.ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import mqtt from 'mqtt';
 import pg from 'pg';
@@ -15,7 +16,7 @@ describe('walking skeleton: device → broker → database → REST and live', (
 
   beforeAll(async () => {
     t = await startTestPlatform();
-    db = new pg.Pool({ connectionString: t.databaseUrl, max: 2 });
+    db = testPool(t.databaseUrl, 2);
   });
   afterAll(async () => {
     await db?.end();

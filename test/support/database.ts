@@ -7,9 +7,8 @@ export interface TestDatabase {
   drop(): Promise<void>;
 }
 
-/** A fresh, empty database on the test server, for one test file. */
-export async function createTestDatabase(): Promise<TestDatabase> {
-  const serverUrl = inject('databaseUrl');
+/** A fresh, empty database on the test server (or on `serverUrl`), for one test file. */
+export async function createTestDatabase(serverUrl: string = inject('databaseUrl')): Promise<TestDatabase> {
   const name = `guanlink_test_${randomBytes(5).toString('hex')}`;
   const admin = new pg.Client({ connectionString: serverUrl });
   await admin.connect();
@@ -32,4 +31,15 @@ export async function createTestDatabase(): Promise<TestDatabase> {
       }
     },
   };
+}
+
+/**
+ * A pool on a test database. Dropping a database WITH (FORCE) ends its connections, which then
+ * emit errors: a test pool must not turn those into unhandled errors.
+ */
+export function testPool(url: string, max = 2): pg.Pool {
+  const pool = new pg.Pool({ connectionString: url, max });
+  pool.on('error', () => {});
+  pool.on('connect', (client) => client.on('error', () => {}));
+  return pool;
 }

@@ -5,7 +5,7 @@ import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import { loadConfig, type Config } from '../../core/config.ts';
 import { createLogger } from '../../core/log.ts';
 import { startPlatform, type Platform } from '../../platform.ts';
-import { createTestDatabase } from './database.ts';
+import { createTestDatabase, type TestDatabase } from './database.ts';
 
 export interface TestPlatform {
   platform: Platform;
@@ -36,8 +36,8 @@ export interface CreatedDevice {
  * The whole platform in this process on its own fresh database and free ports, the way
  * `npm start` wires it (without simulators). Tests talk to it only through real MQTT and HTTP.
  */
-export async function startTestPlatform(overrides: Partial<Config> = {}): Promise<TestPlatform> {
-  const db = await createTestDatabase();
+export async function startTestPlatform(overrides: Partial<Config> = {}, options: { database?: TestDatabase } = {}): Promise<TestPlatform> {
+  const db = options.database ?? (await createTestDatabase());
   const dataDir = await mkdtemp(path.join(os.tmpdir(), 'guanlink-data-'));
   const config = loadConfig(
     {},

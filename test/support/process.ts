@@ -1,8 +1,11 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { freePort } from '../../db/embedded.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const BUNDLE = path.join(ROOT, 'dist', 'guanlink.mjs');
 
 export interface GuanlinkProcess {
   child: ChildProcess;
@@ -15,16 +18,24 @@ export interface GuanlinkProcess {
   exited: Promise<number | string>;
 }
 
-/** Runs `bin/guanlink.ts` as its own process, as an operator would (tests of start-up, signals, crashes). */
-export async function spawnGuanlink(env: Record<string, string | undefined>, args: string[] = ['--no-simulators']): Promise<GuanlinkProcess> {
-  const [httpPort, mqttPort] = [await freePort(), await freePort()];
-  const childEnv: NodeJS.ProcessEnv = { ...process.env, HOST: '127.0.0.1', HTTP_PORT: String(httpPort), MQTT_PORT: String(mqttPort), LOG_LEVEL: 'info' };
+/**
+ * Runs the platform as its own process, as `npm start` does (the bundle dist/guanlink.mjs, which
+ * `npm test` builds first): tests of start-up, signals, crashes.
+ */
+export async function spawnGuanlink(
+  env: Record<string, string | undefined>,
+  args: string[] = ['--no-simulators'],
+  ports?: { httpPort: number; mqttPort: number },
+): Promise<GuanlinkProcess> {
+  const { httpPort, mqttPort } = ports ?? { httpPort: await freePort(), mqttPort: await freePort() };
+  const childEnv: NodeJS.ProcessEnv = { ...process.env, HOST: '127.0.0.1', HTTP_PORT: String(httpPort), MQTT_PORT: String(mqttPort), LOG_LEVEL: process.env.CHILD_LOG_LEVEL ?? 'info' };
   delete childEnv.DATABASE_URL;
   for (const [k, v] of Object.entries(env)) {
     if (v === undefined) delete childEnv[k];
     else childEnv[k] = v;
   }
-  const child = spawn(process.execPath, ['--import', 'tsx', 'bin/guanlink.ts', ...args], { cwd: ROOT, env: childEnv, stdio: ['ignore', 'pipe', 'pipe'] });
+  if (!existsSync(BUNDLE)) throw new Error(`${BUNDLE} is missing: run npm run build (npm test does it)`);
+  const child = spawn(process.execPath, ['--enable-source-maps', BUNDLE, ...args], { cwd: ROOT, env: childEnv, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr!.on('data', (d: Buffer) => (out += d.toString()));

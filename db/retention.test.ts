@@ -1,0 +1,58 @@
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createLogger } from '../core/log.ts';
+import { createTestDatabase, type TestDatabase, testPool } from '../test/support/database.ts';
+import { detectDialect } from './dialect.ts';
+import { migrate } from './migrate.ts';
+import { Retention, policyProblem } from './retention.ts';
+
+const log = createLogger('silent');
+
+describe('policyProblem', () => {
+  it('accepts finer data kept no longer than what summarises it', () => {
+    expect(policyProblem({ rawDays: 30, rollups1mDays: 30, rollups1hDays: 30 })).toBeUndefined();
+    expect(policyProblem({ rawDays: 30, rollups1mDays: 365, rollups1hDays: null })).toBeUndefined();
+    expect(policyProblem({ rawDays: null, rollups1mDays: null, rollups1hDays: null })).toBeUndefined();
+  });
+
+  it('refuses rollups that would disappear before the data they summarise', () => {
+    expect(policyProblem({ rawDays: 90, rollups1mDays: 30, rollups1hDays: null })).toMatch(/^rollups1mDays \(30 days\) must be at least rawDays \(90 days\)/);
+    expect(policyProblem({ rawDays: null, rollups1mDays: 30, rollups1hDays: null })).toMatch(/rawDays \(forever\)/);
+    expect(policyProblem({ rawDays: 30, rollups1mDays: 60, rollups1hDays: 59 })).toMatch(/^rollups1hDays \(59 days\) must be at least rollups1mDays \(60 days\)/);
+    expect(policyProblem({ rawDays: 30, rollups1mDays: null, rollups1hDays: 400 })).toMatch(/rollups1mDays \(forever\)/);
+  });
+});
+
+describe('Retention: one node at a time, bounded batches on plain tables', () => {
+  let db: TestDatabase;
+  let pool: pg.Pool;
+
+  beforeAll(async () => {
+    db = await createTestDatabase();
+    pool = testPool(db.url, 6);
+    await migrate(pool, log);
+  });
+  afterAll(async () => {
+    await pool?.end();
+    await db?.drop();
+  });
+
+  it('removes data older than the cutoff exactly once across two nodes (PostgreSQL: in small transactions)', async () => {
+    const dialect = await detectDialect(pool);
+    await pool.query(
+      `INSERT INTO readings_generic (device_id, ts, keys, vals)
+       SELECT d, now() - interval '400 days' - d * interval '1 minute', '{}', '{}' FROM generate_series(1, 25) AS d`,
+    );
+    await pool.query(`INSERT INTO readings_generic (device_id, ts, keys, vals) VALUES (1, now() - interval '1 day', '{}', '{}')`);
+    const node = () => new Retention({ pool, log, dialect, intervalMs: 0, deleteBatch: 7 });
+    const [a, b] = await Promise.all([node().apply(), node().apply()]);
+    const [first, second] = [a, b].map((r) => r.actions.find((x) => x.table === 'readings_generic')!).sort((x, y) => y.deletedRows + y.droppedChunks.length - (x.deletedRows + x.droppedChunks.length));
+    expect(second).toMatchObject({ deletedRows: 0, droppedChunks: [] });
+    if (dialect.kind === 'timescaledb') {
+      expect(first).toMatchObject({ method: 'drop_chunks', deletedRows: 0 });
+      expect(first!.droppedChunks.length).toBeGreaterThan(0);
+    }
+    else expect(first).toMatchObject({ method: 'delete', deletedRows: 25, droppedChunks: [] });
+    expect((await pool.query('SELECT count(*)::int AS n FROM readings_generic')).rows[0].n).toBe(1);
+  });
+});
