@@ -18,7 +18,8 @@ import { KeyDictionary } from '../db/keys.ts';
 import { migrate } from '../db/migrate.ts';
 import { Rollups } from '../db/rollups.ts';
 import { telemetryBuckets } from '../db/telemetry.ts';
-import { READING_COLUMNS, encodeCopyText, readingsTable } from '../ingest/copy-text.ts';
+import { readingsTable } from '../db/readings-tables.ts';
+import { copyReadings } from '../ingest/copy.ts';
 import type { Reading } from '../ingest/readings.ts';
 import { ReadingWriter } from '../ingest/writer.ts';
 import { createRng } from '../simulators/random.ts';
@@ -34,13 +35,10 @@ const YEAR_DEVICE = 100_000;
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const ms = (started: bigint) => Number(process.hrtime.bigint() - started) / 1e6;
 
-async function copyReadings(pool: pg.Pool, keys: KeyDictionary, rows: Reading[]): Promise<void> {
+async function loadReadings(pool: pg.Pool, keys: KeyDictionary, rows: Reading[]): Promise<void> {
   const client = await pool.connect();
   try {
-    for (let i = 0; i < rows.length; i += 50_000) {
-      const text = encodeCopyText(rows.slice(i, i + 50_000), keys);
-      await pipeline(Readable.from([text]), client.query(copyStreams.from(`COPY ${readingsTable('water')} ${READING_COLUMNS} FROM STDIN`)));
-    }
+    for (let i = 0; i < rows.length; i += 50_000) await copyReadings(client, readingsTable('water'), rows.slice(i, i + 50_000), keys);
   } finally {
     client.release();
   }
@@ -127,7 +125,7 @@ async function main() {
   const t0 = floorTo(now - 2 * DAY, HOUR);
   const bulk: Reading[] = [];
   for (let i = 0; i < PER_DEVICE; i++) for (let d = 1; d <= DEVICES; d++) bulk.push({ deviceId: d, domain: 'water', ts: t0 + i * 30_000 + d * 10, values: values() });
-  await copyReadings(pool, keys, bulk);
+  await loadReadings(pool, keys, bulk);
   await resetRollups(pool);
   let started = process.hrtime.bigint();
   let report = await rollups.refresh();
@@ -141,7 +139,7 @@ async function main() {
   const yearStart = floorTo(now - 366 * DAY, DAY);
   const year: Reading[] = [];
   for (let ts = yearStart; ts < floorTo(now - DAY, DAY); ts += MINUTE) year.push({ deviceId: YEAR_DEVICE, domain: 'water', ts: ts + 7000, values: values() });
-  await copyReadings(pool, keys, year);
+  await loadReadings(pool, keys, year);
   await resetRollups(pool);
   started = process.hrtime.bigint();
   report = await rollups.refresh();

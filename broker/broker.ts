@@ -37,9 +37,6 @@ export interface Broker {
   close(): Promise<void>;
 }
 
-const HANDLED = Symbol('guanlink.handled');
-type Handled = { [HANDLED]?: true };
-
 /** Stops reading a client's socket (aedes: no further batches are parsed until resume()). */
 function pauseClient(client: Client): void {
   (client as Client & { pause(): void }).pause();
@@ -126,7 +123,6 @@ export function createBroker(opts: BrokerOptions): Broker {
         return done(null);
       }
       if (session.waiting++ === 0) held.add(session);
-      (packet as Handled)[HANDLED] = true;
       handler(session, packet).then(
         () => {
           settled(session);
@@ -150,16 +146,16 @@ export function createBroker(opts: BrokerOptions): Broker {
     },
   });
 
-  // A publish the device API handled is acknowledged by aedes and then handed to aedes.publish
-  // for routing to subscribers. Device-API messages are never routed (every device has the same
-  // `v1/devices/me/...` topics), so skip that step: no retained-message store, no offline queue
-  // lookups, no topic matching per message.
+  // Once a device's publish is authorized (and, for telemetry, committed), aedes acknowledges it
+  // and hands it to aedes.publish for routing to subscribers. Nothing a device publishes is ever
+  // routed (every device has the same `v1/devices/me/...` topics; messages to a device go through
+  // `deliver`), so skip that step: no retained-message store, no offline queues, no topic matching.
   // (aedes's typings show publish(packet, callback); internally it is publish(packet, client, done).)
   type Publish = (packet: PublishPacket, client?: unknown, done?: (err?: Error | null) => void) => void;
   const route = aedes.publish.bind(aedes) as Publish;
   (aedes as unknown as { publish: Publish }).publish = (packet, client, done) => {
-    if (!(packet as Handled)[HANDLED]) return route(packet, client, done);
-    (typeof client === 'function' ? (client as typeof done) : done)?.(null);
+    if (typeof client === 'function' || !client) return route(packet, client, done);
+    done?.(null);
   };
 
   aedes.on('clientReady', (client) => {

@@ -86,7 +86,7 @@ export const settings = {
   ingestWriters: {
     env: 'INGEST_WRITERS',
     description: 'Batches written concurrently (each on its own database connection).',
-    default: 2,
+    default: 3,
     parse: integer(1, 32),
   } as Setting<number>,
   maxPayloadBytes: {

@@ -5,7 +5,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DOMAINS } from '../core/domains.ts';
 import { createLogger } from '../core/log.ts';
-import { readingsTable } from '../ingest/copy-text.ts';
+import { readingsTable } from './readings-tables.ts';
 import { createTestDatabase, type TestDatabase, testPool } from '../test/support/database.ts';
 import { detectDialect } from './dialect.ts';
 import { MIGRATIONS_DIR, migrate, readMigrations } from './migrate.ts';

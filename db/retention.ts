@@ -2,7 +2,7 @@ import type pg from 'pg';
 import { Type, type Static } from 'typebox';
 import { DOMAINS, Domain } from '../core/domains.ts';
 import type { Logger } from '../core/log.ts';
-import { readingsTable } from '../ingest/copy-text.ts';
+import { readingsTable } from './readings-tables.ts';
 import type { Dialect } from './dialect.ts';
 import { rollupTable } from './rollups.ts';
 

@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import { DOMAINS, type Domain } from '../core/domains.ts';
 import type { Logger } from '../core/log.ts';
-import { readingsTable } from '../ingest/copy-text.ts';
+import { readingsTable } from './readings-tables.ts';
 import { BUCKET_ORIGIN, DAY, HOUR, MINUTE, floorTo } from './buckets.ts';
 
 /** The table holding one domain's rollups at one resolution (migrations/004). */

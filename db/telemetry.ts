@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import { POSITION_KEYS } from '../core/device-types.ts';
 import type { Domain } from '../core/domains.ts';
-import { readingsTable } from '../ingest/copy-text.ts';
+import { readingsTable } from './readings-tables.ts';
 import { BUCKET_ORIGIN, MINUTE, floorTo, planSources, type Aggregate, type Source } from './buckets.ts';
 import type { KeyDictionary } from './keys.ts';
 import { rollupTable } from './rollups.ts';

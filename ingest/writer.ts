@@ -1,10 +1,8 @@
-import { pipeline } from 'node:stream/promises';
-import { Readable } from 'node:stream';
 import type pg from 'pg';
-import copyStreams from 'pg-copy-streams';
 import type { Logger } from '../core/log.ts';
 import type { KeyDictionary } from '../db/keys.ts';
-import { READING_COLUMNS, byDomain, encodeCopyText, mergeSameInstant, readingsTable } from './copy-text.ts';
+import { readingsTable } from '../db/readings-tables.ts';
+import { READING_COLUMNS, byDomain, copyReadings, mergeSameInstant } from './copy.ts';
 import type { Reading } from './readings.ts';
 
 export interface WriterOptions {
@@ -196,14 +194,14 @@ export class ReadingWriter {
     const names = new Set<string>();
     for (const r of rows) for (const key in r.values) names.add(key);
     await this.opts.keys.ensure(names);
-    const groups = [...byDomain(rows)].map(([domain, group]) => ({ table: readingsTable(domain), text: encodeCopyText(group, this.opts.keys) }));
+    const groups = [...byDomain(rows)].map(([domain, group]) => ({ table: readingsTable(domain), rows: group }));
     const client = await this.opts.pool.connect();
     let merged = false;
     let broken = false;
     try {
       try {
         await client.query('BEGIN');
-        for (const g of groups) await copyInto(client, g.table, g.text);
+        for (const g of groups) await copyReadings(client, g.table, g.rows, this.opts.keys);
         await this.opts.inTransaction?.(client, rows);
         await client.query('COMMIT');
       } catch (err) {
@@ -213,7 +211,7 @@ export class ReadingWriter {
         await client.query('BEGIN');
         await client.query(`CREATE TEMP TABLE IF NOT EXISTS readings_stage (LIKE readings_generic) ON COMMIT DELETE ROWS`);
         for (const g of groups) {
-          await copyInto(client, 'readings_stage', g.text);
+          await copyReadings(client, 'readings_stage', g.rows, this.opts.keys);
           await client.query(
             `INSERT INTO ${g.table} AS r ${READING_COLUMNS}
                SELECT device_id, ts, cell, lat, lng, alt, keys, vals FROM readings_stage
@@ -241,10 +239,6 @@ export class ReadingWriter {
   }
 }
 
-async function copyInto(client: pg.PoolClient, table: string, text: string): Promise<void> {
-  const stream = client.query(copyStreams.from(`COPY ${table} ${READING_COLUMNS} FROM STDIN`));
-  await pipeline(Readable.from([text]), stream);
-}
 
 /** SQLSTATE classes 22 (data exception) and 23 (integrity): the rows are at fault, not the database. */
 function isDataError(err: unknown): boolean {

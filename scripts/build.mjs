@@ -2,9 +2,12 @@
 // dist/guanlink.mjs; npm packages stay external. Production runs plain JavaScript: running
 // through tsx would keep function names (esbuild keepNames), which costs an Object.defineProperty
 // and a property array on every closure created — per message, on ingest's hot path.
+import { copyFileSync, mkdirSync } from 'node:fs';
 import { build } from 'esbuild';
 
 const started = Date.now();
+mkdirSync('dist', { recursive: true });
+copyFileSync('scripts/quiet-debug.cjs', 'dist/quiet-debug.cjs');
 await build({
   entryPoints: ['bin/guanlink.ts'],
   outfile: 'dist/guanlink.mjs',
@@ -15,5 +18,7 @@ await build({
   target: 'node20',
   sourcemap: true,
   logLevel: 'warning',
+  // First import of the bundle, so it runs before any package that creates debug loggers.
+  banner: { js: "import './quiet-debug.cjs';" },
 });
 if (process.env.npm_lifecycle_event === 'build') console.log(`built dist/guanlink.mjs in ${Date.now() - started} ms`);

@@ -80,8 +80,14 @@ const bundles = new Map<string, Promise<string>>();
  * on-demand CPU profile; see child-hooks.ts) preloaded.
  */
 export async function spawnNode(name: string, script: string, args: string[], opts: SpawnOptions & { nodeArgs?: string[] } = {}): Promise<Child> {
-  const [hooks, entry] = await Promise.all([bundle('bench/load/child-hooks.ts'), bundle(script)]);
+  const [hooks, entry] = await Promise.all([bundle('bench/load/child-hooks.ts'), script === 'bin/guanlink.ts' ? platformBundle() : bundle(script)]);
   return spawnChild(name, process.execPath, [...(opts.nodeArgs ?? []), '--enable-source-maps', '--import', hooks, entry, ...args], opts);
+}
+
+/** The platform exactly as `npm start` runs it: `npm run build`'s bundle, dist/guanlink.mjs. */
+async function platformBundle(): Promise<string> {
+  await import('../../scripts/build.mjs');
+  return path.join(ROOT, 'dist', 'guanlink.mjs');
 }
 
 /** Ends every process still running (on success, failure or Ctrl-C). */

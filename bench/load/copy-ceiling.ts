@@ -3,7 +3,8 @@ import { Readable } from 'node:stream';
 import type pg from 'pg';
 import copyStreams from 'pg-copy-streams';
 import type { KeyDictionary } from '../../db/keys.ts';
-import { READING_COLUMNS, byDomain, encodeCopyText, readingsTable } from '../../ingest/copy-text.ts';
+import { readingsTable } from '../../db/readings-tables.ts';
+import { byDomain, copyReadings } from '../../ingest/copy.ts';
 import type { Reading } from '../../ingest/readings.ts';
 
 export interface CopyResult {
@@ -13,7 +14,7 @@ export interface CopyResult {
 
 /**
  * Part (a), the ceiling: the readings written the way GuanLink's writer writes a batch — grouped
- * by domain table, encoded by `encodeCopyText` with the key dictionary, one COPY per table in one
+ * by domain table, encoded by ingest's `copyReadings` (binary COPY) with the key dictionary, one COPY per table in one
  * transaction per batch — with `connections` batches in flight, and nothing else (no MQTT, no
  * parsing or validation, no merge or retry logic). Encoding is timed: GuanLink must do it too,
  * and it overlaps with the other connection's COPY as in the writer. `keys` must already hold
@@ -26,11 +27,8 @@ export async function copyCeiling(pool: pg.Pool, readings: readonly Reading[], k
   const worker = async (client: pg.PoolClient) => {
     for (let b = next++; b < batches; b = next++) {
       const batch = readings.slice(b * opts.batchSize, (b + 1) * opts.batchSize);
-      const groups = [...byDomain(batch)].map(([domain, rows]) => ({ table: readingsTable(domain), text: encodeCopyText(rows, keys) }));
       await client.query('BEGIN');
-      for (const g of groups) {
-        await pipeline(Readable.from([g.text]), client.query(copyStreams.from(`COPY ${g.table} ${READING_COLUMNS} FROM STDIN`)));
-      }
+      for (const [domain, rows] of byDomain(batch)) await copyReadings(client, readingsTable(domain), rows, keys);
       await client.query('COMMIT');
     }
   };

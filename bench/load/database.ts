@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import pg from 'pg';
 import { DOMAINS } from '../../core/domains.ts';
-import { readingsTable } from '../../ingest/copy-text.ts';
+import { readingsTable } from '../../db/readings-tables.ts';
 import { benchDatabase } from '../support.ts';
 
 export interface BenchServer {
