@@ -66,7 +66,13 @@ export async function startPlatform(config: Config, log: Logger): Promise<Platfo
     await keys.ensure(registry.deviceTypes().flatMap((t) => Object.keys(t.keys)));
 
     const rollups = new Rollups({ pool, log: log.child({ module: 'rollups' }), refreshMs: config.rollupRefreshMs, latenessMs: config.rollupLatenessMs });
-    const retention = new Retention({ pool, dialect, log: log.child({ module: 'retention' }), intervalMs: config.retentionIntervalMs });
+    const retention = new Retention({
+      pool,
+      dialect,
+      log: log.child({ module: 'retention' }),
+      intervalMs: config.retentionIntervalMs,
+      rejectedDays: config.rejectedRetentionDays === 0 ? null : config.rejectedRetentionDays,
+    });
 
     const metrics = createMetrics();
     const ingest = new Ingest({

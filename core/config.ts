@@ -125,6 +125,12 @@ export const settings = {
     default: 600,
     parse: integer(0, 1_000_000),
   } as Setting<number>,
+  rejectedRetentionDays: {
+    env: 'REJECTED_RETENTION_DAYS',
+    description: 'Days rejected messages (with their payloads) are kept; 0 keeps them forever.',
+    default: 30,
+    parse: integer(0, 36_500),
+  } as Setting<number>,
   maxTelemetryKeys: {
     env: 'MAX_TELEMETRY_KEYS',
     description: 'Distinct telemetry key names the platform accepts in all (a device inventing keys is refused beyond it).',

@@ -44,7 +44,7 @@ describe('Retention: one node at a time, bounded batches on plain tables', () =>
        SELECT d, now() - interval '400 days' - d * interval '1 minute', '{}', '{}' FROM generate_series(1, 25) AS d`,
     );
     await pool.query(`INSERT INTO readings_generic (device_id, ts, keys, vals) VALUES (1, now() - interval '1 day', '{}', '{}')`);
-    const node = () => new Retention({ pool, log, dialect, intervalMs: 0, deleteBatch: 7 });
+    const node = () => new Retention({ pool, log, dialect, intervalMs: 0, deleteBatch: 7, rejectedDays: null });
     const [a, b] = await Promise.all([node().apply(), node().apply()]);
     const [first, second] = [a, b].map((r) => r.actions.find((x) => x.table === 'readings_generic')!).sort((x, y) => y.deletedRows + y.droppedChunks.length - (x.deletedRows + x.droppedChunks.length));
     expect(second).toMatchObject({ deletedRows: 0, droppedChunks: [] });
@@ -54,5 +54,19 @@ describe('Retention: one node at a time, bounded batches on plain tables', () =>
     }
     else expect(first).toMatchObject({ method: 'delete', deletedRows: 25, droppedChunks: [] });
     expect((await pool.query('SELECT count(*)::int AS n FROM readings_generic')).rows[0].n).toBe(1);
+  });
+
+  it('keeps rejected messages for their own retention period', async () => {
+    const dialect = await detectDialect(pool);
+    await pool.query(
+      `INSERT INTO rejected_messages (received_at, device_id, topic, reasons, errors, stored, payload, payload_size) VALUES
+         (now() - interval '40 days', 1, 't', '{invalid_json}', '[]', 0, 'x', 1),
+         (now() - interval '1 day', 1, 't', '{invalid_json}', '[]', 0, 'y', 1)`,
+    );
+    const report = await new Retention({ pool, log, dialect, intervalMs: 0, rejectedDays: 30 }).apply();
+    expect(report.rejectedMessages?.table).toBe('rejected_messages');
+    const left = (await pool.query(`SELECT encode(payload, 'escape') AS p FROM rejected_messages`)).rows.map((r) => r.p);
+    if (dialect.kind === 'timescaledb') expect(left).toContain('y');
+    else expect(left).toEqual(['y']);
   });
 });

@@ -51,6 +51,7 @@ export const RetentionReport = Type.Object({
   startedAt: Type.String({ format: 'date-time' }),
   ms: Type.Integer(),
   actions: Type.Array(RetentionAction),
+  rejectedMessages: Type.Optional(Type.Omit(RetentionAction, ['domain', 'level'])),
 });
 export type RetentionReport = Static<typeof RetentionReport>;
 
@@ -75,6 +76,8 @@ export interface RetentionOptions {
   intervalMs: number;
   /** Plain PostgreSQL: rows per DELETE (each its own short transaction). */
   deleteBatch?: number;
+  /** How long rejected messages (with their payloads) are kept; null: forever. */
+  rejectedDays: number | null;
 }
 
 // Any constant works; the same on every node, so that one node at a time applies retention.
@@ -195,7 +198,13 @@ export class Retention {
             }
           }
         }
-        return { startedAt: started.toISOString(), ms: Date.now() - started.getTime(), actions };
+        const report: RetentionReport = { startedAt: started.toISOString(), ms: Date.now() - started.getTime(), actions };
+        if (this.opts.rejectedDays !== null && !this.stopping) {
+          const table = 'rejected_messages';
+          report.rejectedMessages = { table, ...(await this.applyTo(client, table, 'received_at', this.opts.rejectedDays, hypertables.has(table))) };
+        }
+        report.ms = Date.now() - started.getTime();
+        return report;
       } finally {
         await client.query('SELECT pg_advisory_unlock($1)', [RETENTION_LOCK]).catch(() => (broken = true));
       }
@@ -210,7 +219,7 @@ export class Retention {
   private async applyTo(
     client: pg.PoolClient,
     table: string,
-    column: 'ts' | 'bucket',
+    column: 'ts' | 'bucket' | 'received_at',
     days: number,
     hypertable: boolean,
   ): Promise<Omit<RetentionAction, 'domain' | 'level' | 'table'>> {
