@@ -5,11 +5,13 @@ import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { buildApi } from './api/server.ts';
 import { attachLive } from './api/live/live.ts';
+import { createAuthenticator } from './broker/auth.ts';
 import { createBroker } from './broker/broker.ts';
 import { telemetryHandler } from './broker/handlers/telemetry.ts';
-import type { Config } from './core/config.ts';
+import { ConfigError, type Config } from './core/config.ts';
 import type { Logger } from './core/log.ts';
 import { createMetrics } from './core/metrics.ts';
+import { parseRateLimit } from './core/rate-limit.ts';
 import { DeviceRegistry } from './core/registry.ts';
 import { detectDialect, type Dialect } from './db/dialect.ts';
 import { startEmbeddedPostgres } from './db/embedded.ts';
@@ -22,6 +24,8 @@ import { Ingest } from './ingest/ingest.ts';
 
 export interface Platform {
   mqttPort: number;
+  /** The mqtts listener's port, when TLS is configured. */
+  mqttsPort: number | undefined;
   httpPort: number;
   adminKey: string;
   dialect: Dialect;
@@ -104,10 +108,19 @@ export async function startPlatform(config: Config, log: Logger): Promise<Platfo
       log: brokerLog,
       metrics,
       maxPacketBytes: config.maxPacketBytes,
-      authenticate: (token) => registry.authenticate(token),
-      routes: (deliver) => ({ telemetry: telemetryHandler(ingest, deliver) }),
+      maxConnections: config.maxConnections,
+      publishRate: config.devicePublishRate === 'off' ? undefined : parseRateLimit(config.devicePublishRate),
+      authenticate: createAuthenticator(registry),
+      handlers: (deliver) => ({ telemetry: telemetryHandler(ingest, deliver) }),
     });
     cleanups.unshift(() => broker.close());
+    registry.onChange((event) => {
+      if (event.kind === 'deleted') broker.disconnect(event.device.id, 'deleted');
+      else if (event.kind === 'credentials') broker.disconnect(event.device.id, 'credentials_changed');
+      else if (event.kind === 'updated' && broker.session(event.device.id)) {
+        void registry.context(event.device.id).then((context) => context && broker.updateDevice(context));
+      }
+    });
 
     metrics.liveGauge('guanlink_ingest_queue_readings', 'Readings accepted and not yet committed.', () => ingest.pendingReadings);
     metrics.liveGauge('guanlink_ingest_queue_bytes', 'Payload bytes accepted and not yet committed.', () => ingest.pendingBytes);
@@ -144,14 +157,22 @@ export async function startPlatform(config: Config, log: Logger): Promise<Platfo
     });
 
     const mqttPort = await broker.listen(config.mqttPort, config.host);
+    let mqttsPort: number | undefined;
+    if (config.mqttTlsCert && config.mqttTlsKey) {
+      const [cert, key] = await Promise.all([readFile(config.mqttTlsCert), readFile(config.mqttTlsKey)]);
+      mqttsPort = await broker.listenTls(config.mqttsPort, config.host, { cert, key });
+    } else if (config.mqttTlsCert || config.mqttTlsKey) {
+      throw new ConfigError('MQTT_TLS_CERT and MQTT_TLS_KEY must be set together');
+    }
     await app.listen({ port: config.httpPort, host: config.host });
     httpListening = true;
     const httpPort = (app.server.address() as AddressInfo).port;
-    log.info({ mqttPort, httpPort, ms: Date.now() - started }, 'GuanLink ready');
+    log.info({ mqttPort, mqttsPort, httpPort, ms: Date.now() - started }, 'GuanLink ready');
 
     let stopping: Promise<void> | undefined;
     return {
       mqttPort,
+      mqttsPort,
       httpPort,
       adminKey,
       dialect,

@@ -19,8 +19,12 @@ describe('broker: packet size limit', () => {
       log: createLogger('silent'),
       metrics,
       maxPacketBytes: LIMIT,
-      authenticate: async (token) => (token === 'ok' ? { id: 1, name: 'd', type: BUILTIN_DEVICE_TYPES[0]!, lat: null, lng: null, alt: null, cell: null } : undefined),
-      routes: () => ({
+      maxConnections: 100,
+      authenticate: async ({ username }) =>
+        username === 'ok'
+          ? { kind: 'device', method: 'token', device: { id: 1, name: 'd', type: BUILTIN_DEVICE_TYPES[0]!, lat: null, lng: null, alt: null, cell: null, isGateway: false, gatewayId: null } }
+          : { kind: 'refused', returnCode: 5, reason: 'bad token' },
+      handlers: () => ({
         telemetry: async (_session, packet) => {
           published.push(packet.payload as Buffer);
         },

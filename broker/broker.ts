@@ -1,34 +1,71 @@
 import net from 'node:net';
+import tls from 'node:tls';
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { Aedes, type AuthenticateError, type Client, type PublishPacket } from 'aedes';
 import { WebSocketServer, createWebSocketStream } from 'ws';
 import type { Logger } from '../core/log.ts';
 import type { Metrics } from '../core/metrics.ts';
+import { RateLimiter, type RateLimitSpec } from '../core/rate-limit.ts';
 import type { DeviceContext } from '../core/registry.ts';
-import { maySubscribe, routePublish, type DeviceApiRoutes } from './device-api.ts';
-import type { Deliver, Session } from './session.ts';
+import type { AuthResult, ConnectCredentials } from './auth.ts';
+import { maySubscribe, outboundTopic, routePublish, type DeviceApiHandlers } from './device-api.ts';
+import { ERRORS_TOPIC } from './handlers/telemetry.ts';
+import type { Deliver, DeliverToSession, DeviceSession, Outbound, Session } from './session.ts';
 
 export interface BrokerOptions {
   log: Logger;
   metrics: Metrics;
-  authenticate: (token: string) => Promise<DeviceContext | undefined>;
-  routes: (deliver: Deliver) => DeviceApiRoutes;
+  authenticate: (credentials: ConnectCredentials) => Promise<AuthResult>;
+  handlers: (deliver: Deliver, deliverToSession: DeliverToSession) => DeviceApiHandlers;
   /**
    * An MQTT packet announcing more than this is refused as soon as its header arrives: the
    * connection is closed before the body is buffered. Smaller packets whose payload exceeds the
    * ingest limit are answered with a reason instead (see ingest).
    */
   maxPacketBytes: number;
+  /** Connections beyond this get CONNACK 3 (server unavailable). */
+  maxConnections: number;
+  /** Per-device publish rate; beyond it the connection is closed, the publish unacknowledged. */
+  publishRate?: RateLimitSpec[];
+  /** Told when a device session starts and ends (connection state, events, live streams). */
+  onSessionStart?: (session: DeviceSession) => void;
+  onSessionEnd?: (session: DeviceSession, end: SessionEnd) => void;
+}
+
+/** Why a device's session ended. */
+export type EndReason =
+  | 'client_disconnect'
+  | 'connection_lost'
+  | 'keepalive_timeout'
+  | 'taken_over'
+  | 'deleted'
+  | 'credentials_changed'
+  | 'rate_limited'
+  | 'protocol_error'
+  | 'server_shutdown';
+
+export interface SessionEnd {
+  reason: EndReason;
+  /** The device's last will was published (an unclean end with a will set). */
+  willPublished: boolean;
+  at: number;
 }
 
 export interface Broker {
   /** Starts the MQTT-over-TCP listener; resolves with the bound port. */
   listen(port: number, host: string): Promise<number>;
+  /** Starts MQTT over TLS (mqtts); resolves with the bound port. */
+  listenTls(port: number, host: string, credentials: { cert: Buffer; key: Buffer }): Promise<number>;
   /** Upgrades an HTTP request to MQTT over WebSocket. */
   handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void;
   deliver: Deliver;
-  session(deviceId: number): Session | undefined;
+  deliverToSession: DeliverToSession;
+  session(deviceId: number): DeviceSession | undefined;
+  /** Closes a device's session now (deleted, credentials changed…); false when it had none. */
+  disconnect(deviceId: number, reason: EndReason): boolean;
+  /** A connected device's registry entry changed (type, location, gateway flag…). */
+  updateDevice(device: DeviceContext): void;
   readonly connectedClients: number;
   readonly listening: boolean;
   /** Stops taking new connections and new messages; in-flight publishes still complete. */
@@ -48,18 +85,22 @@ function connackError(message: string, returnCode: 2 | 3 | 4 | 5): AuthenticateE
 }
 
 /**
- * The embedded MQTT broker (aedes). Devices authenticate with their access token as username;
- * each device has at most one session (a new connection takes over the old one, as in
- * ThingsBoard). A publish is acknowledged only when its handler resolves — for telemetry, after
- * commit. Nothing is routed between clients: every device uses the same `v1/devices/me/...`
- * topics, so messages to a device are written to its own connection (`deliver`).
+ * The embedded MQTT broker (aedes). Clients authenticate as ThingsBoard devices do (access token,
+ * MQTT basic credentials, or an anonymous provisioning session); each device has at most one
+ * session (a new connection takes over the old one, as in ThingsBoard). What a client may publish
+ * and subscribe to is decided by `device-api.ts`. A publish is acknowledged only when its handler
+ * resolves — for telemetry, after commit. Nothing is routed between clients: every device uses the
+ * same `v1/devices/me/...` topics, so messages to a device are written to its own connection.
  */
 export function createBroker(opts: BrokerOptions): Broker {
   const { log, metrics } = opts;
   const sessions = new WeakMap<Client, Session>();
-  const byDevice = new Map<number, Session>();
+  const byDevice = new Map<number, DeviceSession>();
+  const endReasons = new WeakMap<Client, EndReason>();
+  const limiters = new WeakMap<Client, RateLimiter>();
   const serverOriginated = new WeakSet<Buffer>();
   let accepting = true;
+  let connections = 0;
   // Sessions with publishes waiting on us (ingest holding them under backpressure, or the
   // database down). aedes reads nothing more from such a connection until they complete — that
   // is the backpressure — so it would not see the device's PINGREQ either: we keep its
@@ -73,35 +114,39 @@ export function createBroker(opts: BrokerOptions): Broker {
     if (--session.waiting === 0) held.delete(session);
   };
   const refuse = (reason: string) => metrics.mqttRefusals.inc({ reason });
+  const describe = (session: Session) => (session.kind === 'device' ? { device: session.device.id } : { provision: session.clientId });
 
   const aedes = new Aedes({
     connectTimeout: 10_000,
-    authenticate(client, username, _password, done) {
+    authenticate(client, username, password, done) {
       if (!accepting) return done(connackError('server is shutting down', 3), false);
-      if (!username) {
-        refuse('no_token');
-        return done(connackError('access token missing (send it as the MQTT username)', 5), false);
+      if (connections > opts.maxConnections) {
+        refuse('max_connections');
+        log.warn({ limit: opts.maxConnections, address: (client.conn as net.Socket).remoteAddress }, 'MQTT connect refused: connection limit reached');
+        return done(connackError('server unavailable: connection limit reached', 3), false);
       }
+      const address = (client.conn as net.Socket).remoteAddress ?? client.req?.socket.remoteAddress;
       opts
-        .authenticate(username)
-        .then((device) => {
-          if (!device) {
-            refuse('bad_token');
-            log.info({ clientId: client.id, address: client.conn && (client.conn as net.Socket).remoteAddress }, 'MQTT connect refused: unknown access token');
-            return done(connackError('not authorized', 5), false);
+        .authenticate({ clientId: client.id, username, password })
+        .then((result) => {
+          if (result.kind === 'refused') {
+            refuse(result.returnCode === 2 ? 'no_credentials' : 'bad_credentials');
+            log.info({ clientId: client.id, address, reason: result.reason }, 'MQTT connect refused');
+            return done(connackError(result.reason, result.returnCode), false);
           }
-          const session: Session = {
-            device,
-            client,
-            clientId: client.id,
-            address: (client.conn as net.Socket).remoteAddress ?? client.req?.socket.remoteAddress,
-            connectedAt: Date.now(),
-            waiting: 0,
-          };
+          const base = { client, clientId: client.id, address, connectedAt: Date.now(), waiting: 0, subscriptions: new Map<string, 0 | 1>() };
+          if (result.kind === 'provision') {
+            sessions.set(client, { ...base, kind: 'provision' });
+            (client as { id: string }).id = `provision:${Math.random().toString(36).slice(2)}`;
+            return done(null, true);
+          }
+          const previous = byDevice.get(result.device.id);
+          if (previous) endReasons.set(previous.client, 'taken_over');
           // Sessions are keyed by device, not by the client id the firmware chose: two devices
           // sharing a hard-coded client id must not knock each other off, and one device gets one session.
-          (client as { id: string }).id = `device:${device.id}`;
-          sessions.set(client, session);
+          (client as { id: string }).id = `device:${result.device.id}`;
+          sessions.set(client, { ...base, kind: 'device', device: result.device });
+          if (opts.publishRate) limiters.set(client, new RateLimiter(opts.publishRate));
           done(null, true);
         })
         .catch((err: Error) => {
@@ -112,31 +157,50 @@ export function createBroker(opts: BrokerOptions): Broker {
     authorizePublish(client, packet, done) {
       const session = client ? sessions.get(client) : undefined;
       if (!session) return done(new Error('publish from an unauthenticated client'));
-      if (packet.topic.startsWith('$SYS')) return done(new Error('$SYS topics are reserved'));
       // mqtt-packet decodes invalid UTF-8 as U+FFFD. [MQTT-1.5.3-1], [MQTT-1.5.3-2]: close the connection.
       if (/[\u0000\ufffd]/.test(packet.topic)) return done(new Error('topic is not valid UTF-8 or contains U+0000'));
       packet.retain = false; // the device API never retains
-      const handler = routePublish(routes, packet.topic);
-      if (!handler) {
-        refuse('topic_outside_api');
-        log.info({ device: session.device.id, topic: packet.topic }, 'publish to a topic outside the device API ignored');
-        return done(null);
+      if (client!.closed && session.kind === 'device') session.willPublished = true; // aedes publishes the will on an unclean close
+      const route = routePublish(handlers, session, packet.topic);
+      if (route.kind === 'refused') {
+        refuse('acl');
+        log.info({ ...describe(session), topic: packet.topic, reason: route.reason }, 'publish refused');
+        if (session.kind === 'provision') return done(new Error(route.reason)); // ThingsBoard closes a provisioning session
+        notifyRefusal(session, packet.topic, 'topic_not_allowed', route.reason);
+        return done(null); // acknowledged (the device must not resend it forever), not processed
+      }
+      const limiter = limiters.get(client!);
+      if (limiter && !limiter.take()) {
+        refuse('rate_limited');
+        log.warn({ ...describe(session), topic: packet.topic }, 'publish rate limit exceeded: connection closed, publish unacknowledged');
+        if (session.kind === 'device') notifyRefusal(session, packet.topic, 'rate_limited', 'publish rate limit exceeded; the connection is closed and the message was not acknowledged: send it again later');
+        endReasons.set(client!, 'rate_limited');
+        return done(new Error('publish rate limit exceeded'));
       }
       if (session.waiting++ === 0) held.add(session);
-      handler(session, packet).then(
+      const handled =
+        route.kind === 'provision'
+          ? route.handler(session as Extract<Session, { kind: 'provision' }>, packet, undefined)
+          : route.handler(session as DeviceSession, packet, route.requestId);
+      handled.then(
         () => {
           settled(session);
           done(null);
         },
         (err: Error) => {
           settled(session);
-          log.error({ err, device: session.device.id, topic: packet.topic }, 'publish handler failed; closing connection unacknowledged');
+          log.error({ err, ...describe(session), topic: packet.topic }, 'publish handler failed; closing connection unacknowledged');
           done(err);
         },
       );
     },
     authorizeSubscribe(client, sub, done) {
-      if (sessions.get(client) && maySubscribe(sub.topic)) return done(null, { ...sub, qos: Math.min(sub.qos, 1) as 0 | 1 });
+      const session = sessions.get(client);
+      if (session && maySubscribe(session, sub.topic)) {
+        const qos = Math.min(sub.qos, 1) as 0 | 1;
+        session.subscriptions.set(sub.topic, qos);
+        return done(null, { ...sub, qos });
+      }
       refuse('subscription');
       log.info({ clientId: client.id, topic: sub.topic }, 'subscription refused');
       done(null, null);
@@ -160,17 +224,28 @@ export function createBroker(opts: BrokerOptions): Broker {
 
   aedes.on('clientReady', (client) => {
     const session = sessions.get(client);
-    if (!session) return;
+    if (session?.kind !== 'device') return;
     byDevice.set(session.device.id, session);
     log.debug({ device: session.device.id, clientId: session.clientId, address: session.address }, 'device connected');
+    opts.onSessionStart?.(session);
   });
+  aedes.on('unsubscribe', (topics, client) => {
+    const session = client && sessions.get(client);
+    if (session) for (const t of topics) session.subscriptions.delete(t);
+  });
+  aedes.on('keepaliveTimeout', (client) => endReasons.set(client, endReasons.get(client) ?? 'keepalive_timeout'));
   aedes.on('clientDisconnect', (client) => {
     const session = sessions.get(client);
-    if (session && byDevice.get(session.device.id) === session) byDevice.delete(session.device.id);
+    if (session?.kind !== 'device') return;
+    if (byDevice.get(session.device.id) === session) byDevice.delete(session.device.id);
+    const graceful = (client as Client & { _disconnected?: boolean })._disconnected === true;
+    const reason = endReasons.get(client) ?? (graceful ? 'client_disconnect' : accepting ? 'connection_lost' : 'server_shutdown');
+    opts.onSessionEnd?.(session, { reason, willPublished: session.willPublished === true, at: Date.now() });
   });
   // Protocol violations, keepalive timeouts, sockets reset: the connection is closed, the rest carry on.
   aedes.on('clientError', (client, err) => {
     refuse('client_error');
+    if (!endReasons.has(client) && /invalid|malformed|not allowed|unknown/i.test(err.message)) endReasons.set(client, 'protocol_error');
     log.debug({ clientId: client.id, err: err.message }, 'client error: connection closed');
   });
   aedes.on('connectionError', (client, err) => {
@@ -178,19 +253,33 @@ export function createBroker(opts: BrokerOptions): Broker {
     log.debug({ clientId: client.id, err: err.message }, 'connection error: connection closed');
   });
 
-  const deliver: Deliver = (deviceId, topic, payload, qos = 1) =>
-    new Promise((resolve) => {
-      const session = byDevice.get(deviceId);
-      if (!session || session.client.closed) return resolve(false);
+  function write(session: Session, to: Outbound, payload: Buffer | string, qos?: 0 | 1): Promise<boolean> {
+    return new Promise((resolve) => {
+      if (session.client.closed) return resolve(false);
+      const topic = typeof to === 'string' ? to : outboundTopic(session, to.kind, to.suffix);
       const body = typeof payload === 'string' ? Buffer.from(payload) : payload;
       serverOriginated.add(body);
-      session.client.publish({ cmd: 'publish', topic, payload: body, qos, retain: false, dup: false }, (err) => resolve(!err));
+      // ThingsBoard: min(the QoS the device subscribed with, 1); 1 when it did not subscribe.
+      const granted = qos ?? session.subscriptions.get(typeof to === 'string' ? to : topic) ?? subscribedQos(session, topic) ?? 1;
+      session.client.publish({ cmd: 'publish', topic, payload: body, qos: granted, retain: false, dup: false }, (err) => resolve(!err));
     });
+  }
+  const deliver: Deliver = (deviceId, to, payload, qos) => {
+    const session = byDevice.get(deviceId);
+    return session ? write(session, to, payload, qos) : Promise.resolve(false);
+  };
+  const deliverToSession: DeliverToSession = (session, to, payload, qos) => write(session, to, payload, qos);
 
-  const routes = opts.routes(deliver);
+  function notifyRefusal(session: DeviceSession, topic: string, reason: string, detail: string): void {
+    void write(session, ERRORS_TOPIC, JSON.stringify({ topic, ts: Date.now(), stored: 0, errors: [{ reason, detail }] }), 0);
+  }
+
+  const handlers = opts.handlers(deliver, deliverToSession);
 
   /** Hands a connection to aedes, refusing oversized packets as soon as their header is read. */
   function handle(conn: Duplex, req?: IncomingMessage, address?: string): void {
+    connections++;
+    conn.once('close', () => connections--);
     type Parser = { parse(buf: Buffer): number; _parseLength(): boolean; packet: { length: number } };
     const client = aedes.handle(conn, req) as Client & { _parser: Parser };
     // aedes 1.2 has no packet-size limit for MQTT 3.1.1 and would buffer a 256 MB body. mqtt-packet
@@ -218,19 +307,33 @@ export function createBroker(opts: BrokerOptions): Broker {
     socket.setNoDelay(true);
     handle(socket, undefined, socket.remoteAddress);
   });
+  let tlsServer: tls.Server | undefined;
   const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false });
+
+  const listenOn = (server: net.Server, port: number, host: string) =>
+    new Promise<number>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => {
+        server.off('error', reject);
+        resolve((server.address() as net.AddressInfo).port);
+      });
+    });
 
   return {
     async listen(port, host) {
       await aedes.listen(); // aedes 1.x: starts the broker (it refuses connections until then)
-      await new Promise<void>((resolve, reject) => {
-        tcp.once('error', reject);
-        tcp.listen(port, host, () => {
-          tcp.off('error', reject);
-          resolve();
-        });
+      return listenOn(tcp, port, host);
+    },
+    async listenTls(port, host, credentials) {
+      tlsServer = tls.createServer({ cert: credentials.cert, key: credentials.key, minVersion: 'TLSv1.2' }, (socket) => {
+        socket.setNoDelay(true);
+        handle(socket, undefined, socket.remoteAddress);
       });
-      return (tcp.address() as net.AddressInfo).port;
+      tlsServer.on('tlsClientError', (err) => {
+        refuse('tls_error');
+        log.debug({ err: err.message }, 'TLS handshake failed');
+      });
+      return listenOn(tlsServer, port, host);
     },
     handleUpgrade(req, socket, head) {
       if (!accepting) return void socket.destroy();
@@ -241,8 +344,20 @@ export function createBroker(opts: BrokerOptions): Broker {
       });
     },
     deliver,
+    deliverToSession,
     session: (deviceId) => byDevice.get(deviceId),
-
+    disconnect(deviceId, reason) {
+      const session = byDevice.get(deviceId);
+      if (!session) return false;
+      endReasons.set(session.client, reason);
+      log.info({ device: deviceId, reason }, 'device session closed by the server');
+      session.client.close();
+      return true;
+    },
+    updateDevice(device) {
+      const session = byDevice.get(device.id);
+      if (session) session.device = device;
+    },
     get connectedClients() {
       return aedes.connectedClients;
     },
@@ -252,6 +367,7 @@ export function createBroker(opts: BrokerOptions): Broker {
     async stopAccepting() {
       accepting = false;
       if (tcp.listening) tcp.close(); // stops listening now; its callback waits for open sockets
+      if (tlsServer?.listening) tlsServer.close();
       // Read no further packets; those already read still complete (and are acknowledged). Safe
       // here, unlike under load: aedes's pause() loses track of packets that complete while paused,
       // which only matters if reading were to resume.
@@ -261,8 +377,15 @@ export function createBroker(opts: BrokerOptions): Broker {
       accepting = false;
       clearInterval(keepHeldAlive);
       if (tcp.listening) tcp.close();
+      if (tlsServer?.listening) tlsServer.close();
       await new Promise<void>((resolve) => aedes.close(() => resolve()));
       for (const ws of wss.clients) ws.terminate();
     },
   };
+}
+
+/** The QoS of the subscription that matches a topic (`…/+` filters for request/response topics). */
+function subscribedQos(session: Session, topic: string): 0 | 1 | undefined {
+  const slash = topic.lastIndexOf('/');
+  return slash > 0 ? session.subscriptions.get(`${topic.slice(0, slash)}/+`) : undefined;
 }

@@ -1,28 +1,83 @@
 import type { PublishPacket } from 'aedes';
-import type { Session } from './session.ts';
-
-export type TopicHandler = (session: Session, packet: PublishPacket) => Promise<void>;
-
-export interface DeviceApiRoutes {
-  telemetry: TopicHandler;
-}
+import type { DeviceSession, ProvisionSession, Session } from './session.ts';
 
 /**
- * The device API's topic table (ThingsBoard-compatible; see README). Returns the handler for a
- * topic a device publishes to, or undefined for a topic outside the API.
+ * A handler for one topic family. Resolves when the publish may be acknowledged (for telemetry:
+ * once committed); rejecting closes the connection unacknowledged. `requestId` is the numeric
+ * topic suffix of request/response topics (`…/request/{id}`).
  */
-export function routePublish(routes: DeviceApiRoutes, topic: string): TopicHandler | undefined {
-  switch (topic) {
-    case 'v1/devices/me/telemetry':
-    case 'v2/t':
-    case 'v2/t/j':
-      return routes.telemetry;
-    default:
-      return undefined;
-  }
+export type TopicHandler<S extends Session = DeviceSession> = (session: S, packet: PublishPacket, requestId: number | undefined) => Promise<void>;
+
+/** The device API's handlers (ThingsBoard-compatible; see README). Families not configured are refused. */
+export interface DeviceApiHandlers {
+  telemetry: TopicHandler;
+  /** Client attributes the device reports. */
+  attributes?: TopicHandler;
+  /** The device asks for attribute values (answered on …/attributes/response/{id}). */
+  attributesRequest?: TopicHandler;
+  /** The device answers a server-side RPC. */
+  rpcResponse?: TopicHandler;
+  /** The device calls the server (client-side RPC, answered on …/rpc/response/{id}). */
+  rpcRequest?: TopicHandler;
+  gateway?: {
+    connect: TopicHandler;
+    disconnect: TopicHandler;
+    telemetry: TopicHandler;
+    attributes: TopicHandler;
+    attributesRequest: TopicHandler;
+    rpc: TopicHandler;
+  };
+  provision?: TopicHandler<ProvisionSession>;
 }
 
-/** Topic filters a device may subscribe to; everything else gets SUBACK failure (0x80). */
+export type Route =
+  | { kind: 'device'; handler: TopicHandler; requestId?: number }
+  | { kind: 'provision'; handler: TopicHandler<ProvisionSession> }
+  | { kind: 'refused'; reason: string };
+
+const ID = '(\\d{1,9})';
+const DEVICE_PATTERNS: [RegExp, keyof Omit<DeviceApiHandlers, 'gateway' | 'provision'>][] = [
+  [/^(?:v1\/devices\/me\/telemetry|v2\/t|v2\/t\/j)$/, 'telemetry'],
+  [/^(?:v1\/devices\/me\/attributes|v2\/a|v2\/a\/j)$/, 'attributes'],
+  [new RegExp(`^(?:v1/devices/me/attributes/request/|v2/a/req/)${ID}$`), 'attributesRequest'],
+  [new RegExp(`^(?:v1/devices/me/rpc/response/|v2/r/res/)${ID}$`), 'rpcResponse'],
+  [new RegExp(`^(?:v1/devices/me/rpc/request/|v2/r/req/)${ID}$`), 'rpcRequest'],
+];
+const GATEWAY_TOPICS: Record<string, keyof NonNullable<DeviceApiHandlers['gateway']>> = {
+  'v1/gateway/connect': 'connect',
+  'v1/gateway/disconnect': 'disconnect',
+  'v1/gateway/telemetry': 'telemetry',
+  'v1/gateway/attributes': 'attributes',
+  'v1/gateway/attributes/request': 'attributesRequest',
+  'v1/gateway/rpc': 'rpc',
+};
+
+/**
+ * Access control and routing of what a client publishes: a device only under `v1/devices/me/…`
+ * (and ThingsBoard's `v2/…` short forms), a gateway also under `v1/gateway/…`, a provisioning
+ * session only to `/provision/request`. Anything else is refused.
+ */
+export function routePublish(handlers: DeviceApiHandlers, session: Session, topic: string): Route {
+  if (session.kind === 'provision') {
+    if (topic === '/provision/request' && handlers.provision) return { kind: 'provision', handler: handlers.provision };
+    return { kind: 'refused', reason: `a provisioning session may only publish to /provision/request` };
+  }
+  if (topic.startsWith('v1/gateway/')) {
+    const family = GATEWAY_TOPICS[topic];
+    if (!family || !handlers.gateway) return { kind: 'refused', reason: `${topic} is not part of the gateway API` };
+    if (!session.device.isGateway) return { kind: 'refused', reason: `device ${session.device.name} is not a gateway: v1/gateway/… is refused` };
+    return { kind: 'device', handler: handlers.gateway[family] };
+  }
+  for (const [pattern, family] of DEVICE_PATTERNS) {
+    const match = pattern.exec(topic);
+    if (!match) continue;
+    const handler = handlers[family];
+    if (!handler) return { kind: 'refused', reason: `${topic} is not served` };
+    return match[1] === undefined ? { kind: 'device', handler } : { kind: 'device', handler, requestId: Number(match[1]) };
+  }
+  return { kind: 'refused', reason: `${topic} is outside the device API (v1/devices/me/…)` };
+}
+
 const DEVICE_SUBSCRIPTIONS = new Set([
   'v1/devices/me/errors',
   'v1/devices/me/attributes',
@@ -34,7 +89,24 @@ const DEVICE_SUBSCRIPTIONS = new Set([
   'v2/r/req/+',
   'v2/r/res/+',
 ]);
+const GATEWAY_SUBSCRIPTIONS = new Set(['v1/gateway/attributes', 'v1/gateway/attributes/response', 'v1/gateway/rpc']);
 
-export function maySubscribe(topic: string): boolean {
-  return DEVICE_SUBSCRIPTIONS.has(topic);
+/** Topic filters a client may subscribe to; everything else gets SUBACK failure (0x80). */
+export function maySubscribe(session: Session, topic: string): boolean {
+  if (session.kind === 'provision') return topic === '/provision/response';
+  return DEVICE_SUBSCRIPTIONS.has(topic) || (session.device.isGateway && GATEWAY_SUBSCRIPTIONS.has(topic));
+}
+
+/** The ThingsBoard topics a message to a device goes out on: its v1 name, or the v2 short form when the device subscribed to that. */
+export const OUTBOUND = {
+  attributes: { v1: 'v1/devices/me/attributes', v2: 'v2/a', filterV2: 'v2/a' },
+  attributesResponse: { v1: 'v1/devices/me/attributes/response/', v2: 'v2/a/res/', filterV2: 'v2/a/res/+' },
+  rpcRequest: { v1: 'v1/devices/me/rpc/request/', v2: 'v2/r/req/', filterV2: 'v2/r/req/+' },
+  rpcResponse: { v1: 'v1/devices/me/rpc/response/', v2: 'v2/r/res/', filterV2: 'v2/r/res/+' },
+} as const;
+
+/** The topic (with `suffix`, e.g. a request id) a device expects a message of this kind on. */
+export function outboundTopic(session: Session, kind: keyof typeof OUTBOUND, suffix = ''): string {
+  const t = OUTBOUND[kind];
+  return `${session.subscriptions.has(t.filterV2) ? t.v2 : t.v1}${suffix}`;
 }

@@ -1,9 +1,10 @@
 import type { Client } from 'aedes';
 import type { DeviceContext } from '../core/registry.ts';
 
-/** One authenticated MQTT connection of a device. */
-export interface Session {
-  device: DeviceContext;
+/** One authenticated MQTT connection: a device (or gateway), or an anonymous provisioning session. */
+export type Session = DeviceSession | ProvisionSession;
+
+interface SessionBase {
   client: Client;
   /** The client id the device sent; the broker keys sessions by device instead. */
   clientId: string;
@@ -11,7 +12,34 @@ export interface Session {
   connectedAt: number;
   /** Publishes of this session waiting on a handler (ingest, the database). */
   waiting: number;
+  /** Topic filters the client subscribed to, with the QoS granted. */
+  subscriptions: Map<string, 0 | 1>;
 }
 
-/** Sends a message to one device's connection only (never through topic routing: every device shares `v1/devices/me/...`). */
-export type Deliver = (deviceId: number, topic: string, payload: Buffer | string, qos?: 0 | 1) => Promise<boolean>;
+export interface DeviceSession extends SessionBase {
+  kind: 'device';
+  device: DeviceContext;
+  /** Set when aedes published the device's last will (its connection ended uncleanly). */
+  willPublished?: boolean;
+}
+
+/** ThingsBoard's provisioning session: CONNECT with username or client id `provision`, no credentials. */
+export interface ProvisionSession extends SessionBase {
+  kind: 'provision';
+}
+
+/**
+ * Where a message to a device goes: a literal topic, or a kind of ThingsBoard message whose topic
+ * follows the form the device subscribed with (`v1/devices/me/…` or the `v2/…` short form).
+ */
+export type Outbound = string | { kind: 'attributes' | 'attributesResponse' | 'rpcRequest' | 'rpcResponse'; suffix?: string };
+
+/**
+ * Sends a message to one device's connection only (never through topic routing: every device
+ * shares `v1/devices/me/...`). QoS defaults to what the device subscribed with (at most 1), else 1.
+ * Resolves false when the device has no session here or the write failed.
+ */
+export type Deliver = (deviceId: number, to: Outbound, payload: Buffer | string, qos?: 0 | 1) => Promise<boolean>;
+
+/** The same, for a session in hand (e.g. an anonymous provisioning session). */
+export type DeliverToSession = (session: Session, to: Outbound, payload: Buffer | string, qos?: 0 | 1) => Promise<boolean>;

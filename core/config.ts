@@ -1,4 +1,5 @@
 import path from 'node:path';
+import { parseRateLimit } from './rate-limit.ts';
 
 /**
  * Every setting GuanLink reads from the environment, in one table: the README's configuration
@@ -27,6 +28,10 @@ function oneOf<const T extends string>(...values: T[]) {
     if (!(values as string[]).includes(raw)) throw new Error(`expected one of ${values.join(', ')}, got "${raw}"`);
     return raw as T;
   };
+}
+function rateLimitText(raw: string): string {
+  if (raw.trim() !== 'off') parseRateLimit(raw);
+  return raw.trim();
 }
 function isoDate(raw: string): string {
   if (!/^\d{4}-\d{2}-\d{2}/.test(raw) || Number.isNaN(Date.parse(raw))) throw new Error(`expected an ISO 8601 date, got "${raw}"`);
@@ -89,6 +94,28 @@ export const settings = {
     default: 3,
     parse: integer(1, 32),
   } as Setting<number>,
+  mqttsPort: {
+    env: 'MQTTS_PORT',
+    description: 'MQTT over TLS, when MQTT_TLS_CERT and MQTT_TLS_KEY are set (0 picks a free port).',
+    default: 8883,
+    parse: integer(0, 65535),
+  } as Setting<number>,
+  mqttTlsCert: { env: 'MQTT_TLS_CERT', description: 'PEM certificate (chain) file for the mqtts listener.', default: undefined, parse: optionalText } as Setting<
+    string | undefined
+  >,
+  mqttTlsKey: { env: 'MQTT_TLS_KEY', description: 'PEM private key file for the mqtts listener.', default: undefined, parse: optionalText } as Setting<string | undefined>,
+  maxConnections: {
+    env: 'MQTT_MAX_CONNECTIONS',
+    description: 'MQTT connections accepted at once; beyond it CONNACK 3 (server unavailable).',
+    default: 100_000,
+    parse: integer(1, 10_000_000),
+  } as Setting<number>,
+  devicePublishRate: {
+    env: 'DEVICE_PUBLISH_RATE',
+    description: 'Per-device publish limit as ThingsBoard writes it, capacity:seconds pairs ("500:1,20000:60"), or "off". Beyond it the connection is closed and the publish left unacknowledged.',
+    default: '500:1,20000:60',
+    parse: rateLimitText,
+  } as Setting<string>,
   maxPayloadBytes: {
     env: 'INGEST_MAX_PAYLOAD_BYTES',
     description: 'Largest telemetry payload accepted; larger ones are refused with reason payload_too_large.',

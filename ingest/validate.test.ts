@@ -13,6 +13,8 @@ const device = (typeName: string, at?: { lat: number; lng: number }): DeviceCont
   lng: at?.lng ?? null,
   alt: null,
   cell: at ? storageCell(at.lat, at.lng) : null,
+  isGateway: false,
+  gatewayId: null,
 });
 const NOW = Date.UTC(2026, 10, 26, 12);
 

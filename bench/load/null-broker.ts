@@ -21,15 +21,17 @@ const broker = createBroker({
   log: createLogger(process.env.LOG_LEVEL ?? 'warn'),
   metrics: createMetrics(),
   maxPacketBytes: config.maxPacketBytes,
-  async authenticate(token) {
+  maxConnections: config.maxConnections,
+  async authenticate({ username }) {
+    const token = username ?? '';
     let device = devices.get(token);
     if (!device) {
-      device = { id: devices.size + 1, name: token, type: generic, lat: null, lng: null, alt: null, cell: null };
+      device = { id: devices.size + 1, name: token, type: generic, lat: null, lng: null, alt: null, cell: null, isGateway: false, gatewayId: null };
       devices.set(token, device);
     }
-    return device;
+    return { kind: 'device', device, method: 'token' };
   },
-  routes: () => ({ telemetry: async () => {} }),
+  handlers: () => ({ telemetry: async () => {} }),
 });
 
 const send = (m: FromNullBroker) => process.send!(m);

@@ -1,7 +1,7 @@
 import type { PublishPacket } from 'aedes';
 import type { Ingest } from '../../ingest/ingest.ts';
 import type { Rejection } from '../../ingest/readings.ts';
-import type { Deliver, Session } from '../session.ts';
+import type { Deliver, DeviceSession } from '../session.ts';
 
 export const ERRORS_TOPIC = 'v1/devices/me/errors';
 
@@ -13,7 +13,7 @@ export const ERRORS_TOPIC = 'v1/devices/me/errors';
  */
 export function telemetryHandler(ingest: Ingest, deliver: Deliver) {
   // Not async on purpose: under backpressure thousands of these wait, each should cost little.
-  return (session: Session, packet: PublishPacket): Promise<void> => {
+  return (session: DeviceSession, packet: PublishPacket): Promise<void> => {
     const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
     return ingest.telemetry(session.device, payload, packet.topic).then((outcome) => {
       if (outcome.rejections.length > 0) notifyRejections(session.device.id, packet.topic, outcome.rejections, outcome.stored, deliver);

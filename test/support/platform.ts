@@ -41,7 +41,8 @@ export async function startTestPlatform(overrides: Partial<Config> = {}, options
   const dataDir = await mkdtemp(path.join(os.tmpdir(), 'guanlink-data-'));
   const config = loadConfig(
     {},
-    { databaseUrl: db.url, dataDir, host: '127.0.0.1', mqttPort: 0, httpPort: 0, simulators: false, ...overrides },
+    // Tests stream faster than the default per-device publish limit; the limit's own test sets it.
+    { databaseUrl: db.url, dataDir, host: '127.0.0.1', mqttPort: 0, httpPort: 0, simulators: false, devicePublishRate: 'off', ...overrides },
   );
   const log = createLogger(process.env.TEST_LOG_LEVEL ?? 'silent');
   const platform = await startPlatform(config, log);

@@ -28,7 +28,14 @@ export async function spawnGuanlink(
   ports?: { httpPort: number; mqttPort: number },
 ): Promise<GuanlinkProcess> {
   const { httpPort, mqttPort } = ports ?? { httpPort: await freePort(), mqttPort: await freePort() };
-  const childEnv: NodeJS.ProcessEnv = { ...process.env, HOST: '127.0.0.1', HTTP_PORT: String(httpPort), MQTT_PORT: String(mqttPort), LOG_LEVEL: process.env.CHILD_LOG_LEVEL ?? 'info' };
+  const childEnv: NodeJS.ProcessEnv = {
+    ...process.env,
+    HOST: '127.0.0.1',
+    HTTP_PORT: String(httpPort),
+    MQTT_PORT: String(mqttPort),
+    LOG_LEVEL: process.env.CHILD_LOG_LEVEL ?? 'info',
+    DEVICE_PUBLISH_RATE: 'off', // tests stream faster than the default per-device limit
+  };
   delete childEnv.DATABASE_URL;
   for (const [k, v] of Object.entries(env)) {
     if (v === undefined) delete childEnv[k];

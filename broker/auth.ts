@@ -1,0 +1,41 @@
+import type { DeviceRegistry, DeviceContext } from '../core/registry.ts';
+
+export type AuthResult =
+  | { kind: 'device'; device: DeviceContext; method: 'token' | 'basic' }
+  | { kind: 'provision' }
+  /** CONNACK return code (MQTT 3.1.1): 2 identifier rejected, 5 not authorized. */
+  | { kind: 'refused'; returnCode: 2 | 5; reason: string };
+
+export interface ConnectCredentials {
+  clientId: string;
+  username: string | undefined;
+  password: Buffer | undefined;
+}
+
+/**
+ * ThingsBoard's rules for a CONNECT (see README):
+ * - username or client id `provision`, no password: a provisioning session (no credentials yet);
+ * - a username and a password: MQTT basic credentials (the stored client id, if any, must match);
+ * - a username alone: an access token;
+ * - neither: a client id registered alone as basic credentials.
+ * Refusals use ThingsBoard's codes: 5 (not authorized) for bad credentials, 2 (identifier
+ * rejected) for a client id that matches nothing when no username was given.
+ */
+export function createAuthenticator(registry: DeviceRegistry) {
+  return async ({ clientId, username, password }: ConnectCredentials): Promise<AuthResult> => {
+    const secret = password && password.length > 0 ? password.toString('utf8') : undefined;
+    if ((username === 'provision' || clientId === 'provision') && secret === undefined) return { kind: 'provision' };
+    if (username && secret !== undefined) {
+      const device = await registry.authenticateBasic(clientId, username, secret);
+      return device ? { kind: 'device', device, method: 'basic' } : { kind: 'refused', returnCode: 5, reason: 'unknown username or wrong password' };
+    }
+    if (username) {
+      const device = await registry.authenticate(username);
+      return device ? { kind: 'device', device, method: 'token' } : { kind: 'refused', returnCode: 5, reason: 'unknown access token' };
+    }
+    const device = clientId ? await registry.authenticateBasic(clientId, undefined, undefined) : undefined;
+    return device
+      ? { kind: 'device', device, method: 'basic' }
+      : { kind: 'refused', returnCode: 2, reason: 'no credentials: send the access token as the MQTT username' };
+  };
+}
