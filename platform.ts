@@ -111,7 +111,9 @@ export async function startPlatform(config: Config, log: Logger): Promise<Platfo
       maxConnections: config.maxConnections,
       publishRate: config.devicePublishRate === 'off' ? undefined : parseRateLimit(config.devicePublishRate),
       authenticate: createAuthenticator(registry),
-      handlers: (deliver) => ({ telemetry: telemetryHandler(ingest, deliver) }),
+      handlers: (deliver) => ({
+        telemetry: telemetryHandler(ingest, deliver),
+      }),
     });
     cleanups.unshift(() => broker.close());
     registry.onChange((event) => {
