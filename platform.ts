@@ -2,13 +2,24 @@ import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
 import { buildApi } from './api/server.ts';
 import { attachLive } from './api/live/live.ts';
 import { createAuthenticator } from './broker/auth.ts';
-import { createBroker } from './broker/broker.ts';
+import { createBroker, type SessionEnd } from './broker/broker.ts';
+import { provisionHandler } from './broker/handlers/provision.ts';
+import type { DeviceSession } from './broker/session.ts';
 import { telemetryHandler } from './broker/handlers/telemetry.ts';
+import { directTransport, rpcRequestHandler, rpcResponseHandler } from './broker/handlers/rpc.ts';
+import { gatewayAttributesPusher, gatewayHandlers, gatewayTransport } from './broker/handlers/gateway.ts';
+import { GatewaySessions } from './core/gateways.ts';
+import { RpcService, routeTransports } from './core/rpc.ts';
+import { attributesRequestHandler, clientAttributesHandler, sharedAttributesPusher } from './broker/handlers/attributes.ts';
+import { AttributeService } from './core/attributes.ts';
 import { ConfigError, type Config } from './core/config.ts';
+import { Connectivity } from './core/connectivity.ts';
+import { Provisioning } from './core/provisioning.ts';
 import type { Logger } from './core/log.ts';
 import { createMetrics } from './core/metrics.ts';
 import { parseRateLimit } from './core/rate-limit.ts';
@@ -62,6 +73,7 @@ export async function startPlatform(config: Config, log: Logger): Promise<Platfo
 
     const registry = new DeviceRegistry(pool);
     await registry.init();
+    const attributes = new AttributeService(pool, log.child({ module: 'attributes' }));
 
     const keys = new KeyDictionary(pool, config.maxTelemetryKeys);
     await keys.load();
@@ -76,6 +88,7 @@ export async function startPlatform(config: Config, log: Logger): Promise<Platfo
       log: log.child({ module: 'retention' }),
       intervalMs: config.retentionIntervalMs,
       rejectedDays: config.rejectedRetentionDays === 0 ? null : config.rejectedRetentionDays,
+      deviceEventsDays: config.deviceEventsRetentionDays === 0 ? null : config.deviceEventsRetentionDays,
     });
 
     const metrics = createMetrics();
@@ -103,6 +116,45 @@ export async function startPlatform(config: Config, log: Logger): Promise<Platfo
       await retention.stop();
     });
 
+    // Connection state: started before the broker listens (it marks offline what a crash left online);
+    // stopped after the broker closed (it writes the sessions' ends).
+    const connectivity = new Connectivity({
+      pool,
+      log: log.child({ module: 'connectivity' }),
+      nodeId: config.nodeId ?? os.hostname(),
+      flushMs: config.lastSeenFlushMs,
+      counters: { connects: metrics.deviceConnects, disconnects: metrics.deviceDisconnects },
+    });
+    await connectivity.start();
+    cleanups.unshift(() => connectivity.stop());
+    const provisioning = new Provisioning({ pool, registry, log: log.child({ module: 'provisioning' }), counter: metrics.provisioning });
+    // The broker's session hooks fan out to everyone following device sessions.
+    const sessionStarted: ((session: DeviceSession) => void)[] = [(session) => connectivity.sessionStarted(session)];
+    const sessionEnded: ((session: DeviceSession, end: SessionEnd) => void)[] = [(session, end) => connectivity.sessionEnded(session, end)];
+    // Server-side RPC: its handlers are the broker's, the broker is its transport (set below);
+    // commands queued for a device are sent when it connects.
+    const rpcLog = log.child({ module: 'rpc' });
+    const rpc = new RpcService({ pool, log: rpcLog, maxPayloadBytes: config.maxPayloadBytes });
+    sessionStarted.push((session) => rpc.deviceConnected(session.device.id));
+    // Gateways: a sub-device connected through its gateway gets a session of its own, followed by the same hooks.
+    const gateways = new GatewaySessions({
+      registry,
+      pool,
+      log: log.child({ module: 'gateways' }),
+      metrics,
+      defaultType: config.gatewayDefaultDeviceType,
+      maxDevicesPerGateway: config.gatewayMaxDevices,
+      onConnect: (session) => sessionStarted.forEach((hook) => hook(session)),
+      onDisconnect: (session, end) => sessionEnded.forEach((hook) => hook(session, end)),
+    });
+    sessionEnded.push((session, end) => gateways.sessionEnded(session, end));
+    const sessionLimits = {
+      maxPayloadSize: Math.min(config.maxPayloadBytes, config.maxPacketBytes),
+      maxInflightMessages: 100,
+      messageRateLimit: config.devicePublishRate === 'off' ? '' : config.devicePublishRate,
+    };
+    const countRefusal = (reason: string) => metrics.rejections.inc({ reason });
+
     const brokerLog = log.child({ module: 'broker' });
     const broker = createBroker({
       log: brokerLog,
@@ -111,16 +163,54 @@ export async function startPlatform(config: Config, log: Logger): Promise<Platfo
       maxConnections: config.maxConnections,
       publishRate: config.devicePublishRate === 'off' ? undefined : parseRateLimit(config.devicePublishRate),
       authenticate: createAuthenticator(registry),
-      handlers: (deliver) => ({
+      onSessionStart: (session) => {
+        for (const hook of sessionStarted) hook(session);
+      },
+      onSessionEnd: (session, end) => {
+        for (const hook of sessionEnded) hook(session, end);
+      },
+      handlers: (deliver, deliverToSession) => ({
+        provision: provisionHandler({ provisioning, deliverToSession, closeAfterMs: config.provisionSessionCloseMs, log: log.child({ module: 'provisioning' }) }),
         telemetry: telemetryHandler(ingest, deliver),
+        attributes: clientAttributesHandler(attributes, deliver, ingest, config.maxPayloadBytes),
+        attributesRequest: attributesRequestHandler(attributes, deliver, ingest, config.maxPayloadBytes),
+        rpcResponse: rpcResponseHandler(rpc, deliver, rpcLog, countRefusal),
+        rpcRequest: rpcRequestHandler({ deliver, limits: sessionLimits, log: rpcLog, count: countRefusal }),
+        gateway: gatewayHandlers({
+          gateways,
+          ingest,
+          attributes,
+          rpc,
+          deliver,
+          deliverToSession,
+          log: log.child({ module: 'gateways' }),
+          maxPayloadBytes: config.maxPayloadBytes,
+          maxDevicesPerMessage: config.gatewayMaxDevicesPerMessage,
+          count: countRefusal,
+        }),
       }),
     });
     cleanups.unshift(() => broker.close());
+    rpc.useTransport(routeTransports(directTransport(broker), gatewayTransport(gateways, broker.deliverTracked)));
+    rpc.start();
+    attributes.onChange(sharedAttributesPusher(broker.session, broker.deliver));
+    attributes.onChange(gatewayAttributesPusher(gateways, broker.deliverToSession));
     registry.onChange((event) => {
       if (event.kind === 'deleted') broker.disconnect(event.device.id, 'deleted');
       else if (event.kind === 'credentials') broker.disconnect(event.device.id, 'credentials_changed');
       else if (event.kind === 'updated' && broker.session(event.device.id)) {
         void registry.context(event.device.id).then((context) => context && broker.updateDevice(context));
+      }
+    });
+    // A custom type's declared keys are always admitted, and connected devices of a changed type
+    // are checked against the new declaration from their next message.
+    registry.onTypeChange(async (event) => {
+      if (event.kind !== 'saved') return;
+      await keys.ensure(Object.keys(event.type.keys));
+      if (!event.previous) return;
+      for (const id of await registry.deviceIdsOfType(event.type.name)) {
+        const session = broker.session(id);
+        if (session) broker.updateDevice({ ...session.device, type: event.type });
       }
     });
 
@@ -135,12 +225,16 @@ export async function startPlatform(config: Config, log: Logger): Promise<Platfo
       log,
       adminKey,
       registry,
+      attributes,
+      connectivity,
+      provisioning,
       pool,
       keys,
       metrics,
       latest: ingest.latest,
       rollups,
       retention,
+      rpc,
       mapStyleUrl: config.mapStyleUrl,
       checks: {
         database: async () => (await pool.query('SELECT 1')).rowCount === 1,
@@ -148,8 +242,16 @@ export async function startPlatform(config: Config, log: Logger): Promise<Platfo
         http: () => httpListening,
       },
     });
-    const live = attachLive(app.server, { adminKey, registry, latest: ingest.latest, log: log.child({ module: 'live' }) });
+    const live = attachLive(app.server, {
+      adminKey,
+      registry,
+      latest: ingest.latest,
+      log: log.child({ module: 'live' }),
+      onlineDevices: () => connectivity.onlineDevices(),
+    });
+    connectivity.onChange((change) => live.connectivity(change));
     ingest.onCommitted((rows) => live.publish(rows));
+    attributes.onChange((change) => live.attributes(change));
     app.server.on('upgrade', (req, socket, head) => {
       if (req.url?.split('?')[0] === '/mqtt') broker.handleUpgrade(req, socket, head);
     });
@@ -157,6 +259,8 @@ export async function startPlatform(config: Config, log: Logger): Promise<Platfo
       await live.close();
       await app.close();
     });
+    // Before the HTTP server closes (it waits for open requests): callers waiting on a command are answered.
+    cleanups.unshift(() => rpc.stop());
 
     const mqttPort = await broker.listen(config.mqttPort, config.host);
     let mqttsPort: number | undefined;

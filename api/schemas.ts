@@ -21,13 +21,20 @@ export const Location = Type.Object(
 export const Device = Type.Object({
   id: Type.Integer(),
   name: Type.String(),
+  label: Type.Union([Type.String(), Type.Null()], { description: 'free text shown with the name' }),
   type: Type.String(),
   domain: Domain,
   location: Type.Union([Location, Type.Null()]),
+  isGateway: Type.Boolean({ description: 'may publish for sub-devices on v1/gateway/…' }),
+  gatewayId: Type.Union([Type.Integer(), Type.Null()], { description: 'the gateway this sub-device belongs to' }),
   createdAt: Type.String({ format: 'date-time' }),
   updatedAt: Type.String({ format: 'date-time' }),
 });
 export type Device = Static<typeof Device>;
+
+/** A device's unique name: 1–200 characters, no control characters. */
+export const DeviceName = Type.String({ minLength: 1, maxLength: 200, pattern: '^[^\\u0000-\\u001f\\u007f]+$' });
+export const DeviceLabel = Type.String({ maxLength: 200 });
 
 export const DeviceIdParams = Type.Object({ id: Type.Integer({ minimum: 1, maximum: 2147483647 }) });
 

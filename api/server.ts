@@ -15,9 +15,19 @@ import type { Retention } from '../db/retention.ts';
 import type { Rollups } from '../db/rollups.ts';
 import type { LatestTracker } from '../ingest/latest.ts';
 import { requireAdminKey } from './auth.ts';
+import type { AttributeService } from '../core/attributes.ts';
+import { attributesRoutes } from './routes/attributes.ts';
+import type { Connectivity } from '../core/connectivity.ts';
+import type { Provisioning } from '../core/provisioning.ts';
+import { connectivityRoutes } from './routes/connectivity.ts';
+import { provisionKeysRoutes, provisionRoutes } from './routes/provisioning.ts';
+import { deviceImportRoutes } from './routes/device-import.ts';
+import { deviceTypesRoutes } from './routes/device-types.ts';
 import { devicesRoutes } from './routes/devices.ts';
 import { healthRoutes, type ReadinessChecks } from './routes/health.ts';
 import { retentionRoutes } from './routes/retention.ts';
+import type { RpcService } from '../core/rpc.ts';
+import { rpcRoutes } from './routes/rpc.ts';
 import { rollupsRoutes } from './routes/rollups.ts';
 import { telemetryRoutes } from './routes/telemetry.ts';
 
@@ -25,12 +35,16 @@ export interface ApiDeps {
   log: Logger;
   adminKey: string;
   registry: DeviceRegistry;
+  attributes: AttributeService;
+  connectivity: Connectivity;
+  provisioning: Provisioning;
   pool: pg.Pool;
   keys: KeyDictionary;
   metrics: Metrics;
   latest: LatestTracker;
   rollups: Rollups;
   retention: Retention;
+  rpc: RpcService;
   checks: ReadinessChecks;
   mapStyleUrl: string | undefined;
 }
@@ -69,12 +83,20 @@ export async function buildApi(deps: ApiDeps) {
     async (api) => {
       api.addHook('onRequest', requireAdminKey(deps.adminKey));
       await api.register(devicesRoutes, { registry: deps.registry });
+      await api.register(deviceTypesRoutes, { registry: deps.registry });
+      await api.register(deviceImportRoutes, { registry: deps.registry });
       await api.register(telemetryRoutes, { registry: deps.registry, pool: deps.pool, keys: deps.keys, latest: deps.latest });
       await api.register(rollupsRoutes, { rollups: deps.rollups });
       await api.register(retentionRoutes, { retention: deps.retention });
+      await api.register(rpcRoutes, { registry: deps.registry, rpc: deps.rpc });
+      await api.register(attributesRoutes, { registry: deps.registry, attributes: deps.attributes });
+      await api.register(connectivityRoutes, { registry: deps.registry, connectivity: deps.connectivity });
+      await api.register(provisionKeysRoutes, { provisioning: deps.provisioning });
     },
     { prefix: '/api/v1' },
   );
+  // The device API over HTTP: no admin key (a device proves itself with its provision key and secret).
+  await app.register(provisionRoutes, { prefix: '/api/v1', provisioning: deps.provisioning });
 
   app.get('/api/v1/openapi.json', { schema: { hide: true } }, async () => app.swagger());
   app.get('/map-config.json', { schema: { hide: true } }, async () => ({

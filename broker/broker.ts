@@ -11,7 +11,7 @@ import type { DeviceContext } from '../core/registry.ts';
 import type { AuthResult, ConnectCredentials } from './auth.ts';
 import { maySubscribe, outboundTopic, routePublish, type DeviceApiHandlers } from './device-api.ts';
 import { ERRORS_TOPIC } from './handlers/telemetry.ts';
-import type { Deliver, DeliverToSession, DeviceSession, Outbound, Session } from './session.ts';
+import type { Deliver, DeliverToSession, DeliverTracked, DeviceSession, Outbound, Session } from './session.ts';
 
 export interface BrokerOptions {
   log: Logger;
@@ -43,7 +43,13 @@ export type EndReason =
   | 'credentials_changed'
   | 'rate_limited'
   | 'protocol_error'
-  | 'server_shutdown';
+  | 'server_shutdown'
+  // A gateway's sub-device (core/gateways.ts): the gateway sent v1/gateway/disconnect for it; the
+  // gateway's own session ended; the sub-device was moved to another gateway (or its gateway is no
+  // longer one).
+  | 'gateway_disconnect'
+  | 'gateway_offline'
+  | 'gateway_changed';
 
 export interface SessionEnd {
   reason: EndReason;
@@ -61,6 +67,8 @@ export interface Broker {
   handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void;
   deliver: Deliver;
   deliverToSession: DeliverToSession;
+  /** Sends to a session and tracks the device's PUBACK (server-side RPC). */
+  deliverTracked: DeliverTracked;
   session(deviceId: number): DeviceSession | undefined;
   /** Closes a device's session now (deleted, credentials changed…); false when it had none. */
   disconnect(deviceId: number, reason: EndReason): boolean;
@@ -97,8 +105,25 @@ export function createBroker(opts: BrokerOptions): Broker {
   const sessions = new WeakMap<Client, Session>();
   const byDevice = new Map<number, DeviceSession>();
   const endReasons = new WeakMap<Client, EndReason>();
-  const limiters = new WeakMap<Client, RateLimiter>();
+  // Publish rate limits are per device, not per connection: reconnecting must not refill a
+  // device's buckets (ThingsBoard keeps device limits across sessions). A disconnected device's
+  // limiter is forgotten once its buckets are full again.
+  const limiters = new Map<number, RateLimiter>();
+  const forgetRefilled = setInterval(() => {
+    const now = Date.now();
+    for (const [id, limiter] of limiters) if (!byDevice.has(id) && limiter.refilled(now)) limiters.delete(id);
+  }, 60_000);
+  forgetRefilled.unref();
+  // A rate-limited session: its publishes already accepted are still acknowledged (once
+  // committed); then the refused ones fail, which closes the connection without their PUBACK.
+  const closing = new WeakMap<Session, (() => void)[]>();
   const serverOriginated = new WeakSet<Buffer>();
+  // Tracked deliveries (deliverTracked): aedes reports a client's PUBACK only through its
+  // internals. A tracked publish gets its packet id here, in authorizeForward (aedes asks just
+  // before it numbers the packet, and keeps an id it finds), and the PUBACK is seen on the
+  // client's parser (handle()). Keyed by the payload Buffer, fresh for each tracked publish.
+  const trackedPayloads = new WeakMap<Buffer, (messageId: number) => void>();
+  const awaitingAck = new WeakMap<Client, Map<number, (acked: boolean) => void>>();
   let accepting = true;
   let connections = 0;
   // Sessions with publishes waiting on us (ingest holding them under backpressure, or the
@@ -111,7 +136,10 @@ export function createBroker(opts: BrokerOptions): Broker {
   }, 1000);
   keepHeldAlive.unref();
   const settled = (session: Session) => {
-    if (--session.waiting === 0) held.delete(session);
+    if (--session.waiting !== 0) return;
+    held.delete(session);
+    const refused = closing.get(session);
+    if (refused) setImmediate(() => refused.splice(0).forEach((fail) => fail())); // after the last PUBACK is written
   };
   const refuse = (reason: string) => metrics.mqttRefusals.inc({ reason });
   const describe = (session: Session) => (session.kind === 'device' ? { device: session.device.id } : { provision: session.clientId });
@@ -134,7 +162,8 @@ export function createBroker(opts: BrokerOptions): Broker {
             log.info({ clientId: client.id, address, reason: result.reason }, 'MQTT connect refused');
             return done(connackError(result.reason, result.returnCode), false);
           }
-          const base = { client, clientId: client.id, address, connectedAt: Date.now(), waiting: 0, subscriptions: new Map<string, 0 | 1>() };
+          const now = Date.now();
+          const base = { client, clientId: client.id, address, connectedAt: now, lastActivity: now, waiting: 0, subscriptions: new Map<string, 0 | 1>() };
           if (result.kind === 'provision') {
             sessions.set(client, { ...base, kind: 'provision' });
             (client as { id: string }).id = `provision:${Math.random().toString(36).slice(2)}`;
@@ -146,7 +175,7 @@ export function createBroker(opts: BrokerOptions): Broker {
           // sharing a hard-coded client id must not knock each other off, and one device gets one session.
           (client as { id: string }).id = `device:${result.device.id}`;
           sessions.set(client, { ...base, kind: 'device', device: result.device });
-          if (opts.publishRate) limiters.set(client, new RateLimiter(opts.publishRate));
+          if (opts.publishRate && !limiters.has(result.device.id)) limiters.set(result.device.id, new RateLimiter(opts.publishRate));
           done(null, true);
         })
         .catch((err: Error) => {
@@ -169,13 +198,18 @@ export function createBroker(opts: BrokerOptions): Broker {
         notifyRefusal(session, packet.topic, 'topic_not_allowed', route.reason);
         return done(null); // acknowledged (the device must not resend it forever), not processed
       }
-      const limiter = limiters.get(client!);
-      if (limiter && !limiter.take()) {
+      const limiter = session.kind === 'device' && !client!.closed ? limiters.get(session.device.id) : undefined;
+      const refusedBefore = closing.get(session);
+      if (refusedBefore || (limiter && !limiter.take())) {
         refuse('rate_limited');
+        const fail = () => done(new Error('publish rate limit exceeded'));
+        if (refusedBefore) return session.waiting === 0 ? fail() : void refusedBefore.push(fail);
         log.warn({ ...describe(session), topic: packet.topic }, 'publish rate limit exceeded: connection closed, publish unacknowledged');
         if (session.kind === 'device') notifyRefusal(session, packet.topic, 'rate_limited', 'publish rate limit exceeded; the connection is closed and the message was not acknowledged: send it again later');
         endReasons.set(client!, 'rate_limited');
-        return done(new Error('publish rate limit exceeded'));
+        if (session.waiting === 0) return fail();
+        closing.set(session, [fail]);
+        return;
       }
       if (session.waiting++ === 0) held.add(session);
       const handled =
@@ -205,8 +239,16 @@ export function createBroker(opts: BrokerOptions): Broker {
       log.info({ clientId: client.id, topic: sub.topic }, 'subscription refused');
       done(null, null);
     },
-    authorizeForward(_client, packet) {
-      return serverOriginated.has(packet.payload as Buffer) ? packet : null;
+    authorizeForward(client, packet) {
+      const payload = packet.payload as Buffer;
+      if (!serverOriginated.has(payload)) return null;
+      const numbered = trackedPayloads.get(payload);
+      if (numbered && packet.qos > 0 && !packet.messageId) {
+        trackedPayloads.delete(payload);
+        packet.messageId = nextPacketId(client);
+        numbered(packet.messageId);
+      }
+      return packet;
     },
   });
 
@@ -235,6 +277,7 @@ export function createBroker(opts: BrokerOptions): Broker {
   });
   aedes.on('keepaliveTimeout', (client) => endReasons.set(client, endReasons.get(client) ?? 'keepalive_timeout'));
   aedes.on('clientDisconnect', (client) => {
+    pubacksLost(client);
     const session = sessions.get(client);
     if (session?.kind !== 'device') return;
     if (byDevice.get(session.device.id) === session) byDevice.delete(session.device.id);
@@ -256,6 +299,10 @@ export function createBroker(opts: BrokerOptions): Broker {
   function write(session: Session, to: Outbound, payload: Buffer | string, qos?: 0 | 1): Promise<boolean> {
     return new Promise((resolve) => {
       if (session.client.closed) return resolve(false);
+      // Refusal notices (a GuanLink extension) go only to devices that asked for them: firmware
+      // that never subscribed gets no unexpected PUBLISH (unread, it turns the device's close
+      // into a TCP reset, and the clean disconnect into a lost connection).
+      if (to === ERRORS_TOPIC && !session.subscriptions.has(ERRORS_TOPIC)) return resolve(false);
       const topic = typeof to === 'string' ? to : outboundTopic(session, to.kind, to.suffix);
       const body = typeof payload === 'string' ? Buffer.from(payload) : payload;
       serverOriginated.add(body);
@@ -270,6 +317,40 @@ export function createBroker(opts: BrokerOptions): Broker {
   };
   const deliverToSession: DeliverToSession = (session, to, payload, qos) => write(session, to, payload, qos);
 
+  /** The connection ended: tracked publishes still awaiting their PUBACK will not get it. */
+  function pubacksLost(client: Client): void {
+    const pending = awaitingAck.get(client);
+    awaitingAck.delete(client);
+    for (const acked of pending?.values() ?? []) acked(false);
+  }
+  function pubackReceived(client: Client, messageId: number | undefined): void {
+    const pending = awaitingAck.get(client);
+    const acked = messageId === undefined ? undefined : pending?.get(messageId);
+    if (!acked) return;
+    pending!.delete(messageId!);
+    acked(true);
+  }
+  const deliverTracked: DeliverTracked = (session, to, payload, qos) => {
+    const client = session.client;
+    let settle!: (acked: boolean) => void;
+    const acknowledged = new Promise<boolean>((resolve) => (settle = resolve));
+    const body = Buffer.from(payload); // a fresh Buffer: it identifies this publish in authorizeForward
+    let awaitingPuback = false;
+    trackedPayloads.set(body, (messageId) => {
+      awaitingPuback = true;
+      let pending = awaitingAck.get(client);
+      if (!pending) awaitingAck.set(client, (pending = new Map()));
+      pending.set(messageId, settle);
+    });
+    const written = write(session, to, body, qos).then((ok) => {
+      trackedPayloads.delete(body);
+      if (!ok || !awaitingPuback) settle(ok); // not written; or QoS 0: delivered once written
+      if (!ok) awaitingAck.get(client)?.forEach((acked, id, pending) => acked === settle && pending.delete(id));
+      return ok;
+    });
+    return { written, acknowledged };
+  };
+
   function notifyRefusal(session: DeviceSession, topic: string, reason: string, detail: string): void {
     void write(session, ERRORS_TOPIC, JSON.stringify({ topic, ts: Date.now(), stored: 0, errors: [{ reason, detail }] }), 0);
   }
@@ -280,8 +361,16 @@ export function createBroker(opts: BrokerOptions): Broker {
   function handle(conn: Duplex, req?: IncomingMessage, address?: string): void {
     connections++;
     conn.once('close', () => connections--);
-    type Parser = { parse(buf: Buffer): number; _parseLength(): boolean; packet: { length: number } };
+    type Parser = {
+      parse(buf: Buffer): number;
+      _parseLength(): boolean;
+      packet: { length: number };
+      on(event: 'packet', listener: (packet: { cmd: string; messageId?: number }) => void): void;
+    };
     const client = aedes.handle(conn, req) as Client & { _parser: Parser };
+    client._parser.on('packet', (packet) => {
+      if (packet.cmd === 'puback') pubackReceived(client, packet.messageId);
+    });
     // aedes 1.2 has no packet-size limit for MQTT 3.1.1 and would buffer a 256 MB body. mqtt-packet
     // knows the announced length once the fixed header's remaining length is read (`_parseLength`,
     // one state of its parse loop): refuse there. Checking only after parse(buf) returned missed
@@ -300,7 +389,13 @@ export function createBroker(opts: BrokerOptions): Broker {
       conn.destroy();
       return false; // stops this parse loop: the body is never read
     };
-    parser.parse = (buf: Buffer) => (refused ? 0 : parse(buf));
+    parser.parse = (buf: Buffer) => {
+      if (refused) return 0;
+      // Last seen: the time of the client's last packet (one store per socket read, not per message).
+      const session = sessions.get(client);
+      if (session) session.lastActivity = Date.now();
+      return parse(buf);
+    };
   }
 
   const tcp = net.createServer((socket) => {
@@ -345,6 +440,7 @@ export function createBroker(opts: BrokerOptions): Broker {
     },
     deliver,
     deliverToSession,
+    deliverTracked,
     session: (deviceId) => byDevice.get(deviceId),
     disconnect(deviceId, reason) {
       const session = byDevice.get(deviceId);
@@ -376,12 +472,21 @@ export function createBroker(opts: BrokerOptions): Broker {
     async close() {
       accepting = false;
       clearInterval(keepHeldAlive);
+      clearInterval(forgetRefilled);
       if (tcp.listening) tcp.close();
       if (tlsServer?.listening) tlsServer.close();
       await new Promise<void>((resolve) => aedes.close(() => resolve()));
       for (const ws of wss.clients) ws.terminate();
     },
   };
+}
+
+/** The next packet id of a client, taken the way aedes numbers a QoS 1 packet (1…65535, wrapping). */
+function nextPacketId(client: Client): number {
+  const c = client as Client & { _nextId: number };
+  const id = c._nextId;
+  c._nextId = id >= 65535 ? 1 : id + 1;
+  return id;
 }
 
 /** The QoS of the subscription that matches a topic (`…/+` filters for request/response topics). */

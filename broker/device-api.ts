@@ -91,10 +91,15 @@ const DEVICE_SUBSCRIPTIONS = new Set([
 ]);
 const GATEWAY_SUBSCRIPTIONS = new Set(['v1/gateway/attributes', 'v1/gateway/attributes/response', 'v1/gateway/rpc']);
 
+// Beyond ThingsBoard (which takes only the `+` filters): the response topic of one request id, so
+// that request/response clients such as `mosquitto_rr -e v1/devices/me/attributes/response/1`
+// work. A device still receives only what is sent to its own connection.
+const RESPONSE_BY_ID = new RegExp(`^(?:v1/devices/me/attributes/response/|v1/devices/me/rpc/response/|v2/a/res/|v2/r/res/)${ID}$`);
+
 /** Topic filters a client may subscribe to; everything else gets SUBACK failure (0x80). */
 export function maySubscribe(session: Session, topic: string): boolean {
   if (session.kind === 'provision') return topic === '/provision/response';
-  return DEVICE_SUBSCRIPTIONS.has(topic) || (session.device.isGateway && GATEWAY_SUBSCRIPTIONS.has(topic));
+  return DEVICE_SUBSCRIPTIONS.has(topic) || RESPONSE_BY_ID.test(topic) || (session.device.isGateway && GATEWAY_SUBSCRIPTIONS.has(topic));
 }
 
 /** The ThingsBoard topics a message to a device goes out on: its v1 name, or the v2 short form when the device subscribed to that. */

@@ -10,6 +10,8 @@ interface SessionBase {
   clientId: string;
   address: string | undefined;
   connectedAt: number;
+  /** When the client's last packet was read (epoch ms): the device's "last seen". */
+  lastActivity: number;
   /** Publishes of this session waiting on a handler (ingest, the database). */
   waiting: number;
   /** Topic filters the client subscribed to, with the QoS granted. */
@@ -43,3 +45,17 @@ export type Deliver = (deviceId: number, to: Outbound, payload: Buffer | string,
 
 /** The same, for a session in hand (e.g. an anonymous provisioning session). */
 export type DeliverToSession = (session: Session, to: Outbound, payload: Buffer | string, qos?: 0 | 1) => Promise<boolean>;
+
+/**
+ * A message written with delivery tracking (server-side RPC): `written` once it is on the wire
+ * (false: the session is gone or the write failed); `acknowledged` once the device PUBACKed it —
+ * at QoS 0 (the device subscribed with QoS 0), once written — false when it was never written or
+ * the connection ended first.
+ */
+export interface TrackedDelivery {
+  written: Promise<boolean>;
+  acknowledged: Promise<boolean>;
+}
+
+/** Sends a message to a session and tracks its PUBACK (see TrackedDelivery). */
+export type DeliverTracked = (session: Session, to: Outbound, payload: Buffer | string, qos?: 0 | 1) => TrackedDelivery;

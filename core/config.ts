@@ -118,7 +118,7 @@ export const settings = {
   } as Setting<string>,
   maxPayloadBytes: {
     env: 'INGEST_MAX_PAYLOAD_BYTES',
-    description: 'Largest telemetry payload accepted; larger ones are refused with reason payload_too_large.',
+    description: 'Largest telemetry (or attributes) payload accepted; larger ones are refused with reason payload_too_large.',
     default: 65_536,
     parse: integer(256, 16 * 1024 * 1024),
   } as Setting<number>,
@@ -157,6 +157,48 @@ export const settings = {
     description: 'Days rejected messages (with their payloads) are kept; 0 keeps them forever.',
     default: 30,
     parse: integer(0, 36_500),
+  } as Setting<number>,
+  nodeId: {
+    env: 'NODE_ID',
+    description: 'Name of this node in connection state (stable across restarts; distinct per node when several share a database). Unset: the host name.',
+    default: undefined,
+    parse: optionalText,
+  } as Setting<string | undefined>,
+  lastSeenFlushMs: {
+    env: 'LAST_SEEN_FLUSH_MS',
+    description: "How often connected devices' last-seen times (and this node's heartbeat) are saved to device_connectivity.",
+    default: 30_000,
+    parse: integer(100, 3_600_000),
+  } as Setting<number>,
+  deviceEventsRetentionDays: {
+    env: 'DEVICE_EVENTS_RETENTION_DAYS',
+    description: 'Days connect/disconnect events are kept (applied with the retention policies); 0 keeps them forever.',
+    default: 90,
+    parse: integer(0, 36_500),
+  } as Setting<number>,
+  provisionSessionCloseMs: {
+    env: 'PROVISION_SESSION_CLOSE_MS',
+    description: 'A provisioning MQTT session is closed this long after its answer is sent (ThingsBoard: 60 s).',
+    default: 60_000,
+    parse: integer(0, 3_600_000),
+  } as Setting<number>,
+  gatewayDefaultDeviceType: {
+    env: 'GATEWAY_DEFAULT_DEVICE_TYPE',
+    description: 'Type of sub-devices a gateway creates without naming one (v1/gateway/connect without "type", or telemetry for an unknown name).',
+    default: 'generic',
+    parse: text,
+  } as Setting<string>,
+  gatewayMaxDevices: {
+    env: 'GATEWAY_MAX_DEVICES',
+    description: 'Sub-devices one gateway may have; beyond it new names are refused (too_many_devices).',
+    default: 10_000,
+    parse: integer(1, 10_000_000),
+  } as Setting<number>,
+  gatewayMaxDevicesPerMessage: {
+    env: 'GATEWAY_MAX_DEVICES_PER_MESSAGE',
+    description: 'Sub-devices named in one gateway telemetry or attributes message; beyond it the message is refused (too_many_values).',
+    default: 1000,
+    parse: integer(1, 100_000),
   } as Setting<number>,
   maxTelemetryKeys: {
     env: 'MAX_TELEMETRY_KEYS',

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { generateToken, hashSecret, safeEqual, tokenLookup, verifySecret } from './credentials.ts';
+import { generateToken, hashSecret, hashSecrets, safeEqual, tokenLookup, verifySecret } from './credentials.ts';
 
 describe('credentials', () => {
   it('generates distinct alphanumeric tokens', () => {
@@ -16,6 +16,15 @@ describe('credentials', () => {
     expect(await verifySecret(token, stored)).toBe(true);
     expect(await verifySecret(`${token}x`, stored)).toBe(false);
     expect(await verifySecret(token, 'garbage')).toBe(false);
+  });
+
+  it('hashes many secrets concurrently, each with its own salt, in order', async () => {
+    const secrets = Array.from({ length: 9 }, (_, i) => `secret-${i % 3}`);
+    const hashes = await hashSecrets(secrets, 2);
+    expect(new Set(hashes).size).toBe(9);
+    for (let i = 0; i < secrets.length; i++) expect(await verifySecret(secrets[i]!, hashes[i]!)).toBe(true);
+    expect(await verifySecret(secrets[1]!, hashes[0]!)).toBe(false);
+    expect(await hashSecrets([])).toEqual([]);
   });
 
   it('derives a stable short lookup key', () => {

@@ -1,4 +1,5 @@
 import { createHash, randomBytes, randomInt, scrypt, timingSafeEqual } from 'node:crypto';
+import os from 'node:os';
 
 const ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789';
 
@@ -31,6 +32,30 @@ export async function hashSecret(secret: string): Promise<string> {
   const salt = randomBytes(16);
   const key = await scryptAsync(secret, salt, COST);
   return ['scrypt', COST.N, COST.r, COST.p, salt.toString('base64url'), key.toString('base64url')].join('$');
+}
+
+/**
+ * Hashes many secrets (a bulk import's new tokens) at most `concurrency` at a time. scrypt runs in
+ * libuv's thread pool (UV_THREADPOOL_SIZE, default 4): the default uses the cores but leaves at
+ * least one pool thread free, so devices connecting meanwhile (their token checks use the same
+ * pool), file and DNS work are not queued behind thousands of hashes.
+ */
+export async function hashSecrets(secrets: readonly string[], concurrency = defaultHashConcurrency()): Promise<string[]> {
+  const hashes = new Array<string>(secrets.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < secrets.length) {
+      const i = next++;
+      hashes[i] = await hashSecret(secrets[i]!);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(concurrency, secrets.length)) }, worker));
+  return hashes;
+}
+
+function defaultHashConcurrency(): number {
+  const poolThreads = Number(process.env.UV_THREADPOOL_SIZE) || 4;
+  return Math.max(1, Math.min(os.availableParallelism(), poolThreads - 1));
 }
 
 export async function verifySecret(secret: string, stored: string): Promise<boolean> {

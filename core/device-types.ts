@@ -1,24 +1,44 @@
 import { Type, type Static } from 'typebox';
 import { Domain } from './domains.ts';
 
-export const Label = Type.Object({ en: Type.String({ maxLength: 200 }), zh: Type.String({ maxLength: 200 }) });
+export const Label = Type.Object({ en: Type.String({ maxLength: 200 }), zh: Type.String({ maxLength: 200 }) }, { additionalProperties: false });
 
-export const TelemetryKey = Type.Object({
-  label: Type.Optional(Label),
-  unit: Type.Optional(Type.String({ maxLength: 32 })),
-  min: Type.Optional(Type.Number()),
-  max: Type.Optional(Type.Number()),
-});
+export const TelemetryKey = Type.Object(
+  {
+    label: Type.Optional(Label),
+    unit: Type.Optional(Type.String({ maxLength: 32 })),
+    min: Type.Optional(Type.Number({ description: 'lowest plausible value; lower readings are refused (out_of_range)' })),
+    max: Type.Optional(Type.Number({ description: 'highest plausible value' })),
+  },
+  { additionalProperties: false },
+);
 export type TelemetryKey = Static<typeof TelemetryKey>;
 
+/** Telemetry keys a custom type may declare (built-in types declare at most a dozen). */
+export const MAX_DECLARED_KEYS = 200;
+
+/** What a device type declares besides its name: the body of a custom type's replacement. */
+export const DeviceTypeDefinition = Type.Object(
+  {
+    domain: Domain,
+    label: Label,
+    moving: Type.Boolean({ default: false, description: 'Position comes from telemetry (latitude/longitude keys) rather than the registry.' }),
+    acceptsUndeclaredKeys: Type.Boolean({ default: false, description: 'Numeric keys not declared below are stored too.' }),
+    keys: Type.Record(Type.String(), TelemetryKey, {
+      maxProperties: MAX_DECLARED_KEYS,
+      description: 'Telemetry keys by name, with unit and plausible range (latitude/longitude/altitude are implicit)',
+    }),
+  },
+  { additionalProperties: false },
+);
+export type DeviceTypeDefinition = Static<typeof DeviceTypeDefinition>;
+
+export const DeviceTypeName = Type.String({ pattern: '^[a-z][a-z0-9-]{1,62}$', description: 'lower-case letters, digits and hyphens; 2–63 characters' });
+
 export const DeviceType = Type.Object({
-  name: Type.String({ pattern: '^[a-z][a-z0-9-]{1,62}$' }),
-  domain: Domain,
-  label: Label,
-  moving: Type.Boolean({ description: 'Position comes from telemetry (latitude/longitude keys) rather than the registry.' }),
-  acceptsUndeclaredKeys: Type.Boolean({ description: 'Numeric keys not declared below are stored too.' }),
-  keys: Type.Record(Type.String(), TelemetryKey),
-  builtin: Type.Optional(Type.Boolean()),
+  name: DeviceTypeName,
+  ...DeviceTypeDefinition.properties,
+  builtin: Type.Optional(Type.Boolean({ description: 'built-in types are read-only' })),
 });
 export type DeviceType = Static<typeof DeviceType>;
 

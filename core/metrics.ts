@@ -28,6 +28,19 @@ export function createMetrics() {
       labelNames: ['reason'] as const,
       registers,
     }),
+    deviceConnects: new Counter({ name: 'guanlink_device_connects_total', help: 'Device sessions started.', registers }),
+    deviceDisconnects: new Counter({
+      name: 'guanlink_device_disconnects_total',
+      help: 'Device sessions ended, by reason (client_disconnect, connection_lost, keepalive_timeout, taken_over, rate_limited, …).',
+      labelNames: ['reason'] as const,
+      registers,
+    }),
+    provisioning: new Counter({
+      name: 'guanlink_provisioning_total',
+      help: 'Device provisioning requests, by outcome (SUCCESS, NOT_FOUND, FAILURE).',
+      labelNames: ['status'] as const,
+      registers,
+    }),
     batchRows: new Histogram({
       name: 'guanlink_ingest_batch_rows',
       help: 'Rows per committed batch (group commit).',

@@ -24,4 +24,13 @@ describe('rate limits', () => {
     expect(limiter.take(t0 + 2000)).toBe(false); // per minute: empty (8/60 tokens per second come back)
     expect(limiter.take(t0 + 9000)).toBe(true); // 7 s later: about one token back per minute
   });
+
+  it('knows when every bucket is full again (an idle device\'s limiter can be forgotten)', () => {
+    const t0 = 1_000_000;
+    const limiter = new RateLimiter(parseRateLimit('5:1,60:60'), t0);
+    expect(limiter.refilled(t0)).toBe(true);
+    limiter.take(t0);
+    expect(limiter.refilled(t0 + 500)).toBe(false); // the minute bucket needs a second for its token
+    expect(limiter.refilled(t0 + 1000)).toBe(true);
+  });
 });

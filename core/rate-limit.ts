@@ -45,4 +45,10 @@ export class RateLimiter {
     if (ok) for (let i = 0; i < this.tokens.length; i++) this.tokens[i]! -= 1;
     return ok;
   }
+
+  /** Whether every bucket is full again by `now` (an idle limiter that can be forgotten). */
+  refilled(now = Date.now()): boolean {
+    const elapsed = Math.max(0, now - this.last) / 1000;
+    return this.spec.every((s, i) => this.tokens[i]! + (elapsed * s.capacity) / s.seconds >= s.capacity);
+  }
 }

@@ -1,9 +1,10 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type pg from 'pg';
-import { BUILTIN_DEVICE_TYPES, type DeviceType } from './device-types.ts';
+import { BUILTIN_DEVICE_TYPES, POSITION_KEYS, type DeviceType, type DeviceTypeDefinition } from './device-types.ts';
 import type { Domain } from './domains.ts';
-import { generateToken, hashSecret, tokenLookup, verifySecret } from './credentials.ts';
+import { generateToken, hashSecret, hashSecrets, tokenLookup, verifySecret } from './credentials.ts';
 import { storageCell } from '../geo/cell.ts';
+import { readingsTable } from '../db/readings-tables.ts';
 
 export interface Location {
   lat: number;
@@ -57,7 +58,7 @@ export interface BasicCredentials {
 
 export class RegistryError extends Error {
   constructor(
-    readonly code: 'not_found' | 'conflict' | 'invalid',
+    readonly code: 'not_found' | 'conflict' | 'invalid' | 'read_only',
     message: string,
   ) {
     super(message);
@@ -97,10 +98,85 @@ export type RegistryEvent =
   | { kind: 'deleted'; device: Device }
   | { kind: 'credentials'; device: Device };
 
+/** A custom device type was created or replaced (`saved`) or deleted. */
+export type DeviceTypeEvent = { kind: 'saved'; type: DeviceType; previous: DeviceType | undefined } | { kind: 'deleted'; type: DeviceType };
+
+/** Filters of the device list and export; all optional, combined with AND. */
+export interface DeviceFilter {
+  domain?: Domain;
+  type?: string;
+  namePrefix?: string;
+  /** Connected now (device_connectivity.online); a device that never connected is offline. */
+  online?: boolean;
+  /** Registered location within [minLng, minLat, maxLng, maxLat], edges included. */
+  bbox?: readonly [number, number, number, number];
+}
+
+/** What a bulk import does with one entry (see importDevices). */
+export type ImportOutcome =
+  | { status: 'created'; device: Device; accessToken: string }
+  | { status: 'updated' | 'unchanged'; device: Device }
+  | { status: 'error'; error: string };
+
+/** New devices of an import written per statement (and hashed while the previous batch is written). */
+const IMPORT_BATCH = 500;
+const QUALIFIED_COLUMNS = DEVICE_COLUMNS.split(', ')
+  .map((c) => `d.${c}`)
+  .join(', ');
+const escapeLike = (s: string): string => s.replace(/[\\%_]/g, (c) => `\\${c}`);
+
+/** What a custom type's declaration must satisfy beyond its schema. */
+function checkDefinition(definition: DeviceTypeDefinition): void {
+  for (const [key, spec] of Object.entries(definition.keys)) {
+    if (Object.hasOwn(POSITION_KEYS, key)) {
+      throw new RegistryError('invalid', `keys.${key}: latitude, longitude and altitude are not declared; every device may send its position`);
+    }
+    // The rules ingest applies to key names (ingest/validate.ts).
+    // eslint-disable-next-line no-control-regex
+    if (key.length === 0 || key.length > 100 || /[\u0000-\u001f\u007f]/.test(key) || !key.isWellFormed()) {
+      throw new RegistryError('invalid', `keys: "${key}" is not a valid telemetry key name (1 to 100 characters, no control characters)`);
+    }
+    if (spec.min !== undefined && spec.max !== undefined && spec.min > spec.max) {
+      throw new RegistryError('invalid', `keys.${key}: min ${spec.min} is greater than max ${spec.max}`);
+    }
+  }
+}
+
+/** Whether an import entry describes the device as it is (credentials and gateway aside). */
+function sameDescription(row: DeviceRow, input: Omit<DeviceInput, 'gatewayId'>): boolean {
+  const loc = input.location ?? null;
+  return (
+    row.type === input.type &&
+    row.label === (input.label ?? null) &&
+    row.is_gateway === (input.isGateway ?? false) &&
+    row.lat === (loc?.lat ?? null) &&
+    row.lng === (loc?.lng ?? null) &&
+    row.alt === (loc?.alt ?? null)
+  );
+}
+
+/** Import entries as column arrays for unnest(). */
+function columnsOf(inputs: Omit<DeviceInput, 'gatewayId'>[]) {
+  return {
+    name: inputs.map((d) => d.name),
+    label: inputs.map((d) => d.label ?? null),
+    type: inputs.map((d) => d.type),
+    lat: inputs.map((d) => d.location?.lat ?? null),
+    lng: inputs.map((d) => d.location?.lng ?? null),
+    alt: inputs.map((d) => d.location?.alt ?? null),
+    cell: inputs.map((d) => (d.location ? storageCell(d.location.lat, d.location.lng).toString() : null)),
+    isGateway: inputs.map((d) => d.isGateway ?? false),
+  };
+}
+
+/** device_types.definition: the declaration without its name and domain (columns of their own). */
+const storedDefinition = ({ label, moving, acceptsUndeclaredKeys, keys }: DeviceTypeDefinition): string => JSON.stringify({ label, moving, acceptsUndeclaredKeys, keys });
+
 /** Device types and devices: creation, lookup, and authentication of access tokens. */
 export class DeviceRegistry {
   private types = new Map<string, DeviceType>();
   private listeners: ((event: RegistryEvent) => void)[] = [];
+  private typeListeners: ((event: DeviceTypeEvent) => Promise<void> | void)[] = [];
   /** token lookup → (SHA-256 of a token that passed scrypt, device id): reconnects skip the slow hash. */
   private verified = new Map<string, { digest: Buffer; deviceId: number }>();
 
@@ -140,11 +216,105 @@ export class DeviceRegistry {
     return this.types.get(name);
   }
 
-  async create(input: DeviceInput): Promise<{ device: Device; accessToken: string }> {
+  /**
+   * Told of each change to a custom device type, and awaited before the change takes effect here
+   * (before deviceType() and newly connecting devices see it): the key dictionary learns the
+   * declared keys first, and connected devices' contexts are refreshed.
+   */
+  onTypeChange(listener: (event: DeviceTypeEvent) => Promise<void> | void): void {
+    this.typeListeners.push(listener);
+  }
+
+  /** Creates a custom device type. */
+  async createType(type: DeviceType): Promise<DeviceType> {
+    const { name, builtin: _builtin, ...definition } = type;
+    checkDefinition(definition);
+    if (this.types.has(name)) throw new RegistryError('conflict', `device type "${name}" already exists`);
+    try {
+      await this.pool.query('INSERT INTO device_types (name, domain, definition, builtin) VALUES ($1, $2, $3, false)', [
+        name,
+        definition.domain,
+        storedDefinition(definition),
+      ]);
+    } catch (err) {
+      if ((err as { code?: string }).code === '23505') throw new RegistryError('conflict', `device type "${name}" already exists`);
+      throw err;
+    }
+    return this.typeSaved({ name, ...definition, builtin: false }, undefined);
+  }
+
+  /**
+   * Replaces a custom type's declaration; ingest checks its devices against it from their next
+   * message. Its domain may change only while no device has the type (readings are stored per domain).
+   */
+  async updateType(name: string, definition: DeviceTypeDefinition): Promise<DeviceType> {
+    const previous = this.customType(name);
+    checkDefinition(definition);
+    if (definition.domain !== previous.domain) {
+      const n = await this.countOfType(name);
+      if (n > 0) {
+        throw new RegistryError('conflict', `device type "${name}" has ${n} device(s): its domain cannot change from ${previous.domain} to ${definition.domain} (readings are stored per domain)`);
+      }
+    }
+    const { rowCount } = await this.pool.query(
+      `UPDATE device_types SET domain = $2, definition = $3, updated_at = now()
+        WHERE name = $1 AND NOT builtin AND (domain = $2 OR NOT EXISTS (SELECT 1 FROM devices WHERE type = $1))`,
+      [name, definition.domain, storedDefinition(definition)],
+    );
+    if (rowCount === 0) throw new RegistryError('conflict', `device type "${name}" changed meanwhile (deleted, or a device now has it); try again`);
+    return this.typeSaved({ name, ...definition, builtin: false }, previous);
+  }
+
+  /** Deletes a custom type that no device has. */
+  async deleteType(name: string): Promise<DeviceType> {
+    const type = this.customType(name);
+    const n = await this.countOfType(name);
+    if (n > 0) throw new RegistryError('conflict', `device type "${name}" is used by ${n} device(s); delete them or change their type first`);
+    try {
+      await this.pool.query('DELETE FROM device_types WHERE name = $1 AND NOT builtin', [name]);
+    } catch (err) {
+      if ((err as { code?: string }).code === '23503') throw new RegistryError('conflict', `device type "${name}" is used by a device created meanwhile`);
+      throw err;
+    }
+    this.types.delete(name);
+    for (const listener of this.typeListeners) await listener({ kind: 'deleted', type });
+    return type;
+  }
+
+  /** Ids of the devices of a type (to refresh connected ones when it changes). */
+  async deviceIdsOfType(name: string): Promise<number[]> {
+    const { rows } = await this.pool.query<{ id: number }>('SELECT id FROM devices WHERE type = $1', [name]);
+    return rows.map((r) => r.id);
+  }
+
+  private customType(name: string): DeviceType {
+    const type = this.types.get(name);
+    if (!type) throw new RegistryError('not_found', `no device type "${name}"`);
+    if (type.builtin) throw new RegistryError('read_only', `device type "${name}" is built in and read-only; create a custom type instead`);
+    return type;
+  }
+
+  private async countOfType(name: string): Promise<number> {
+    const { rows } = await this.pool.query<{ n: number }>('SELECT count(*)::int AS n FROM devices WHERE type = $1', [name]);
+    return rows[0]!.n;
+  }
+
+  /** Tells the type listeners (awaited), then makes the new declaration current here. */
+  private async typeSaved(type: DeviceType, previous: DeviceType | undefined): Promise<DeviceType> {
+    try {
+      for (const listener of this.typeListeners) await listener({ kind: 'saved', type, previous });
+    } finally {
+      this.types.set(type.name, type);
+    }
+    return type;
+  }
+
+  /** Registers a device with a new random access token, or with `options.accessToken` (device provisioning: a token the device chose). */
+  async create(input: DeviceInput, options: { accessToken?: string } = {}): Promise<{ device: Device; accessToken: string }> {
     const type = this.requireType(input.type);
     const loc = input.location ?? null;
     for (let attempt = 0; ; attempt++) {
-      const accessToken = generateToken();
+      const accessToken = options.accessToken ?? generateToken();
       try {
         const { rows } = await this.pool.query<DeviceRow>(
           `INSERT INTO devices (name, label, type, lat, lng, alt, cell, is_gateway, gateway_id, token_lookup, token_hash)
@@ -172,6 +342,7 @@ export class DeviceRegistry {
           throw new RegistryError('conflict', `a device named "${input.name}" already exists`);
         }
         if (e.code === '23503') throw new RegistryError('invalid', `gateway ${input.gatewayId} does not exist`);
+        if (e.code === '23505' && e.constraint === 'devices_token_lookup_key' && options.accessToken !== undefined) throw new RegistryError('conflict', 'that access token is taken');
         if (e.code === '23505' && e.constraint === 'devices_token_lookup_key' && attempt < 3) continue;
         throw err;
       }
@@ -181,6 +352,8 @@ export class DeviceRegistry {
   /** Replaces the device's description (name, label, type, location, gateway flag); its credentials are kept. */
   async update(id: number, input: DeviceInput): Promise<Device> {
     const type = this.requireType(input.type);
+    const current = await this.row(id);
+    if (current) await this.checkDomainKept(current, type);
     const loc = input.location ?? null;
     try {
       const { rows } = await this.pool.query<DeviceRow>(
@@ -223,9 +396,9 @@ export class DeviceRegistry {
   }
 
   /** A new access token (returned once); the old one stops working and the live session is closed. */
-  async rotateToken(id: number): Promise<{ device: Device; accessToken: string }> {
+  async rotateToken(id: number, chosen?: string): Promise<{ device: Device; accessToken: string }> {
     for (let attempt = 0; ; attempt++) {
-      const accessToken = generateToken();
+      const accessToken = chosen ?? generateToken();
       try {
         const { rows } = await this.pool.query<DeviceRow>(
           `UPDATE devices SET token_lookup = $2, token_hash = $3, updated_at = now() WHERE id = $1 RETURNING ${DEVICE_COLUMNS}`,
@@ -238,6 +411,7 @@ export class DeviceRegistry {
         return { device, accessToken };
       } catch (err) {
         const e = err as { code?: string; constraint?: string };
+        if (e.code === '23505' && e.constraint === 'devices_token_lookup_key' && chosen !== undefined) throw new RegistryError('conflict', 'that access token is taken');
         if (e.code === '23505' && e.constraint === 'devices_token_lookup_key' && attempt < 3) continue;
         throw err;
       }
@@ -280,13 +454,191 @@ export class DeviceRegistry {
     return row && this.toDevice(row);
   }
 
-  /** Devices in id order, `limit` at a time after `afterId` (cursor pagination). */
-  async list(options: { limit: number; afterId?: number }): Promise<Device[]> {
+  /** Devices in id order, `limit` at a time after `afterId` (cursor pagination), optionally filtered. */
+  async list(options: DeviceFilter & { limit: number; afterId?: number }): Promise<Device[]> {
+    const params: unknown[] = [options.afterId ?? 0, options.limit];
+    const param = (value: unknown): string => `$${params.push(value)}`;
+    const where = ['d.id > $1'];
+    if (options.domain !== undefined) where.push(`d.type IN (SELECT name FROM device_types WHERE domain = ${param(options.domain)})`);
+    if (options.type !== undefined) where.push(`d.type = ${param(options.type)}`);
+    // LIKE 'prefix%' uses the text_pattern_ops index on name.
+    if (options.namePrefix) where.push(`d.name LIKE ${param(`${escapeLike(options.namePrefix)}%`)}`);
+    if (options.online !== undefined) {
+      where.push(`${options.online ? '' : 'NOT '}EXISTS (SELECT 1 FROM device_connectivity c WHERE c.device_id = d.id AND c.online)`);
+    }
+    if (options.bbox) {
+      const [minLng, minLat, maxLng, maxLat] = options.bbox;
+      where.push(`d.lat BETWEEN ${param(minLat)} AND ${param(maxLat)} AND d.lng BETWEEN ${param(minLng)} AND ${param(maxLng)}`);
+    }
     const { rows } = await this.pool.query<DeviceRow>(
-      `SELECT ${DEVICE_COLUMNS} FROM devices WHERE id > $1 ORDER BY id LIMIT $2`,
-      [options.afterId ?? 0, options.limit],
+      `SELECT ${QUALIFIED_COLUMNS} FROM devices d WHERE ${where.join(' AND ')} ORDER BY d.id LIMIT $2`,
+      params,
     );
     return rows.map((r) => this.toDevice(r));
+  }
+
+  /**
+   * Creates or updates devices by name: importing the same entries twice changes nothing the
+   * second time. An existing device is updated when its label, type, location or gateway flag
+   * differ (its credentials and gateway are kept); an entry that cannot be applied gets an error
+   * and the others are applied anyway. New devices' tokens are hashed concurrently (hashSecrets)
+   * while the previous batch is written, one statement per batch.
+   */
+  async importDevices(inputs: readonly Omit<DeviceInput, 'gatewayId'>[]): Promise<ImportOutcome[]> {
+    const outcomes: ImportOutcome[] = new Array(inputs.length);
+    const firstOfName = new Map<string, number>();
+    inputs.forEach((input, i) => {
+      const earlier = firstOfName.get(input.name);
+      if (!this.types.has(input.type)) outcomes[i] = { status: 'error', error: `unknown device type "${input.type}"` };
+      else if (earlier !== undefined) outcomes[i] = { status: 'error', error: `"${input.name}" appears earlier in this import (entry ${earlier + 1})` };
+      else firstOfName.set(input.name, i);
+    });
+
+    const existing = new Map<string, DeviceRow>();
+    const names = [...firstOfName.keys()];
+    for (let i = 0; i < names.length; i += 10_000) {
+      const { rows } = await this.pool.query<DeviceRow>(`SELECT ${DEVICE_COLUMNS} FROM devices WHERE name = ANY($1::text[])`, [names.slice(i, i + 10_000)]);
+      for (const row of rows) existing.set(row.name, row);
+    }
+    const changed: number[] = [];
+    const fresh: number[] = [];
+    for (const [name, i] of firstOfName) {
+      const row = existing.get(name);
+      if (!row) fresh.push(i);
+      else if (sameDescription(row, inputs[i]!)) outcomes[i] = { status: 'unchanged', device: this.toDevice(row) };
+      else changed.push(i);
+    }
+
+    const blocked = await this.domainChangesRefused(changed.map((i) => [existing.get(inputs[i]!.name)!, this.types.get(inputs[i]!.type)!]));
+    const updates = changed.filter((i) => {
+      const refusal = blocked.get(existing.get(inputs[i]!.name)!.id);
+      if (refusal) outcomes[i] = { status: 'error', error: refusal };
+      return !refusal;
+    });
+    // A batch the database refuses is reported row by row; the report still carries the tokens of
+    // the devices created before it (they would be lost with a 500).
+    const failed = (batch: number[]) => (err: Error) => {
+      for (const i of batch) outcomes[i] = { status: 'error', error: `not imported: database error (${err.message}); import again` };
+    };
+    for (let b = 0; b < updates.length; b += IMPORT_BATCH) {
+      const batch = updates.slice(b, b + IMPORT_BATCH);
+      await this.importUpdates(batch, inputs, existing, outcomes).catch(failed(batch));
+    }
+    // Hash batch k+1 while batch k is written.
+    let writing = Promise.resolve();
+    for (let b = 0; b < fresh.length; b += IMPORT_BATCH) {
+      const batch = fresh.slice(b, b + IMPORT_BATCH);
+      const tokens = batch.map(() => generateToken());
+      const hashes = await hashSecrets(tokens);
+      await writing;
+      writing = this.importCreates(batch, inputs, tokens, hashes, outcomes).catch(failed(batch));
+    }
+    await writing;
+    return outcomes;
+  }
+
+  private async importUpdates(
+    batch: number[],
+    inputs: readonly Omit<DeviceInput, 'gatewayId'>[],
+    existing: Map<string, DeviceRow>,
+    outcomes: ImportOutcome[],
+  ): Promise<void> {
+    const cols = columnsOf(batch.map((i) => inputs[i]!));
+    const { rows } = await this.pool.query<DeviceRow>(
+      `UPDATE devices d SET label = u.label, type = u.type, lat = u.lat, lng = u.lng, alt = u.alt, cell = u.cell, is_gateway = u.is_gateway, updated_at = now()
+         FROM unnest($1::int[], $2::text[], $3::text[], $4::float8[], $5::float8[], $6::float8[], $7::bigint[], $8::bool[])
+              AS u (id, label, type, lat, lng, alt, cell, is_gateway)
+        WHERE d.id = u.id RETURNING ${QUALIFIED_COLUMNS}`,
+      [batch.map((i) => existing.get(inputs[i]!.name)!.id), cols.label, cols.type, cols.lat, cols.lng, cols.alt, cols.cell, cols.isGateway],
+    );
+    const byId = new Map(rows.map((r) => [r.id, r]));
+    for (const i of batch) {
+      const row = byId.get(existing.get(inputs[i]!.name)!.id);
+      if (!row) {
+        outcomes[i] = { status: 'error', error: 'the device was deleted during the import' };
+        continue;
+      }
+      const device = this.toDevice(row);
+      outcomes[i] = { status: 'updated', device };
+      this.emit({ kind: 'updated', device });
+    }
+  }
+
+  private async importCreates(
+    batch: number[],
+    inputs: readonly Omit<DeviceInput, 'gatewayId'>[],
+    tokens: string[],
+    hashes: string[],
+    outcomes: ImportOutcome[],
+  ): Promise<void> {
+    const cols = columnsOf(batch.map((i) => inputs[i]!));
+    let rows: DeviceRow[];
+    for (let attempt = 0; ; attempt++) {
+      try {
+        ({ rows } = await this.pool.query<DeviceRow>(
+          `INSERT INTO devices (name, label, type, lat, lng, alt, cell, is_gateway, token_lookup, token_hash)
+           SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[], $5::float8[], $6::float8[], $7::bigint[], $8::bool[], $9::text[], $10::text[])
+           ON CONFLICT (name) DO NOTHING RETURNING ${DEVICE_COLUMNS}`,
+          [cols.name, cols.label, cols.type, cols.lat, cols.lng, cols.alt, cols.cell, cols.isGateway, tokens.map(tokenLookup), hashes],
+        ));
+        break;
+      } catch (err) {
+        const e = err as { code?: string; constraint?: string };
+        // Two tokens with the same 64-bit lookup prefix: new tokens for the batch.
+        if (!(e.code === '23505' && e.constraint === 'devices_token_lookup_key' && attempt < 3)) throw err;
+        tokens = batch.map(() => generateToken());
+        hashes = await hashSecrets(tokens);
+      }
+    }
+    const byName = new Map(rows.map((r) => [r.name, r]));
+    batch.forEach((i, k) => {
+      const row = byName.get(inputs[i]!.name);
+      if (!row) {
+        outcomes[i] = { status: 'error', error: 'a device of this name was created by another request during the import; import again to update it' };
+        return;
+      }
+      const device = this.toDevice(row);
+      outcomes[i] = { status: 'created', device, accessToken: tokens[k]! };
+      this.emit({ kind: 'created', device });
+    });
+  }
+
+  /**
+   * Readings are stored per domain and read by the device's current one: a device with readings
+   * may not change to a type of another domain (its history would vanish from its queries).
+   * Answers the refused device ids with the reason.
+   */
+  private async domainChangesRefused(changes: [DeviceRow, DeviceType][]): Promise<Map<number, string>> {
+    const refused = new Map<number, string>();
+    const byDomain = new Map<Domain, [DeviceRow, DeviceType][]>();
+    for (const change of changes) {
+      const from = this.types.get(change[0].type)?.domain;
+      if (!from || from === change[1].domain) continue;
+      const moves = byDomain.get(from);
+      if (moves) moves.push(change);
+      else byDomain.set(from, [change]);
+    }
+    for (const [domain, moves] of byDomain) {
+      const { rows } = await this.pool.query<{ id: number }>(
+        `SELECT u.id FROM unnest($1::int[]) AS u (id) WHERE EXISTS (SELECT 1 FROM ${readingsTable(domain)} r WHERE r.device_id = u.id)`,
+        [moves.map(([row]) => row.id)],
+      );
+      const withReadings = new Set(rows.map((r) => r.id));
+      for (const [row, type] of moves) {
+        if (withReadings.has(row.id)) {
+          refused.set(
+            row.id,
+            `device ${row.name} has readings in domain ${domain}: its type cannot change to ${type.name} (domain ${type.domain}), readings are kept per domain; register a new device instead`,
+          );
+        }
+      }
+    }
+    return refused;
+  }
+
+  private async checkDomainKept(row: DeviceRow, type: DeviceType): Promise<void> {
+    const refusal = (await this.domainChangesRefused([[row, type]])).get(row.id);
+    if (refusal) throw new RegistryError('conflict', refusal);
   }
 
   async context(id: number): Promise<DeviceContext | undefined> {

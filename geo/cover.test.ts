@@ -1,10 +1,11 @@
 import type { MultiPolygon, Polygon } from 'geojson';
-import { booleanPointInPolygon } from '@turf/turf';
+import { booleanPointInPolygon, distance } from '@turf/turf';
 import { cellToBoundary, cellToChildren, getHexagonEdgeLengthAvg, latLngToCell } from 'h3-js';
 import { describe, expect, it } from 'vitest';
 import { createRng } from '../simulators/random.ts';
 import { descendantRange, storageCell } from './cell.ts';
-import { boundaryCells, coverArea, distanceMeters, mergeRanges, nextValidCell, type CellRange } from './cover.ts';
+import { areaContains, type Area } from './area.ts';
+import { boundaryCells, coverArea, mergeRanges, nextValidCell, type CellRange } from './cover.ts';
 
 const square: Polygon = { type: 'Polygon', coordinates: [[[113.70, 22.98], [113.80, 22.98], [113.80, 23.05], [113.70, 23.05], [113.70, 22.98]]] };
 // A concave "C" with a hole, a thin sliver and a separate island: the awkward cases.
@@ -56,7 +57,7 @@ describe('coverArea', () => {
     ['a square at a coarse edge resolution', square, 8],
     ['a concave polygon at a fine edge resolution', concaveWithHole, 12],
   ] as const)('finds every point of %s, and "inside" holds only points inside', (_name, area, edgeResolution) => {
-    const cover = coverArea(area, edgeResolution === undefined ? {} : { edgeResolution });
+    const cover = coverArea({ kind: 'polygon', geometry: area }, edgeResolution === undefined ? {} : { edgeResolution });
     let truths = 0;
     for (const [lng, lat] of probePoints(area, 20_000, 7)) {
       const v = storageCell(lat, lng);
@@ -74,7 +75,7 @@ describe('coverArea', () => {
   });
 
   it('is coarse inside and fine along the boundary', () => {
-    const cover = coverArea(square, { edgeResolution: 10 });
+    const cover = coverArea({ kind: 'polygon', geometry: square }, { edgeResolution: 10 });
     const resolutions = new Set(cover.insideCells.map((c) => Number.parseInt(c[1]!, 16)));
     expect(Math.min(...resolutions)).toBeLessThan(9);
     expect(cover.edge.length).toBeLessThan(cover.edgeCells.length); // adjacent cells merged into ranges
@@ -121,10 +122,68 @@ describe('coverArea', () => {
   });
 });
 
+describe('coverArea of circles, boxes and cells', () => {
+  const probe = (area: Area, cover: ReturnType<typeof coverArea>, points: [number, number][]) => {
+    let truths = 0;
+    for (const [lng, lat] of points) {
+      const v = storageCell(lat, lng);
+      const truth = areaContains(area, lng, lat);
+      if (truth) {
+        truths++;
+        expect(inRanges(cover.inside, v) || inRanges(cover.edge, v), `missed ${lng},${lat}`).toBe(true);
+      }
+      if (inRanges(cover.inside, v)) expect(truth, `"inside" but outside: ${lng},${lat}`).toBe(true);
+    }
+    return truths;
+  };
+
+  it.each([
+    ['a 150 m circle', 150],
+    ['a 3 km circle', 3000],
+  ])('%s: every point within the radius is found, "inside" only holds points within it', (_name, radiusM) => {
+    const area: Area = { kind: 'circle', center: [113.75, 23.02], radiusM };
+    const cover = coverArea(area);
+    const rng = createRng(11);
+    const points: [number, number][] = [];
+    const deg = radiusM / 111_000;
+    for (let i = 0; i < 20_000; i++) {
+      // Mostly within 2 % of the radius from the circle, where mistakes would be.
+      const bearing = rng.next() * 2 * Math.PI;
+      const r = (i % 4 === 0 ? rng.next() * 1.2 : 0.98 + rng.next() * 0.04) * deg;
+      points.push([113.75 + (r * Math.sin(bearing)) / Math.cos((23.02 * Math.PI) / 180), 23.02 + r * Math.cos(bearing)]);
+    }
+    expect(probe(area, cover, points)).toBeGreaterThan(5000);
+  });
+
+  it('a bbox: exact on its straight edges', () => {
+    const area: Area = { kind: 'bbox', bbox: [113.70, 22.98, 113.80, 23.05] };
+    const cover = coverArea(area);
+    const rng = createRng(3);
+    const points: [number, number][] = [];
+    for (let i = 0; i < 10_000; i++) {
+      const onX = rng.next() < 0.5;
+      const edge = rng.next() < 0.5;
+      const t = rng.next();
+      const jitter = (rng.next() - 0.5) * 1e-5;
+      points.push(onX ? [(edge ? 113.70 : 113.80) + jitter, 22.98 + t * 0.07] : [113.70 + t * 0.1, (edge ? 22.98 : 23.05) + jitter]);
+    }
+    points.push([113.70, 22.98], [113.80, 23.05]); // corners are inside
+    expect(probe(area, cover, points)).toBeGreaterThan(4000);
+  });
+
+  it('a list of cells is its own cover, exactly, whatever their resolutions', () => {
+    const a = latLngToCell(23.02, 113.75, 9);
+    const b = latLngToCell(22.9, 113.8, 12);
+    const cover = coverArea({ kind: 'cells', cells: [a, b] });
+    expect(cover.edge).toEqual([]);
+    expect(cover.inside).toEqual(mergeRanges([descendantRange(a), descendantRange(b)]));
+  });
+});
+
 /** Distance from p to segment ab in metres (local flat approximation). */
 function segmentDistance(p: number[], a: number[], b: number[]): number {
   const k = Math.cos((p[1]! * Math.PI) / 180);
   const [px, py, ax, ay, bx, by] = [p[0]! * k, p[1]!, a[0]! * k, a[1]!, b[0]! * k, b[1]!];
   const t = Math.max(0, Math.min(1, ((px - ax) * (bx - ax) + (py - ay) * (by - ay)) / ((bx - ax) ** 2 + (by - ay) ** 2)));
-  return distanceMeters([(ax + t * (bx - ax)) / k, ay + t * (by - ay)], [p[0]!, p[1]!]);
+  return distance([(ax + t * (bx - ax)) / k, ay + t * (by - ay)], [p[0]!, p[1]!], { units: 'meters' });
 }

@@ -1,5 +1,5 @@
 import type { MultiPolygon, Polygon, Position } from 'geojson';
-import { booleanPointInPolygon } from '@turf/turf';
+import { area as turfArea, distance } from '@turf/turf';
 import {
   cellToChildren,
   cellToLatLng,
@@ -10,6 +10,7 @@ import {
   latLngToCell,
   polygonToCellsExperimental,
 } from 'h3-js';
+import { areaContains, areaOutline, type Area } from './area.ts';
 import { descendantRange } from './cell.ts';
 
 /** An inclusive range of res-15 cell integers. */
@@ -29,50 +30,43 @@ export interface Cover {
 export interface CoverOptions {
   /** Resolution of the boundary band (finer: fewer readings to test exactly, more ranges). Default: chosen by size. */
   edgeResolution?: number;
-  /** Upper bound on boundary cells when choosing the resolution (default 3000). */
+  /** Upper bound on boundary cells when choosing the resolution (default 1500). */
   maxEdgeCells?: number;
 }
 
-const EARTH_RADIUS_M = 6_371_008.8;
-const rad = (d: number) => (d * Math.PI) / 180;
+const ringsOf = (outline: Polygon | MultiPolygon): Position[][] => (outline.type === 'Polygon' ? outline.coordinates : outline.coordinates.flat());
 
-/** Great-circle distance in metres (haversine). */
-export function distanceMeters(a: Position, b: Position): number {
-  const dLat = rad(b[1]! - a[1]!);
-  const dLng = rad(b[0]! - a[0]!);
-  const h = Math.sin(dLat / 2) ** 2 + Math.cos(rad(a[1]!)) * Math.cos(rad(b[1]!)) * Math.sin(dLng / 2) ** 2;
-  return 2 * EARTH_RADIUS_M * Math.asin(Math.min(1, Math.sqrt(h)));
-}
-
-const ringsOf = (area: Polygon | MultiPolygon): Position[][] => (area.type === 'Polygon' ? area.coordinates : area.coordinates.flat());
-
-function perimeterMeters(area: Polygon | MultiPolygon): number {
+function perimeterMeters(outline: Polygon | MultiPolygon): number {
   let total = 0;
-  for (const ring of ringsOf(area)) for (let i = 1; i < ring.length; i++) total += distanceMeters(ring[i - 1]!, ring[i]!);
+  for (const ring of ringsOf(outline)) for (let i = 1; i < ring.length; i++) total += metres(ring[i - 1]!, ring[i]!);
   return total;
 }
 
+const metres = (a: Position, b: Position): number => distance(a, b, { units: 'meters' });
+
 /** The finest resolution (≤ 12) whose boundary band stays within `maxCells` cells (band ≈ 3 cells wide). */
-export function chooseEdgeResolution(area: Polygon | MultiPolygon, maxCells = 3000): number {
-  const perimeter = perimeterMeters(area);
+export function chooseEdgeResolution(outline: Polygon | MultiPolygon, maxCells = DEFAULT_MAX_EDGE_CELLS): number {
+  const perimeter = perimeterMeters(outline);
   for (let r = 12; r > 5; r--) if ((perimeter / getHexagonEdgeLengthAvg(r, 'm')) * 3 <= maxCells) return r;
   return 5;
 }
 
+const DEFAULT_MAX_EDGE_CELLS = 1500;
+
 /**
- * The cells at `res` that a polygon's boundary passes through, widened by one ring. Edges are
- * sampled at a quarter of the cell edge: a cell the boundary only clips between two samples is
- * next to sampled ones, so the ring catches it. The ring also covers the way res-15 descendants
- * stick out of their ancestor's hexagon (~0.15 of its edge, measured in cover.test.ts).
+ * The cells at `res` that a boundary passes through, widened by one ring. Edges are sampled at a
+ * quarter of the cell edge: a cell the boundary only clips between two samples is next to sampled
+ * ones, so the ring catches it. The ring also covers the way res-15 descendants stick out of
+ * their ancestor's hexagon (~0.15 of its edge, measured in cover.test.ts).
  */
-export function boundaryCells(area: Polygon | MultiPolygon, res: number): Set<string> {
+export function boundaryCells(outline: Polygon | MultiPolygon, res: number): Set<string> {
   const step = getHexagonEdgeLengthAvg(res, 'm') / 4;
   const crossed = new Set<string>();
-  for (const ring of ringsOf(area)) {
+  for (const ring of ringsOf(outline)) {
     for (let i = 1; i < ring.length; i++) {
       const a = ring[i - 1]!;
       const b = ring[i]!;
-      const n = Math.max(1, Math.ceil(distanceMeters(a, b) / step));
+      const n = Math.max(1, Math.ceil(metres(a, b) / step));
       for (let s = 0; s <= n; s++) {
         const t = s / n;
         crossed.add(latLngToCell(a[1]! + (b[1]! - a[1]!) * t, a[0]! + (b[0]! - a[0]!) * t, res));
@@ -85,7 +79,7 @@ export function boundaryCells(area: Polygon | MultiPolygon, res: number): Set<st
 }
 
 /**
- * An exact H3 cover of a polygon or multipolygon for range scans on res-15 cell integers.
+ * An exact H3 cover of an area for range scans on res-15 cell integers.
  *
  * Cells whose every res-15 descendant is surely inside are "inside" (as coarse as possible: no
  * per-reading test); cells along the boundary, at `edgeResolution`, are "edge" (each reading
@@ -94,30 +88,40 @@ export function boundaryCells(area: Polygon | MultiPolygon, res: number): Set<st
  * boundary crosses neither it nor its neighbours, so its whole region lies on one side and the
  * side of its centre (which descends from it) decides. A coarser cell with no band cell below it
  * is likewise wholly on one side. Coarse cells containing band cells are split level by level.
+ * A cells area is its own cover, all inside: membership of a res-15 cell is exact by integer range.
  */
-export function coverArea(area: Polygon | MultiPolygon, options: CoverOptions = {}): Cover {
-  const edgeRes = options.edgeResolution ?? chooseEdgeResolution(area, options.maxEdgeCells);
-  const band = boundaryCells(area, edgeRes);
+export function coverArea(area: Area, options: CoverOptions = {}): Cover {
+  const outline = areaOutline(area);
+  if (!outline) {
+    const cells = area.kind === 'cells' ? area.cells : [];
+    return { inside: mergeRanges(cells.map(descendantRange)), edge: [], insideCells: [...cells], edgeCells: [], edgeResolution: 15 };
+  }
+  const edgeRes = options.edgeResolution ?? chooseEdgeResolution(outline, options.maxEdgeCells);
+  const band = boundaryCells(outline, edgeRes);
 
   // Coarsest starting level with a manageable number of cells over the area.
-  const areaM2 = approximateAreaM2(area);
+  const areaM2 = turfArea(outline);
   let startRes = edgeRes;
   while (startRes > 0 && areaM2 / getHexagonAreaAvg(startRes - 1, 'm2') >= 4) startRes--;
   startRes = Math.max(startRes, Math.min(edgeRes, 2));
 
   // Ancestors of band cells, per level: those cells are "mixed" and get split.
   const mixed: Set<string>[] = [];
-  for (let r = startRes; r < edgeRes; r++) mixed[r] = new Set([...band].map((c) => cellToParent(c, r)));
+  let below: Set<string> = band;
+  for (let r = edgeRes - 1; r >= startRes; r--) {
+    mixed[r] = new Set([...below].map((c) => cellToParent(c, r)));
+    below = mixed[r]!;
+  }
 
   const inside: string[] = [];
   const edge: string[] = [];
   const start = new Set<string>(startRes < edgeRes ? mixed[startRes] : band);
-  for (const polygon of area.type === 'Polygon' ? [area.coordinates] : area.coordinates) {
+  for (const polygon of outline.type === 'Polygon' ? [outline.coordinates] : outline.coordinates) {
     for (const c of polygonToCellsExperimental(polygon, startRes, 'containmentOverlapping', true)) start.add(c);
   }
   const isInside = (cell: string) => {
     const [lat, lng] = cellToLatLng(cell);
-    return booleanPointInPolygon([lng, lat], area);
+    return areaContains(area, lng, lat);
   };
   let level = startRes;
   let frontier = [...start];
@@ -169,23 +173,4 @@ export function nextValidCell(v: bigint): bigint {
     else break;
   }
   return x;
-}
-
-/** Area in m² (spherical excess is negligible at city scale: planar in a local equirectangular frame). */
-function approximateAreaM2(area: Polygon | MultiPolygon): number {
-  const polygons = area.type === 'Polygon' ? [area.coordinates] : area.coordinates;
-  let total = 0;
-  for (const rings of polygons) {
-    rings.forEach((ring, i) => {
-      const lat0 = rad(ring[0]![1]!);
-      let a = 0;
-      for (let j = 1; j < ring.length; j++) {
-        const [x1, y1] = ring[j - 1]!;
-        const [x2, y2] = ring[j]!;
-        a += rad(x1!) * Math.cos(lat0) * rad(y2!) - rad(x2!) * Math.cos(lat0) * rad(y1!);
-      }
-      total += (i === 0 ? 1 : -1) * Math.abs(a / 2) * EARTH_RADIUS_M ** 2;
-    });
-  }
-  return total;
 }

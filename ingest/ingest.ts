@@ -184,9 +184,9 @@ export class Ingest {
     return { stored, rejections };
   }
 
-  /** A refusal decided outside ingest (e.g. by the broker), kept and counted the same way. */
-  recordRejection(deviceId: number | null, topic: string, payload: Buffer, rejection: Rejection): void {
-    this.rejected.record({ deviceId, topic, payload, rejections: [rejection], stored: 0 });
+  /** A refusal decided outside ingest (e.g. by the broker, or of an attributes message), kept and counted the same way. */
+  recordRejection(deviceId: number | null, topic: string, payload: Buffer, rejection: Rejection | Rejection[], stored = 0): void {
+    this.rejected.record({ deviceId, topic, payload, rejections: Array.isArray(rejection) ? rejection : [rejection], stored });
   }
 
   /** Whether a message may be admitted now: nothing waiting ahead of it, and room (a lone message always fits). */

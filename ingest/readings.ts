@@ -31,6 +31,15 @@ export const REJECT_REASONS = [
   'ts_in_future',
   'ts_too_old',
   'invalid_position',
+  // Attributes (core/attributes.ts): a value that cannot be stored, or one over the size limit.
+  'invalid_value',
+  'value_too_large',
+  // Gateways (core/gateways.ts): a sub-device name that is unusable, that belongs to a device not
+  // the gateway's, of an unknown type, or beyond the gateway's sub-device limit.
+  'invalid_device_name',
+  'device_not_owned',
+  'unknown_type',
+  'too_many_devices',
 ] as const;
 export type RejectReason = (typeof REJECT_REASONS)[number];
 

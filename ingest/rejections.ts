@@ -70,7 +70,7 @@ export class RejectionLog {
     if (b.logged <= LOG_LINES_PER_MINUTE) {
       this.opts.log.info(
         { device: message.deviceId, topic: message.topic, stored: message.stored, errors: message.rejections.slice(0, 5) },
-        `telemetry rejected: ${[...new Set(message.rejections.map((r) => r.reason))].join(', ')}`,
+        `message rejected: ${[...new Set(message.rejections.map((r) => r.reason))].join(', ')}`,
       );
     }
     if (b.stored >= this.opts.perDevicePerMinute || this.buffer.length >= this.maxBuffered) {

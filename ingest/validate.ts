@@ -17,14 +17,15 @@ export const DEFAULT_TIME_RULES: TimeRules = { maxFutureMs: 5 * 60_000, minTs: D
 export type AdmitKey = (name: string) => boolean;
 const admitAll: AdmitKey = () => true;
 
-const MAX_KEY_LENGTH = 100;
+export const MAX_KEY_LENGTH = 100;
 // ThingsBoard casts numeric-looking strings to numbers by default; so does GuanLink.
 const NUMERIC_STRING = /^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$/;
 
 /** Key checks are the same every time a key is seen: remember the last many answers. */
 const keyChecks = new Map<string, string | null>();
 
-function keyProblem(key: string): string | undefined {
+/** Why a key name is refused (telemetry and attributes share the rules), or undefined. */
+export function keyProblem(key: string): string | undefined {
   const known = keyChecks.get(key);
   if (known !== undefined) return known ?? undefined;
   const problem = checkKey(key);

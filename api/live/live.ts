@@ -4,6 +4,8 @@ import { safeEqual } from '../../core/credentials.ts';
 import { DOMAINS, type Domain } from '../../core/domains.ts';
 import type { Logger } from '../../core/log.ts';
 import type { DeviceRegistry } from '../../core/registry.ts';
+import type { AttributeChange } from '../../core/attributes.ts';
+import type { ConnectivityChange } from '../../core/connectivity.ts';
 import type { LatestTracker } from '../../ingest/latest.ts';
 import type { Reading } from '../../ingest/readings.ts';
 
@@ -22,6 +24,10 @@ export interface LiveReading {
 export interface Live {
   /** Called with each committed batch. */
   publish(rows: readonly Reading[]): void;
+  /** A committed attribute change: an `attributes` event `{deviceId, scope, values, deleted, ts}` to the device's room. */
+  attributes(change: AttributeChange): void;
+  /** A device connected or disconnected: a `connectivity` event (ConnectivityChange) to its room and its domain's room. */
+  connectivity(change: ConnectivityChange): void;
   close(): Promise<void>;
 }
 
@@ -37,7 +43,15 @@ const domainRoom = (domain: string) => `domain:${domain}`;
  */
 export function attachLive(
   http: HttpServer,
-  deps: { adminKey: string; registry: DeviceRegistry; latest: LatestTracker; log: Logger; flushMs?: number },
+  deps: {
+    adminKey: string;
+    registry: DeviceRegistry;
+    latest: LatestTracker;
+    log: Logger;
+    flushMs?: number;
+    /** Devices online now (the snapshot's `online`). */
+    onlineDevices?: () => Promise<Set<number>>;
+  },
 ): Live {
   const io = new Server(http, { serveClient: true, destroyUpgrade: false, cors: { origin: false } });
   const { registry, latest, log } = deps;
@@ -70,7 +84,7 @@ export function attachLive(
     socket.on('snapshot', async (_arg: unknown, ack?: unknown) => {
       if (typeof ack !== 'function') return;
       try {
-        const [devices, states] = await Promise.all([registry.list({ limit: 100_000 }), latest.all()]);
+        const [devices, states, online] = await Promise.all([registry.list({ limit: 100_000 }), latest.all(), deps.onlineDevices?.()]);
         const stateById = new Map(states.map((s) => [s.deviceId, s]));
         ack({
           devices: devices.map((d) => {
@@ -83,6 +97,7 @@ export function attachLive(
               domain: d.domain,
               position: position && { lat: position.lat, lng: position.lng, alt: position.alt ?? null, ts: position.ts },
               lastTs: s?.lastTs ?? null,
+              online: online?.has(d.id) ?? null,
               values: s ? Object.fromEntries(Object.entries(s.values).map(([k, [ts, value]]) => [k, { ts, value }])) : {},
             };
           }),
@@ -162,6 +177,14 @@ export function attachLive(
           .catch((err: Error) => log.warn({ err: err.message }, 'live: device lookup failed'))
           .finally(() => awaitingType.delete(row.deviceId));
       }
+    },
+    attributes(change) {
+      const room = deviceRoom(change.deviceId);
+      if (!rooms.has(room)) return;
+      io.to(room).emit('attributes', { deviceId: change.deviceId, scope: change.scope, values: change.updated, deleted: change.deleted, ts: change.ts });
+    },
+    connectivity(change) {
+      io.to(deviceRoom(change.deviceId)).to(domainRoom(change.domain)).emit('connectivity', change);
     },
     async close() {
       clearInterval(timer);

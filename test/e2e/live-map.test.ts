@@ -24,6 +24,7 @@ interface Rendered {
   lng: number;
   lat: number;
   domain: string;
+  online: boolean;
 }
 
 declare global {
@@ -32,6 +33,7 @@ declare global {
       ready(): boolean;
       shown(id: number): [number, number] | null;
       rendered(id: number): Rendered | null;
+      openPopup(id: number): void;
       map: { project(lngLat: [number, number]): { x: number; y: number } };
     };
   }
@@ -137,6 +139,26 @@ describe('live map page', () => {
     await page.click('#lang');
     await expect.poll(() => page.textContent(trafficLabel)).toBe('Traffic');
     expect(await page.textContent('#panel h1')).toContain('Live operations');
+  });
+
+  it('dims a device while it is offline and brightens it when it connects', async () => {
+    const gauge = await t.createDevice({ name: 'e2e-gauge', type: 'river-level-station', location: { lat: 23.04, lng: 113.7 } });
+    const renderedOnline = async (want: boolean) =>
+      page.waitForFunction(([id, want]) => window.guanlinkMap.rendered(id)?.online === want, [gauge.id, want] as const, { timeout: 15_000, polling: 50 });
+    await waitRenderedAt(gauge.id, 23.04, 113.7);
+    const client = await t.connect(gauge.accessToken);
+    await renderedOnline(true);
+    await client.endAsync();
+    await renderedOnline(false);
+    // A page opened now learns it from the snapshot.
+    await page.reload();
+    await page.waitForFunction(() => window.guanlinkMap?.ready(), null, { timeout: 30_000 });
+    await renderedOnline(false);
+    const again = await t.connect(gauge.accessToken);
+    await renderedOnline(true);
+    await page.evaluate((id) => window.guanlinkMap.openPopup(id), gauge.id);
+    await expect.poll(() => page.locator(`.device-popup[data-device-id="${gauge.id}"]`).textContent()).toMatch(/Status\s*Online/);
+    await again.endAsync();
   });
 
   it('made no request outside the platform and threw no page errors', () => {

@@ -5,6 +5,7 @@
 // `snapshot` (latest positions and values) → `readings` batches merged by timestamp into
 // `state.devices` → one GeoJSON `setData` per animation frame at most (and never while the
 // previous one is still being processed by MapLibre's worker), drawn by one circle layer.
+// `connectivity` events (and the snapshot's `online`) dim the devices that are offline.
 
 import { DOMAIN_LABELS, defaultLang, formatAge, locale, pick, t } from './i18n.js';
 
@@ -134,7 +135,8 @@ function noteType(typeName) {
 }
 
 function newDevice(id, name, type, domain) {
-  const d = { id, name, type, domain, pos: null, lastTs: null, values: {}, shown: null, glide: null, lastMoveAt: 0, feature: null };
+  // online: true / false from the server; null until known (drawn as online).
+  const d = { id, name, type, domain, pos: null, lastTs: null, values: {}, shown: null, glide: null, lastMoveAt: 0, feature: null, online: null };
   state.devices.set(id, d);
   render.panelDirty = true;
   noteType(type);
@@ -166,7 +168,7 @@ async function fetchDevice(id) {
 const isMoving = (d) => state.types.get(d.type)?.moving ?? false;
 
 function refreshFeatureProps(d) {
-  if (d.feature) d.feature.properties = { id: d.id, domain: d.domain, moving: isMoving(d) };
+  if (d.feature) d.feature.properties = { id: d.id, domain: d.domain, moving: isMoving(d), online: d.online !== false };
 }
 
 /** Sets a device's latest position; moving devices glide there from where they are drawn. */
@@ -225,6 +227,7 @@ function applySnapshot(reply) {
     let d = state.devices.get(s.id);
     if (!d) d = newDevice(s.id, s.name, s.type, s.domain);
     else Object.assign(d, { name: s.name, type: s.type, domain: s.domain });
+    if (typeof s.online === 'boolean' && !d.onlineFromEvent) d.online = s.online;
     refreshFeatureProps(d);
     for (const [key, v] of Object.entries(s.values ?? {})) mergeValue(d, key, v.ts, v.value);
     if (s.lastTs !== null && (d.lastTs === null || s.lastTs > d.lastTs)) d.lastTs = s.lastTs;
@@ -284,6 +287,22 @@ function connectLive() {
   });
   socket.on('readings', applyReadings);
   socket.on('device', applyNewDevice);
+  socket.on('connectivity', applyConnectivity);
+}
+
+/** A device connected or disconnected: drawn bright when online, dimmed when offline. */
+function applyConnectivity(change) {
+  if (!change || typeof change.deviceId !== 'number') return;
+  let d = state.devices.get(change.deviceId);
+  if (!d) {
+    d = newDevice(change.deviceId, `#${change.deviceId}`, 'generic', change.domain);
+    void fetchDevice(change.deviceId);
+  }
+  d.online = change.online === true;
+  d.onlineFromEvent = true; // newer than any snapshot still on its way
+  refreshFeatureProps(d);
+  render.dirty = true;
+  schedule();
 }
 
 /** A device registered while the page is open: show it at its registered location. */
@@ -405,8 +424,8 @@ function devicePaint() {
     'circle-color': ['match', ['get', 'domain'], ...colors, DOMAIN_COLORS.generic],
     'circle-stroke-color': '#ffffff',
     'circle-stroke-width': ['case', ['get', 'moving'], 2, 1],
-    'circle-stroke-opacity': ['case', ['get', 'moving'], 0.95, 0.5],
-    'circle-opacity': 0.95,
+    'circle-stroke-opacity': ['case', ['get', 'online'], ['case', ['get', 'moving'], 0.95, 0.5], 0.2],
+    'circle-opacity': ['case', ['get', 'online'], 0.95, 0.3],
   };
 }
 
@@ -561,6 +580,7 @@ function popupHtml(d) {
 <h3>${esc(d.name)}</h3>
 <table>
 ${row(t(lang, 'type'), pick(type?.label, lang, d.type))}
+${d.online === null ? '' : row(t(lang, 'status'), t(lang, d.online ? 'online' : 'offline'))}
 <tr><th>${esc(t(lang, 'domain'))}</th><td><span class="swatch" style="background:${DOMAIN_COLORS[d.domain] ?? DOMAIN_COLORS.generic}"></span> ${esc(pick(DOMAIN_LABELS[d.domain], lang, d.domain))}</td><td></td></tr>
 ${values.join('\n') || `<tr><td colspan="3" class="empty">${esc(t(lang, 'noValues'))}</td></tr>`}
 ${row(t(lang, 'position'), formatPosition(d.pos), d.pos?.ts ? formatAge(lang, Date.now() - d.pos.ts) : '')}
@@ -629,7 +649,7 @@ function exposeForTests() {
     /** The device's rendered feature as MapLibre sees it (null if not rendered). */
     rendered(id) {
       const f = map?.queryRenderedFeatures({ layers: ['devices'] }).find((x) => x.properties.id === id);
-      return f ? { lng: f.geometry.coordinates[0], lat: f.geometry.coordinates[1], domain: f.properties.domain } : null;
+      return f ? { lng: f.geometry.coordinates[0], lat: f.geometry.coordinates[1], domain: f.properties.domain, online: f.properties.online } : null;
     },
     openPopup,
     setLang,
