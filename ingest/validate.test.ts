@@ -82,6 +82,14 @@ describe('toReadings', () => {
     expect(readings[1]).toMatchObject({ lat: 22.9, lng: 113.6, cell: storageCell(22.9, 113.6), values: { speed: 4 } });
   });
 
+  it('never puts a moving device at its registered location (its depot): without a position its reading is unlocated', () => {
+    const { readings } = toReadings([{ ts: NOW - 2, values: { speed: 3, latitude: 23.01, longitude: 113.74 } }, { ts: NOW - 1, values: { speed: 4 } }], device('bus', { lat: 22.9, lng: 113.6 }), NOW);
+    expect(readings[0]).toMatchObject({ lat: 23.01, lng: 113.74 });
+    expect(readings[1]!.values).toEqual({ speed: 4 });
+    expect(readings[1]!.lat ?? null).toBeNull();
+    expect(readings[1]!.cell ?? null).toBeNull();
+  });
+
   it('keeps a position-only reading and refuses impossible positions', () => {
     const ok = toReadings([{ values: { latitude: 23, longitude: 113.7 } }], device('bus'), NOW);
     expect(ok.readings).toHaveLength(1);

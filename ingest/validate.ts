@@ -145,7 +145,9 @@ export function toReadings(
         sentPosition = true;
       }
     }
-    if (!sentPosition && device.lat !== null && device.lng !== null) {
+    // A fixed station is where it was registered; a moving device's registered location (its
+    // depot) says nothing about where it is now, so its readings without a position stay unlocated.
+    if (!sentPosition && !device.type.moving && device.lat !== null && device.lng !== null) {
       reading.lat = device.lat;
       reading.lng = device.lng;
       if (device.alt !== null) reading.alt = device.alt;
