@@ -30,8 +30,14 @@ import { migrate } from './db/migrate.ts';
 import { KeyDictionary } from './db/keys.ts';
 import { createPool } from './db/pool.ts';
 import { Retention } from './db/retention.ts';
+import { ChunkLayout } from './db/chunk-layout.ts';
+import { readingsTable } from './db/readings-tables.ts';
+import { DOMAINS } from './core/domains.ts';
 import { Rollups } from './db/rollups.ts';
 import { Ingest } from './ingest/ingest.ts';
+import { GeofenceService, eventJson, geofenceEventTopic } from './core/geofences.ts';
+import { AlarmService, alarmEventTopic } from './core/alarms.ts';
+import { DevicePositions } from './db/spatial-query.ts';
 
 export interface Platform {
   mqttPort: number;
@@ -108,10 +114,27 @@ export async function startPlatform(config: Config, log: Logger): Promise<Platfo
       inTransaction: rollups.recordLate,
     });
     await ingest.start();
+    // Geofences: committed readings of moving devices are evaluated off the ingest path; stopped
+    // (queue drained) after ingest stops and before the broker closes, so final events are published.
+    const geofences = new GeofenceService({ pool, registry, log: log.child({ module: 'geofences' }), metrics });
+    await geofences.start();
+    ingest.onCommitted((rows) => geofences.enqueue(rows));
+    // Alarms: committed readings and geofence events against the alarm rules, off the ingest path.
+    const alarms = new AlarmService({ pool, registry, log: log.child({ module: 'alarms' }) });
+    await alarms.start();
+    alarms.useGeofences((name) => geofences.list().some((f) => f.name === name));
+    ingest.onCommitted((rows) => alarms.readingsCommitted(rows));
+    geofences.onEvent((event) => alarms.geofenceEvent(event));
     cleanups.unshift(() => ingest.stop());
+    const chunkLayout = new ChunkLayout(
+      { pool, dialect, log: log.child({ module: 'chunk-layout' }), intervalMs: config.chunkLayoutIntervalMs, afterMs: config.chunkLayoutAfterMs },
+      DOMAINS.map(readingsTable),
+    );
     rollups.start();
     retention.start();
+    chunkLayout.start();
     cleanups.unshift(async () => {
+      await chunkLayout.stop();
       await rollups.stop();
       await retention.stop();
     });
@@ -162,7 +185,7 @@ export async function startPlatform(config: Config, log: Logger): Promise<Platfo
       maxPacketBytes: config.maxPacketBytes,
       maxConnections: config.maxConnections,
       publishRate: config.devicePublishRate === 'off' ? undefined : parseRateLimit(config.devicePublishRate),
-      authenticate: createAuthenticator(registry),
+      authenticate: createAuthenticator(registry, { applicationKey: adminKey }),
       onSessionStart: (session) => {
         for (const hook of sessionStarted) hook(session);
       },
@@ -219,6 +242,19 @@ export async function startPlatform(config: Config, log: Logger): Promise<Platfo
     metrics.liveGauge('guanlink_ingest_paused', '1 while ingest holds new messages (queue at its byte bound): publishers are not read.', () => (ingest.underPressure ? 1 : 0));
     metrics.liveGauge('guanlink_database_writable', '0 while ingest cannot write to the database.', () => (ingest.databaseDown ? 0 : 1));
     metrics.liveGauge('guanlink_mqtt_connected_clients', 'MQTT clients connected.', () => broker.connectedClients);
+    metrics.liveGauge('guanlink_geofence_queue_readings', 'Committed readings waiting for geofence evaluation.', () => geofences.queued);
+    geofences.onEvent((event) => {
+      broker.publishEvent(geofenceEventTopic(event.geofenceId), JSON.stringify(eventJson(event))).catch((err: Error) => log.warn({ err: err.message }, 'geofence event not published'));
+    });
+    alarms.onChange((change) => {
+      broker.publishEvent(alarmEventTopic(change.alarm.device.domain), JSON.stringify(change)).catch((err: Error) => log.warn({ err: err.message }, 'alarm change not published'));
+    });
+    metrics.liveGauge('guanlink_alarm_queue_readings', 'Committed readings waiting for alarm evaluation.', () => alarms.pendingReadings);
+    metrics.liveGauge('guanlink_alarm_readings_dropped', 'Readings not evaluated for alarms because the evaluation queue was full (since start).', () => alarms.droppedReadings);
+    metrics.liveGauge('guanlink_alarms_open', 'Alarms raised or acknowledged and not cleared.', () => alarms.openAlarms);
+    // Stopped after geofences (their last events are evaluated), before the broker closes.
+    cleanups.unshift(() => alarms.stop());
+    cleanups.unshift(() => geofences.stop());
 
     let httpListening = false;
     const app = await buildApi({
@@ -235,7 +271,10 @@ export async function startPlatform(config: Config, log: Logger): Promise<Platfo
       rollups,
       retention,
       rpc,
+      geofences,
+      alarms,
       mapStyleUrl: config.mapStyleUrl,
+      spatial: { pool, registry, keys, positions: new DevicePositions(ingest.latest), statementTimeoutMs: config.spatialStatementTimeoutMs },
       checks: {
         database: async () => (await pool.query('SELECT 1')).rowCount === 1,
         broker: () => broker.listening,
@@ -252,12 +291,15 @@ export async function startPlatform(config: Config, log: Logger): Promise<Platfo
     connectivity.onChange((change) => live.connectivity(change));
     ingest.onCommitted((rows) => live.publish(rows));
     attributes.onChange((change) => live.attributes(change));
+    geofences.onEvent((event) => live.geofence(event));
+    alarms.onChange((change) => live.alarm(change));
     app.server.on('upgrade', (req, socket, head) => {
       if (req.url?.split('?')[0] === '/mqtt') broker.handleUpgrade(req, socket, head);
     });
     cleanups.unshift(async () => {
-      await live.close();
-      await app.close();
+      // Together: socket.io's close waits for every HTTP connection, and only app.close() ends
+      // long responses (its preClose hooks cut running exports).
+      await Promise.all([live.close(), app.close()]);
     });
     // Before the HTTP server closes (it waits for open requests): callers waiting on a command are answered.
     cleanups.unshift(() => rpc.stop());

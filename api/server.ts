@@ -30,6 +30,15 @@ import type { RpcService } from '../core/rpc.ts';
 import { rpcRoutes } from './routes/rpc.ts';
 import { rollupsRoutes } from './routes/rollups.ts';
 import { telemetryRoutes } from './routes/telemetry.ts';
+import type { GeofenceService } from '../core/geofences.ts';
+import type { AlarmService } from '../core/alarms.ts';
+import { alarmsRoutes } from './routes/alarms.ts';
+import { geofencesRoutes } from './routes/geofences.ts';
+import { trajectoryRoutes } from './routes/trajectory.ts';
+import type { SpatialDeps } from '../db/spatial-query.ts';
+import { spatialRoutes } from './routes/spatial.ts';
+import { spatialAggregateRoutes } from './routes/spatial-aggregate.ts';
+import { spatialExportRoutes } from './routes/spatial-export.ts';
 
 export interface ApiDeps {
   log: Logger;
@@ -45,7 +54,11 @@ export interface ApiDeps {
   rollups: Rollups;
   retention: Retention;
   rpc: RpcService;
+  geofences: GeofenceService;
+  alarms: AlarmService;
   checks: ReadinessChecks;
+  /** Spatial queries (db/spatial-query.ts): latest, history, aggregates, export. */
+  spatial: SpatialDeps;
   mapStyleUrl: string | undefined;
 }
 
@@ -86,12 +99,18 @@ export async function buildApi(deps: ApiDeps) {
       await api.register(deviceTypesRoutes, { registry: deps.registry });
       await api.register(deviceImportRoutes, { registry: deps.registry });
       await api.register(telemetryRoutes, { registry: deps.registry, pool: deps.pool, keys: deps.keys, latest: deps.latest });
+      await api.register(trajectoryRoutes, { registry: deps.registry, pool: deps.pool });
       await api.register(rollupsRoutes, { rollups: deps.rollups });
       await api.register(retentionRoutes, { retention: deps.retention });
       await api.register(rpcRoutes, { registry: deps.registry, rpc: deps.rpc });
       await api.register(attributesRoutes, { registry: deps.registry, attributes: deps.attributes });
       await api.register(connectivityRoutes, { registry: deps.registry, connectivity: deps.connectivity });
       await api.register(provisionKeysRoutes, { provisioning: deps.provisioning });
+      await api.register(geofencesRoutes, { geofences: deps.geofences, registry: deps.registry });
+      await api.register(alarmsRoutes, { alarms: deps.alarms });
+      await api.register(spatialRoutes, { spatial: deps.spatial, latest: deps.latest });
+      await api.register(spatialAggregateRoutes, { spatial: deps.spatial });
+      await api.register(spatialExportRoutes, { spatial: deps.spatial });
     },
     { prefix: '/api/v1' },
   );

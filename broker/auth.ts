@@ -1,8 +1,14 @@
+import { safeEqual } from '../core/credentials.ts';
 import type { DeviceRegistry, DeviceContext } from '../core/registry.ts';
+
+/** The MQTT username of application sessions (operators' systems subscribing to platform events). */
+export const APPLICATION_USERNAME = 'guanlink-app';
 
 export type AuthResult =
   | { kind: 'device'; device: DeviceContext; method: 'token' | 'basic' }
   | { kind: 'provision' }
+  /** An operator's system: may only subscribe to `guanlink/events/…` (see device-api.ts). */
+  | { kind: 'application' }
   /** CONNACK return code (MQTT 3.1.1): 2 identifier rejected, 5 not authorized. */
   | { kind: 'refused'; returnCode: 2 | 5; reason: string };
 
@@ -13,7 +19,8 @@ export interface ConnectCredentials {
 }
 
 /**
- * ThingsBoard's rules for a CONNECT (see README):
+ * ThingsBoard's rules for a CONNECT (see README), after GuanLink's own application session
+ * (username `guanlink-app`, password the admin key; see README "Platform events over MQTT"):
  * - username or client id `provision`, no password: a provisioning session (no credentials yet);
  * - a username and a password: MQTT basic credentials (the stored client id, if any, must match);
  * - a username alone: an access token;
@@ -21,9 +28,16 @@ export interface ConnectCredentials {
  * Refusals use ThingsBoard's codes: 5 (not authorized) for bad credentials, 2 (identifier
  * rejected) for a client id that matches nothing when no username was given.
  */
-export function createAuthenticator(registry: DeviceRegistry) {
+export function createAuthenticator(registry: DeviceRegistry, options: { applicationKey?: string } = {}) {
   return async ({ clientId, username, password }: ConnectCredentials): Promise<AuthResult> => {
     const secret = password && password.length > 0 ? password.toString('utf8') : undefined;
+    // GuanLink's application session: username `guanlink-app`, the admin key as password. The
+    // username is reserved: it never falls through to the device rules below.
+    if (username === APPLICATION_USERNAME) {
+      return options.applicationKey !== undefined && secret !== undefined && safeEqual(secret, options.applicationKey)
+        ? { kind: 'application' }
+        : { kind: 'refused', returnCode: 5, reason: `${APPLICATION_USERNAME}: wrong or missing password (the admin key)` };
+    }
     if ((username === 'provision' || clientId === 'provision') && secret === undefined) return { kind: 'provision' };
     if (username && secret !== undefined) {
       const device = await registry.authenticateBasic(clientId, username, secret);

@@ -9,7 +9,7 @@ import type { Metrics } from '../core/metrics.ts';
 import { RateLimiter, type RateLimitSpec } from '../core/rate-limit.ts';
 import type { DeviceContext } from '../core/registry.ts';
 import type { AuthResult, ConnectCredentials } from './auth.ts';
-import { maySubscribe, outboundTopic, routePublish, type DeviceApiHandlers } from './device-api.ts';
+import { PLATFORM_EVENTS_PREFIX, maySubscribe, outboundTopic, routePublish, type DeviceApiHandlers } from './device-api.ts';
 import { ERRORS_TOPIC } from './handlers/telemetry.ts';
 import type { Deliver, DeliverToSession, DeliverTracked, DeviceSession, Outbound, Session } from './session.ts';
 
@@ -74,6 +74,11 @@ export interface Broker {
   disconnect(deviceId: number, reason: EndReason): boolean;
   /** A connected device's registry entry changed (type, location, gateway flag…). */
   updateDevice(device: DeviceContext): void;
+  /**
+   * Publishes a platform event (QoS 1, not retained) to the application sessions subscribed to
+   * `topic`, which must be under `guanlink/events/`. Resolves once handed to every subscriber.
+   */
+  publishEvent(topic: string, payload: Buffer | string): Promise<void>;
   readonly connectedClients: number;
   readonly listening: boolean;
   /** Stops taking new connections and new messages; in-flight publishes still complete. */
@@ -142,7 +147,7 @@ export function createBroker(opts: BrokerOptions): Broker {
     if (refused) setImmediate(() => refused.splice(0).forEach((fail) => fail())); // after the last PUBACK is written
   };
   const refuse = (reason: string) => metrics.mqttRefusals.inc({ reason });
-  const describe = (session: Session) => (session.kind === 'device' ? { device: session.device.id } : { provision: session.clientId });
+  const describe = (session: Session) => (session.kind === 'device' ? { device: session.device.id } : { [session.kind]: session.clientId });
 
   const aedes = new Aedes({
     connectTimeout: 10_000,
@@ -167,6 +172,19 @@ export function createBroker(opts: BrokerOptions): Broker {
           if (result.kind === 'provision') {
             sessions.set(client, { ...base, kind: 'provision' });
             (client as { id: string }).id = `provision:${Math.random().toString(36).slice(2)}`;
+            return done(null, true);
+          }
+          if (result.kind === 'application') {
+            // Events are for connected subscribers: a persistent session would have aedes queue
+            // every event in memory for as long as the application stays away.
+            if (!client.clean) {
+              refuse('persistent_session');
+              log.info({ clientId: client.id, address }, 'MQTT connect refused: application sessions must be clean sessions');
+              return done(connackError('application sessions must be clean sessions (clean session flag set)', 2), false);
+            }
+            sessions.set(client, { ...base, kind: 'application' });
+            (client as { id: string }).id = `app:${client.id}`; // never collides with device:<id> sessions
+            log.info({ clientId: base.clientId, address }, 'application session connected');
             return done(null, true);
           }
           const previous = byDevice.get(result.device.id);
@@ -194,7 +212,8 @@ export function createBroker(opts: BrokerOptions): Broker {
       if (route.kind === 'refused') {
         refuse('acl');
         log.info({ ...describe(session), topic: packet.topic, reason: route.reason }, 'publish refused');
-        if (session.kind === 'provision') return done(new Error(route.reason)); // ThingsBoard closes a provisioning session
+        // ThingsBoard closes a provisioning session; an application session may not publish at all.
+        if (session.kind !== 'device') return done(new Error(route.reason));
         notifyRefusal(session, packet.topic, 'topic_not_allowed', route.reason);
         return done(null); // acknowledged (the device must not resend it forever), not processed
       }
@@ -453,6 +472,14 @@ export function createBroker(opts: BrokerOptions): Broker {
     updateDevice(device) {
       const session = byDevice.get(device.id);
       if (session) session.device = device;
+    },
+    publishEvent(topic, payload) {
+      if (!topic.startsWith(PLATFORM_EVENTS_PREFIX)) return Promise.reject(new Error(`platform events are published under ${PLATFORM_EVENTS_PREFIX}, not ${topic}`));
+      const body = Buffer.from(payload); // fresh: marks this publish as the server's in authorizeForward
+      serverOriginated.add(body);
+      return new Promise((resolve, reject) => {
+        route({ cmd: 'publish', topic, payload: body, qos: 1, retain: false, dup: false } as PublishPacket, undefined, (err) => (err ? reject(err) : resolve()));
+      });
     },
     get connectedClients() {
       return aedes.connectedClients;

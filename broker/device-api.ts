@@ -62,6 +62,7 @@ export function routePublish(handlers: DeviceApiHandlers, session: Session, topi
     if (topic === '/provision/request' && handlers.provision) return { kind: 'provision', handler: handlers.provision };
     return { kind: 'refused', reason: `a provisioning session may only publish to /provision/request` };
   }
+  if (session.kind === 'application') return { kind: 'refused', reason: `an application session may not publish; it subscribes to ${PLATFORM_EVENTS_PREFIX}…` };
   if (topic.startsWith('v1/gateway/')) {
     const family = GATEWAY_TOPICS[topic];
     if (!family || !handlers.gateway) return { kind: 'refused', reason: `${topic} is not part of the gateway API` };
@@ -96,9 +97,13 @@ const GATEWAY_SUBSCRIPTIONS = new Set(['v1/gateway/attributes', 'v1/gateway/attr
 // work. A device still receives only what is sent to its own connection.
 const RESPONSE_BY_ID = new RegExp(`^(?:v1/devices/me/attributes/response/|v1/devices/me/rpc/response/|v2/a/res/|v2/r/res/)${ID}$`);
 
+/** Platform events (geofences, alarms…) are published under this prefix, to application sessions only. */
+export const PLATFORM_EVENTS_PREFIX = 'guanlink/events/';
+
 /** Topic filters a client may subscribe to; everything else gets SUBACK failure (0x80). */
 export function maySubscribe(session: Session, topic: string): boolean {
   if (session.kind === 'provision') return topic === '/provision/response';
+  if (session.kind === 'application') return topic.startsWith(PLATFORM_EVENTS_PREFIX);
   return DEVICE_SUBSCRIPTIONS.has(topic) || RESPONSE_BY_ID.test(topic) || (session.device.isGateway && GATEWAY_SUBSCRIPTIONS.has(topic));
 }
 

@@ -1,8 +1,11 @@
 import type { Client } from 'aedes';
 import type { DeviceContext } from '../core/registry.ts';
 
-/** One authenticated MQTT connection: a device (or gateway), or an anonymous provisioning session. */
-export type Session = DeviceSession | ProvisionSession;
+/**
+ * One authenticated MQTT connection: a device (or gateway), an anonymous provisioning session, or
+ * an application session (an operator's system subscribed to platform events).
+ */
+export type Session = DeviceSession | ProvisionSession | ApplicationSession;
 
 interface SessionBase {
   client: Client;
@@ -28,6 +31,11 @@ export interface DeviceSession extends SessionBase {
 /** ThingsBoard's provisioning session: CONNECT with username or client id `provision`, no credentials. */
 export interface ProvisionSession extends SessionBase {
   kind: 'provision';
+}
+
+/** Username `guanlink-app` with the admin key: subscribes to `guanlink/events/…` only, never publishes. */
+export interface ApplicationSession extends SessionBase {
+  kind: 'application';
 }
 
 /**

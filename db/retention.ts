@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import { PeriodicJob } from '../core/periodic.ts';
 import { Type, type Static } from 'typebox';
 import { DOMAINS, Domain } from '../core/domains.ts';
 import type { Logger } from '../core/log.ts';
@@ -111,11 +112,17 @@ const toPolicy = (r: PolicyRow): RetentionPolicy => ({
  * no long lock is held.
  */
 export class Retention {
-  private timer: NodeJS.Timeout | undefined;
-  private running: Promise<unknown> = Promise.resolve();
-  private stopping = false;
+  private readonly job: PeriodicJob;
 
-  constructor(private readonly opts: RetentionOptions) {}
+  constructor(private readonly opts: RetentionOptions) {
+    this.job = new PeriodicJob(() => this.applyOnce(false), opts.intervalMs, (err) =>
+      opts.log.warn({ err: err.message }, 'applying retention failed; retrying at the next interval'),
+    );
+  }
+
+  private get stopping(): boolean {
+    return this.job.stopping;
+  }
 
   async list(): Promise<RetentionPolicy[]> {
     const { rows } = await this.opts.pool.query<PolicyRow>('SELECT domain, raw_days, rollup_1m_days, rollup_1h_days, updated_at FROM retention_policies');
@@ -138,37 +145,16 @@ export class Retention {
   }
 
   start(): void {
-    if (this.opts.intervalMs <= 0) return;
-    // Soon after start (a node restarted more often than the interval still applies it), then periodically.
-    this.schedule(Math.min(this.opts.intervalMs, 60_000));
+    this.job.start();
   }
 
-  async stop(): Promise<void> {
-    this.stopping = true;
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = undefined;
-    await this.running.catch(() => {});
+  stop(): Promise<void> {
+    return this.job.stop();
   }
 
   /** Applies every policy now (waits for a run in progress here or on another node). */
   apply(): Promise<RetentionReport> {
-    const run = this.running.catch(() => {}).then(() => this.applyOnce(true));
-    this.running = run;
-    return run as Promise<RetentionReport>;
-  }
-
-  private schedule(delay: number): void {
-    if (this.stopping) return;
-    this.timer = setTimeout(() => {
-      this.timer = undefined;
-      const run = this.running
-        .catch(() => {})
-        .then(() => this.applyOnce(false))
-        .catch((err: unknown) => this.opts.log.warn({ err: (err as Error).message }, 'applying retention failed; retrying at the next interval'))
-        .finally(() => this.schedule(this.opts.intervalMs));
-      this.running = run;
-    }, delay);
-    this.timer.unref?.();
+    return this.job.now(() => this.applyOnce(true)) as Promise<RetentionReport>;
   }
 
   private async applyOnce(wait: boolean): Promise<RetentionReport | undefined> {

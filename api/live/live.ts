@@ -4,8 +4,10 @@ import { safeEqual } from '../../core/credentials.ts';
 import { DOMAINS, type Domain } from '../../core/domains.ts';
 import type { Logger } from '../../core/log.ts';
 import type { DeviceRegistry } from '../../core/registry.ts';
+import type { AlarmChange } from '../../core/alarms.ts';
 import type { AttributeChange } from '../../core/attributes.ts';
 import type { ConnectivityChange } from '../../core/connectivity.ts';
+import { eventJson, type GeofenceEvent } from '../../core/geofences.ts';
 import type { LatestTracker } from '../../ingest/latest.ts';
 import type { Reading } from '../../ingest/readings.ts';
 
@@ -28,6 +30,10 @@ export interface Live {
   attributes(change: AttributeChange): void;
   /** A device connected or disconnected: a `connectivity` event (ConnectivityChange) to its room and its domain's room. */
   connectivity(change: ConnectivityChange): void;
+  /** A geofence event: a `geofence` event (core/geofences.ts eventJson) to the device's room and the fence's domain's room. */
+  geofence(event: GeofenceEvent): void;
+  /** An alarm raised, acknowledged or cleared: an `alarm` event `{kind, alarm}` to the device's room and its domain's room. */
+  alarm(change: AlarmChange): void;
   close(): Promise<void>;
 }
 
@@ -185,6 +191,12 @@ export function attachLive(
     },
     connectivity(change) {
       io.to(deviceRoom(change.deviceId)).to(domainRoom(change.domain)).emit('connectivity', change);
+    },
+    geofence(event) {
+      io.to(deviceRoom(event.deviceId)).to(domainRoom(event.domain)).emit('geofence', eventJson(event));
+    },
+    alarm(change) {
+      io.to(deviceRoom(change.alarm.device.id)).to(domainRoom(change.alarm.device.domain)).emit('alarm', change);
     },
     async close() {
       clearInterval(timer);

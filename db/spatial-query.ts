@@ -1,0 +1,132 @@
+import type pg from 'pg';
+import type { Domain } from '../core/domains.ts';
+import type { DeviceRegistry } from '../core/registry.ts';
+import { areaContains, type Area } from '../geo/area.ts';
+import type { LatestTracker } from '../ingest/latest.ts';
+import { areaRowsSql, planArea, type AreaPlan, type Params } from './area-query.ts';
+import type { KeyDictionary } from './keys.ts';
+import { inTransaction } from './pool.ts';
+import { readingsTable } from './readings-tables.ts';
+
+/** A spatial request made concrete for SQL: the tables to read, device ids and key ids to keep. */
+export interface ResolvedSelection {
+  area: Area;
+  from: Date;
+  to: Date;
+  /** Domains whose readings tables are read (narrowed by the device types asked for). */
+  domains: Domain[];
+  /** Only these devices (the device types asked for); undefined: all. */
+  deviceIds: number[] | undefined;
+  /** Only rows holding at least one of these keys; undefined: all. */
+  keyIds: number[] | undefined;
+  plan: AreaPlan;
+}
+
+export interface SpatialDeps {
+  pool: pg.Pool;
+  registry: DeviceRegistry;
+  keys: KeyDictionary;
+  positions: DevicePositions;
+  /** Longest a spatial statement may run (SPATIAL_STATEMENT_TIMEOUT_MS); past it PostgreSQL cancels it. */
+  statementTimeoutMs: number;
+}
+
+/** PostgreSQL's code for a statement cancelled by statement_timeout. */
+export const QUERY_CANCELED = '57014';
+
+/**
+ * Runs `fn` on one connection in a read-only transaction with the spatial session settings:
+ * statement_timeout bounds every statement, and JIT is off (it compiles these generated
+ * predicates for longer than they run). A cursor may be used inside `fn`.
+ */
+export function withSpatialSession<T>(deps: Pick<SpatialDeps, 'pool' | 'statementTimeoutMs'>, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+  return inTransaction(deps.pool, async (client) => {
+    await client.query(`SET TRANSACTION READ ONLY; SET LOCAL statement_timeout = ${Math.max(1, Math.round(deps.statementTimeoutMs))}; SET LOCAL jit = off`);
+    return fn(client);
+  });
+}
+
+/**
+ * Where devices are, for the planner's estimate of how much of the data an area holds: each
+ * device's latest position (LatestTracker), re-read at most every `refreshMs`.
+ */
+export class DevicePositions {
+  private snapshot: { at: number; points: [number, number][] } | undefined;
+  private loading: Promise<[number, number][]> | undefined;
+
+  constructor(
+    private readonly latest: Pick<LatestTracker, 'all'>,
+    private readonly refreshMs = 60_000,
+  ) {}
+
+  async fractionInside(area: Area): Promise<number> {
+    const points = await this.points();
+    if (points.length === 0) return 0;
+    // A sample is enough for an estimate; a fixed stride keeps it deterministic.
+    const stride = Math.max(1, Math.floor(points.length / 4000));
+    let n = 0;
+    let inside = 0;
+    for (let i = 0; i < points.length; i += stride, n++) if (areaContains(area, points[i]![0], points[i]![1])) inside++;
+    return inside / n;
+  }
+
+  private async points(): Promise<[number, number][]> {
+    if (this.snapshot && Date.now() - this.snapshot.at < this.refreshMs) return this.snapshot.points;
+    this.loading ??= this.latest
+      .all()
+      .then((all) => all.flatMap((d): [number, number][] => (d.position ? [[d.position.lng, d.position.lat]] : [])))
+      .finally(() => (this.loading = undefined));
+    const points = await this.loading;
+    this.snapshot = { at: Date.now(), points };
+    return points;
+  }
+}
+
+/** Resolves types to device ids and key names to ids, and plans the area. */
+export async function resolveSelection(
+  deps: SpatialDeps,
+  sel: { area: Area; from: Date; to: Date; domains: readonly Domain[]; types: readonly string[] | undefined; keys: readonly string[] | undefined },
+): Promise<ResolvedSelection> {
+  let domains = [...sel.domains];
+  let deviceIds: number[] | undefined;
+  if (sel.types) {
+    const typeDomains = new Set(sel.types.map((t) => deps.registry.deviceType(t)?.domain));
+    domains = domains.filter((d) => typeDomains.has(d));
+    deviceIds = (await Promise.all(sel.types.map((t) => deps.registry.deviceIdsOfType(t)))).flat();
+  }
+  const keyIds = sel.keys?.map((k) => deps.keys.id(k)).filter((id): id is number => id !== undefined);
+  const plan = planArea(sel.area, await deps.positions.fractionInside(sel.area), sel.to.getTime() - sel.from.getTime());
+  return { area: sel.area, from: sel.from, to: sel.to, domains, deviceIds, keyIds, plan };
+}
+
+/**
+ * One domain's readings of the selection in [from, to): a SELECT of `columns` over the readings
+ * row `r` (device_id, ts, cell, lat, lng, alt, keys, vals), with the selection's filters and any
+ * `where` conditions of the caller (e.g. a keyset position). `from`/`to` may be narrowed by the
+ * caller (time slices) as long as they stay inside the selection's window.
+ */
+export function selectionRowsSql(
+  sel: ResolvedSelection,
+  domain: Domain,
+  columns: string,
+  params: Params,
+  options: { from?: Date; to?: Date; where?: readonly string[] } = {},
+): string {
+  const where = [...(options.where ?? [])];
+  if (sel.deviceIds) where.push(`r.device_id = ANY (${params.add(sel.deviceIds, '::int4[]')})`);
+  if (sel.keyIds) where.push(`r.keys && ${params.add(sel.keyIds, '::int2[]')}`);
+  return areaRowsSql({
+    table: readingsTable(domain),
+    area: sel.area,
+    plan: sel.plan,
+    from: params.add(options.from ?? sel.from),
+    to: params.add(options.to ?? sel.to),
+    columns,
+    where,
+    params,
+  });
+}
+
+/** True when nothing can match (types of other domains, no such devices, unknown keys). */
+export const selectsNothing = (sel: ResolvedSelection): boolean =>
+  sel.domains.length === 0 || sel.deviceIds?.length === 0 || sel.keyIds?.length === 0;

@@ -1,0 +1,104 @@
+import pg from 'pg';
+import { latLngToCell, cellToParent } from 'h3-js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { areaContains, circlePolygon, parsePolygon, type Area } from '../geo/area.ts';
+import { cellToBigInt } from '../geo/cell.ts';
+import { createRng } from '../simulators/random.ts';
+import { createTestDatabase, type TestDatabase, testPool } from '../test/support/database.ts';
+import { exactAreaSql } from './spatial-sql.ts';
+
+/** Points on and right next to every edge of the area's outline, plus some anywhere near it. */
+function probes(outline: number[][][], seed: number, n: number): [number, number][] {
+  const rng = createRng(seed);
+  const all = outline.flat();
+  const xs = all.map((p) => p[0]!);
+  const ys = all.map((p) => p[1]!);
+  const [minX, maxX, minY, maxY] = [Math.min(...xs), Math.max(...xs), Math.min(...ys), Math.max(...ys)];
+  const out: [number, number][] = all.map((p) => [p[0]!, p[1]!]); // vertices: on the boundary
+  for (let i = 0; i < n; i++) {
+    if (i % 4 === 0) {
+      out.push([minX - 0.001 + rng.next() * (maxX - minX + 0.002), minY - 0.001 + rng.next() * (maxY - minY + 0.002)]);
+      continue;
+    }
+    const ring = outline[rng.int(outline.length)]!;
+    const j = 1 + rng.int(ring.length - 1);
+    const [a, b] = [ring[j - 1]!, ring[j]!];
+    const t = rng.next();
+    // Exactly on axis-parallel edges; next to slanted ones (on them, floating point decides: see pointInPolygonSql).
+    const axisParallel = a[0] === b[0] || a[1] === b[1];
+    const off = i % 4 === 1 && axisParallel ? 0 : (rng.next() < 0.5 ? -1 : 1) * (1e-9 + rng.next() * 2e-6);
+    out.push([a[0]! + (b[0]! - a[0]!) * t + off, a[1]! + (b[1]! - a[1]!) * t - off]);
+  }
+  return out;
+}
+
+describe('exactAreaSql agrees with areaContains (Turf) in PostgreSQL', () => {
+  let db: TestDatabase;
+  let pool: pg.Pool;
+
+  beforeAll(async () => {
+    db = await createTestDatabase();
+    pool = testPool(db.url, 2);
+  });
+  afterAll(async () => {
+    await pool?.end();
+    await db?.drop();
+  });
+
+  async function compare(area: Area, points: [number, number][]): Promise<number> {
+    const sql = exactAreaSql(area, { lng: 'p.lng', lat: 'p.lat', cell: 'p.cell' });
+    const { rows } = await pool.query<{ i: number; inside: boolean }>(
+      `SELECT p.i, ${sql} AS inside FROM unnest($1::float8[], $2::float8[], $3::int8[]) WITH ORDINALITY AS p(lng, lat, cell, i)`,
+      [points.map((p) => p[0]), points.map((p) => p[1]), points.map(([lng, lat]) => cellToBigInt(latLngToCell(lat, lng, 15)).toString())],
+    );
+    let inside = 0;
+    for (const r of rows) {
+      const [lng, lat] = points[Number(r.i) - 1]!;
+      expect(r.inside, `${lng},${lat}`).toBe(areaContains(area, lng, lat));
+      if (r.inside) inside++;
+    }
+    return inside;
+  }
+
+  it('for a concave polygon with a hole, and a multipolygon', async () => {
+    const concave = parsePolygon({
+      type: 'Polygon',
+      coordinates: [
+        [[113.74, 23.0], [113.78, 23.0], [113.78, 23.005], [113.745, 23.005], [113.745, 23.02], [113.78, 23.02], [113.78, 23.025], [113.74, 23.025], [113.74, 23.0]],
+        [[113.741, 23.01], [113.743, 23.01], [113.743, 23.012], [113.741, 23.012], [113.741, 23.01]],
+      ],
+    });
+    const multi = parsePolygon({
+      type: 'MultiPolygon',
+      coordinates: [
+        [[[113.6, 22.8], [113.61, 22.8], [113.605, 22.81], [113.6, 22.8]]],
+        [[[113.9, 22.9], [113.92, 22.905], [113.91, 22.93], [113.9, 22.9]]],
+      ],
+    });
+    for (const [seed, geometry] of [[1, concave], [2, multi]] as const) {
+      const rings = geometry.type === 'Polygon' ? geometry.coordinates : geometry.coordinates.flat();
+      expect(await compare({ kind: 'polygon', geometry }, probes(rings, seed, 4000))).toBeGreaterThan(500);
+    }
+  });
+
+  it('for a bbox, boundary and corners included', async () => {
+    const area: Area = { kind: 'bbox', bbox: [113.7, 22.98, 113.8, 23.05] };
+    const ring = [[113.7, 22.98], [113.8, 22.98], [113.8, 23.05], [113.7, 23.05], [113.7, 22.98]];
+    expect(await compare(area, probes([ring], 3, 4000))).toBeGreaterThan(1000);
+  });
+
+  it('for a circle', async () => {
+    const area: Area = { kind: 'circle', center: [113.75, 23.02], radiusM: 800 };
+    expect(await compare(area, probes(circlePolygon(area.center, 1000).coordinates, 4, 2000).concat(probes(circlePolygon(area.center, 800).coordinates, 5, 2000)))).toBeGreaterThan(200);
+  });
+
+  it('for cells of several resolutions', async () => {
+    const a = cellToParent(latLngToCell(23.02, 113.75, 15), 9);
+    const b = cellToParent(latLngToCell(23.03, 113.76, 15), 12);
+    const area: Area = { kind: 'cells', cells: [a, b] };
+    const rng = createRng(6);
+    const points: [number, number][] = [];
+    for (let i = 0; i < 3000; i++) points.push([113.745 + rng.next() * 0.02, 23.015 + rng.next() * 0.02]);
+    expect(await compare(area, points)).toBeGreaterThan(20);
+  });
+});
