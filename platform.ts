@@ -95,6 +95,7 @@ export async function startPlatform(config: Config, log: Logger): Promise<Platfo
       intervalMs: config.retentionIntervalMs,
       rejectedDays: config.rejectedRetentionDays === 0 ? null : config.rejectedRetentionDays,
       deviceEventsDays: config.deviceEventsRetentionDays === 0 ? null : config.deviceEventsRetentionDays,
+      geofenceEventsDays: config.geofenceEventsRetentionDays === 0 ? null : config.geofenceEventsRetentionDays,
     });
 
     const metrics = createMetrics();

@@ -176,6 +176,12 @@ export const settings = {
     default: 90,
     parse: integer(0, 36_500),
   } as Setting<number>,
+  geofenceEventsRetentionDays: {
+    env: 'GEOFENCE_EVENTS_RETENTION_DAYS',
+    description: 'Days geofence enter/exit/dwell events are kept (applied with the retention policies); 0 keeps them forever.',
+    default: 365,
+    parse: integer(0, 36_500),
+  } as Setting<number>,
   provisionSessionCloseMs: {
     env: 'PROVISION_SESSION_CLOSE_MS',
     description: 'A provisioning MQTT session is closed this long after its answer is sent (ThingsBoard: 60 s).',

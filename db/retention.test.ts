@@ -69,4 +69,20 @@ describe('Retention: one node at a time, bounded batches on plain tables', () =>
     if (dialect.kind === 'timescaledb') expect(left).toContain('y');
     else expect(left).toEqual(['y']);
   });
+
+  it('keeps geofence events for their own retention period', async () => {
+    const dialect = await detectDialect(pool);
+    await pool.query(`INSERT INTO device_types (name, domain, definition) VALUES ('retention-test', 'generic', '{}')`);
+    const device = (await pool.query(`INSERT INTO devices (name, type, token_lookup, token_hash) VALUES ('r1', 'retention-test', 'lookup-r1', 'h') RETURNING id`)).rows[0].id;
+    const fence = (await pool.query(`SELECT id FROM geofences ORDER BY id LIMIT 1`)).rows[0].id;
+    await pool.query(
+      `INSERT INTO geofence_events (geofence_id, device_id, kind, ts, lng, lat) VALUES ($1, $2, 'enter', now() - interval '400 days', 113.7, 23), ($1, $2, 'exit', now() - interval '1 day', 113.7, 23)`,
+      [fence, device],
+    );
+    const report = await new Retention({ pool, log, dialect, intervalMs: 0, rejectedDays: null, geofenceEventsDays: 365 }).apply();
+    expect(report.geofenceEvents).toMatchObject({ table: 'geofence_events', deletedRows: 1 });
+    expect((await pool.query(`SELECT kind FROM geofence_events`)).rows).toEqual([{ kind: 'exit' }]);
+    const forever = await new Retention({ pool, log, dialect, intervalMs: 0, rejectedDays: null }).apply();
+    expect(forever.geofenceEvents).toBeUndefined();
+  });
 });

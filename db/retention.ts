@@ -54,6 +54,7 @@ export const RetentionReport = Type.Object({
   actions: Type.Array(RetentionAction),
   rejectedMessages: Type.Optional(Type.Omit(RetentionAction, ['domain', 'level'])),
   deviceEvents: Type.Optional(Type.Omit(RetentionAction, ['domain', 'level'])),
+  geofenceEvents: Type.Optional(Type.Omit(RetentionAction, ['domain', 'level'])),
 });
 export type RetentionReport = Static<typeof RetentionReport>;
 
@@ -82,6 +83,8 @@ export interface RetentionOptions {
   rejectedDays: number | null;
   /** How long connect/disconnect events (device_events) are kept; null or omitted: forever. */
   deviceEventsDays?: number | null;
+  /** How long geofence enter/exit/dwell events (geofence_events) are kept; null or omitted: forever. */
+  geofenceEventsDays?: number | null;
 }
 
 // Any constant works; the same on every node, so that one node at a time applies retention.
@@ -188,13 +191,14 @@ export class Retention {
           }
         }
         const report: RetentionReport = { startedAt: started.toISOString(), ms: Date.now() - started.getTime(), actions };
-        if (this.opts.rejectedDays !== null && !this.stopping) {
-          const table = 'rejected_messages';
-          report.rejectedMessages = { table, ...(await this.applyTo(client, table, 'received_at', this.opts.rejectedDays, hypertables.has(table))) };
-        }
-        if (this.opts.deviceEventsDays != null && !this.stopping) {
-          const table = 'device_events';
-          report.deviceEvents = { table, ...(await this.applyTo(client, table, 'at', this.opts.deviceEventsDays, hypertables.has(table))) };
+        const eventTables = [
+          ['rejectedMessages', 'rejected_messages', 'received_at', this.opts.rejectedDays],
+          ['deviceEvents', 'device_events', 'at', this.opts.deviceEventsDays],
+          ['geofenceEvents', 'geofence_events', 'ts', this.opts.geofenceEventsDays],
+        ] as const;
+        for (const [name, table, column, days] of eventTables) {
+          if (days == null || this.stopping) continue;
+          report[name] = { table, ...(await this.applyTo(client, table, column, days, hypertables.has(table))) };
         }
         report.ms = Date.now() - started.getTime();
         return report;
