@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
@@ -34,7 +34,10 @@ declare global {
       shown(id: number): [number, number] | null;
       rendered(id: number): Rendered | null;
       openPopup(id: number): void;
-      map: { project(lngLat: [number, number]): { x: number; y: number } };
+      alarmRing(id: number): { severity: string; acked: boolean } | null;
+      renderedGeofences(): string[];
+      pulses(): { kind: string; lng: number; lat: number }[];
+      map: { project(lngLat: [number, number]): { x: number; y: number }; getCenter(): { lng: number; lat: number }; getZoom(): number };
     };
   }
 }
@@ -159,6 +162,143 @@ describe('live map page', () => {
     await page.evaluate((id) => window.guanlinkMap.openPopup(id), gauge.id);
     await expect.poll(() => page.locator(`.device-popup[data-device-id="${gauge.id}"]`).textContent()).toMatch(/Status\s*Online/);
     await again.endAsync();
+  });
+
+  it('draws geofences, logs their events, lists open alarms live and rings their devices', async () => {
+    // A fence south-east of the centre, then a fresh page: the fence is drawn with its name.
+    const ring = [[113.8, 22.95], [113.82, 22.95], [113.82, 22.97], [113.8, 22.97], [113.8, 22.95]];
+    const fence = await t.api<{ id: number }>('POST', '/api/v1/geofences', {
+      type: 'Feature',
+      geometry: { type: 'Polygon', coordinates: [ring] },
+      properties: { name: 'e2e-depot', domain: 'traffic', deviceTypes: ['bus'] },
+    });
+    expect(fence.status, JSON.stringify(fence.body)).toBe(201);
+    await page.reload();
+    await page.waitForFunction(() => window.guanlinkMap?.ready(), null, { timeout: 30_000 });
+    await page.waitForFunction(() => window.guanlinkMap.renderedGeofences().includes('e2e-depot'), null, { timeout: 15_000, polling: 100 });
+    const label = page.locator(`.geofence-label[data-geofence-id="${fence.body.id}"]`);
+    expect(await label.textContent()).toBe('e2e-depot');
+    expect(await label.isVisible()).toBe(true);
+    expect(await page.textContent('#geofence-events-empty')).toBe('None since the page opened');
+
+    // Hiding geofences hides the layer and the label.
+    await page.click('#geofence-toggle');
+    await page.waitForFunction(() => window.guanlinkMap.renderedGeofences().length === 0, null, { timeout: 5_000, polling: 50 });
+    expect(await label.isVisible()).toBe(false);
+    await page.click('#geofence-toggle');
+    await page.waitForFunction(() => window.guanlinkMap.renderedGeofences().includes('e2e-depot'), null, { timeout: 5_000, polling: 50 });
+
+    // A bus driving into it: a pulse where it entered and a line in the event log.
+    const bus = await t.createDevice({ name: 'e2e-depot-bus', type: 'bus' });
+    const busClient = await t.connect(bus.accessToken);
+    await busClient.publishAsync('v1/devices/me/telemetry', JSON.stringify({ ts: Date.now() - 1000, values: { speed: 20, latitude: 22.94, longitude: 113.81 } }), { qos: 1 });
+    await busClient.publishAsync('v1/devices/me/telemetry', JSON.stringify({ ts: Date.now(), values: { speed: 10, latitude: 22.96, longitude: 113.81 } }), { qos: 1 });
+    await page.waitForFunction(() => window.guanlinkMap.pulses().some((p) => p.kind === 'enter' && Math.abs(p.lat - 22.96) < 1e-6), null, { timeout: 15_000, polling: 50 });
+    const entry = page.locator('#geofence-events li[data-kind="enter"]').first();
+    await expect.poll(() => entry.textContent()).toMatch(/\d{2}:\d{2}:\d{2} e2e-depot-bus entered e2e-depot/);
+    expect(await page.isVisible('#geofence-events-empty')).toBe(false);
+    // The pulse is short-lived.
+    await page.waitForFunction(() => window.guanlinkMap.pulses().length === 0, null, { timeout: 5_000, polling: 100 });
+
+    // A threshold rule that raises at once; a river station going over it.
+    const rule = await t.api('POST', '/api/v1/alarm-rules', {
+      name: 'e2e-level-high',
+      deviceType: 'river-level-station',
+      key: 'water_level',
+      operator: '>',
+      raiseThreshold: 5,
+      clearThreshold: 4.5,
+      minDurationSeconds: 0,
+      clearDurationSeconds: 0,
+      severity: 'critical',
+    });
+    expect(rule.status, JSON.stringify(rule.body)).toBe(201);
+    expect(await page.textContent('#alarm-count')).toBe('0');
+    expect(await page.isVisible('#alarms-empty')).toBe(true);
+    const river = await t.createDevice({ name: 'e2e-river', type: 'river-level-station', location: { lat: 22.99, lng: 113.66 } });
+    await waitRenderedAt(river.id, 22.99, 113.66);
+    const riverClient = await t.connect(river.accessToken);
+    await riverClient.publishAsync('v1/devices/me/telemetry', JSON.stringify({ water_level: 5.62 }), { qos: 1 });
+
+    const item = page.locator('#alarms li.alarm');
+    await expect.poll(() => item.count(), { timeout: 15_000 }).toBe(1);
+    expect(await item.getAttribute('data-status')).toBe('raised');
+    const text = (await item.textContent()) ?? '';
+    expect(text).toContain('Critical');
+    expect(text).toContain('e2e-river');
+    expect(text).toContain('e2e-level-high');
+    expect(text).toMatch(/Water level 5\.62 m > 5 m/);
+    expect(text).toMatch(/\d{2}:\d{2}:\d{2}/);
+    expect(await page.textContent('#alarm-count')).toBe('1');
+    expect(await page.isVisible('#alarms-empty')).toBe(false);
+    await page.waitForFunction((id) => window.guanlinkMap.alarmRing(id)?.severity === 'critical' && !window.guanlinkMap.alarmRing(id)?.acked, river.id, { timeout: 10_000, polling: 50 });
+    expect(await page.evaluate((id) => window.guanlinkMap.alarmRing(id), bus.id)).toBeNull();
+
+    // Clicking it flies to the device and opens its popup, which names the alarm.
+    await item.locator('button.show').click();
+    await page.waitForFunction(
+      () => {
+        const c = window.guanlinkMap.map.getCenter();
+        return Math.abs(c.lat - 22.99) < 1e-3 && Math.abs(c.lng - 113.66) < 1e-3 && window.guanlinkMap.map.getZoom() >= 13.9;
+      },
+      null,
+      { timeout: 10_000, polling: 100 },
+    );
+    await expect.poll(() => page.locator(`.device-popup[data-device-id="${river.id}"] .alarm-row`).textContent()).toMatch(/Alarm\s*Critical · e2e-level-high/);
+
+    // Acknowledged from the panel under the operator's name: marked, not removed.
+    await page.fill('#operator', 'duty-officer-wang');
+    await item.locator('button.ack').click();
+    await expect.poll(() => item.getAttribute('data-status')).toBe('acknowledged');
+    expect(await item.textContent()).toContain('Acknowledged by duty-officer-wang');
+    expect(await item.locator('button.ack').count()).toBe(0);
+    const open = await t.api<{ items: { id: number; status: string; acknowledgedBy: string; device: { id: number } }[] }>('GET', '/api/v1/alarms?status=open');
+    expect(open.body.items).toHaveLength(1);
+    expect(open.body.items[0]).toMatchObject({ status: 'acknowledged', acknowledgedBy: 'duty-officer-wang', device: { id: river.id } });
+    await page.waitForFunction((id) => window.guanlinkMap.alarmRing(id)?.acked === true, river.id, { timeout: 10_000, polling: 50 });
+
+    // The same in Chinese.
+    await page.click('#lang');
+    await expect.poll(() => page.textContent('#alarm-section h2')).toContain('未处理告警');
+    const zh = (await item.textContent()) ?? '';
+    expect(zh).toContain('紧急');
+    expect(zh).toContain('已由 duty-officer-wang 确认');
+    expect(zh).toMatch(/水位 5\.62 m > 5 m/);
+    expect(await page.textContent('#geofence-section h2')).toBe('电子围栏');
+    expect(await entry.textContent()).toContain('e2e-depot-bus 进入 e2e-depot');
+    expect(await page.textContent('#operator-field')).toContain('确认人');
+    await page.click('#lang');
+    await expect.poll(() => page.textContent('#alarm-section h2')).toContain('Open alarms');
+
+    // A page opened now reads the open alarm over REST.
+    await page.reload();
+    await page.waitForFunction(() => window.guanlinkMap?.ready(), null, { timeout: 30_000 });
+    await expect.poll(() => item.getAttribute('data-status')).toBe('acknowledged');
+    expect(await page.inputValue('#operator')).toBe('duty-officer-wang');
+
+    // Back under the clear threshold: the alarm leaves the panel and the ring goes.
+    await riverClient.publishAsync('v1/devices/me/telemetry', JSON.stringify({ water_level: 4.1 }), { qos: 1 });
+    await expect.poll(() => item.count(), { timeout: 15_000 }).toBe(0);
+    expect(await page.textContent('#alarm-count')).toBe('0');
+    expect(await page.isVisible('#alarms-empty')).toBe(true);
+    await page.waitForFunction((id) => window.guanlinkMap.alarmRing(id) === null && window.guanlinkMap.rendered(id) !== null, river.id, { timeout: 10_000, polling: 50 });
+  });
+
+  it('has every UI string in both languages', async () => {
+    // A string, not a function: vitest would rewrite a function's import().
+    const { en, zh, inPage } = (await page.evaluate(`import('/i18n.js').then((m) => ({
+      en: Object.keys(m.STRINGS.en),
+      zh: Object.keys(m.STRINGS.zh),
+      inPage: Array.from(document.querySelectorAll('[data-i18n]'), (el) => el.dataset.i18n),
+    }))`)) as { en: string[]; zh: string[]; inPage: string[] };
+    expect([...zh].sort()).toEqual([...en].sort());
+    // Keys the page and map.js use, literally or as prefix + value.
+    const source = await readFile(new URL('../../api/live/public/map.js', import.meta.url), 'utf8');
+    const literal = [...source.matchAll(/\bt\((?:state\.)?lang, '([A-Za-z_]+)'/g)].map((m) => m[1]!);
+    const composed = [...['critical', 'major', 'minor', 'warning'].map((s) => `severity_${s}`), ...['enter', 'exit', 'dwell'].map((k) => `event_${k}`), 'raised', 'acknowledged'];
+    const used = new Set([...inPage, ...literal, ...composed]);
+    expect(literal.length).toBeGreaterThan(20);
+    expect([...used].filter((k) => !en.includes(k))).toEqual([]);
   });
 
   it('made no request outside the platform and threw no page errors', () => {

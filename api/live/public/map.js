@@ -6,6 +6,13 @@
 // `state.devices` → one GeoJSON `setData` per animation frame at most (and never while the
 // previous one is still being processed by MapLibre's worker), drawn by one circle layer.
 // `connectivity` events (and the snapshot's `online`) dim the devices that are offline.
+//
+// Operations overlays: GET /api/v1/geofences → one GeoJSON source (fill + outline, a DOM name label
+// per fence: fences are few); GET /api/v1/alarms?status=open, then `alarm` events → the alarms
+// panel and a ring around each device with an open alarm (a property of its feature, drawn by a
+// second circle layer on the same source); `geofence` events → a short pulse on the map (a small
+// source of at most MAX_PULSES points) and the last few in a log. Both lists are re-read on every
+// (re)connection, so nothing missed while disconnected stays shown.
 
 import { DOMAIN_LABELS, defaultLang, formatAge, locale, pick, t } from './i18n.js';
 
@@ -20,7 +27,19 @@ const DOMAIN_COLORS = {
 const CENTER = [113.75, 23.02];
 const ZOOM = 9.5;
 const GLIDE_MAX_MS = 1500; // moving devices glide to a new position over the gap between reports, at most this long
-const STORE = { key: 'guanlink.adminKey', lang: 'guanlink.lang', hidden: 'guanlink.hiddenDomains' };
+const STORE = { key: 'guanlink.adminKey', lang: 'guanlink.lang', hidden: 'guanlink.hiddenDomains', operator: 'guanlink.operator', geofences: 'guanlink.showGeofences' };
+const SEVERITIES = ['critical', 'major', 'minor', 'warning']; // worst first
+const SEVERITY_COLORS = { critical: '#ef4444', major: '#f97316', minor: '#facc15', warning: '#38bdf8' };
+const STATUS_RANK = { raised: 0, acknowledged: 1, cleared: 2 }; // an alarm only moves forward
+const ALARM_PAGE = 1000; // open alarms per REST page
+const ALARM_PAGES_MAX = 20; // at most this many pages at (re)connection
+const ALARMS_SHOWN = 100; // list entries at most; the rest are counted
+const EVENT_LOG_SIZE = 8; // geofence events listed
+const PULSE_MS = 2000; // a geofence event's pulse on the map lasts this long
+const MAX_PULSES = 40; // pulses at once; older ones end early under a burst
+const GEOFENCE_RELOAD_MS = 10_000; // an event of an unknown fence reloads the fences at most this often
+const FLY_ZOOM = 14;
+const EVENT_COLORS = { enter: '#22c55e', exit: '#f97316', dwell: '#38bdf8' };
 
 const $ = (id) => document.getElementById(id);
 
@@ -40,9 +59,34 @@ const state = {
   fetching: new Set(), // device ids being fetched over REST
   typesLoaded: false,
   typesReloadPending: false,
+  alarms: new Map(), // id → open alarm (raised or acknowledged), as the REST API and `alarm` events give it
+  alarmsByDevice: new Map(), // device id → Set of open alarm ids
+  alarmsLoaded: false,
+  alarmSync: null, // while the open alarms are being read: {touched: ids changed by events meanwhile}
+  acking: new Set(), // alarm ids whose acknowledgement is on its way
+  geofences: { type: 'FeatureCollection', features: [] },
+  geofenceIds: new Set(),
+  geofencesLoaded: false,
+  geofencesReloadAt: 0, // when the fences were last read (epoch ms)
+  geofencesReloadTimer: null,
+  showGeofences: storageGet(STORE.geofences) !== 'false',
+  geofenceEvents: [], // newest first, at most EVENT_LOG_SIZE
 };
 
-const render = { frame: 0, dirty: false, inFlight: false, panelDirty: true, animating: new Set() };
+const render = {
+  frame: 0,
+  dirty: false,
+  inFlight: false,
+  panelDirty: true,
+  animating: new Set(),
+  alarmsDirty: true,
+  eventsDirty: true,
+  pulses: [], // {at: [lng, lat], kind, start}
+  pulsesShown: false, // the pulse source holds points
+  pulsesInFlight: false,
+};
+const alarmElements = new Map(); // alarm id → {li, html}
+let geofenceLabels = []; // maplibregl.Marker per fence
 let map = null;
 let offline = true; // the offline style is shown (not a configured one)
 let socket = null;
@@ -102,13 +146,21 @@ function onUnauthorized() {
   showLogin(true);
 }
 
-async function api(path) {
-  const res = await fetch(path, { headers: { authorization: `Bearer ${state.key}` } });
+/** A REST call with the admin key; a JSON `body` is sent as such. Errors carry the HTTP `status`. */
+async function api(path, { method = 'GET', body } = {}) {
+  const headers = { authorization: `Bearer ${state.key}` };
+  if (body !== undefined) headers['content-type'] = 'application/json';
+  const res = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
   if (res.status === 401) {
     onUnauthorized();
     throw new Error('unauthorized');
   }
-  if (!res.ok) throw new Error(`${path}: HTTP ${res.status}`);
+  if (!res.ok) {
+    const detail = await res.json().then((b) => b?.message, () => undefined);
+    const err = new Error(`${path}: HTTP ${res.status}${detail ? ` (${detail})` : ''}`);
+    err.status = res.status;
+    throw err;
+  }
   return res.json();
 }
 
@@ -168,7 +220,17 @@ async function fetchDevice(id) {
 const isMoving = (d) => state.types.get(d.type)?.moving ?? false;
 
 function refreshFeatureProps(d) {
-  if (d.feature) d.feature.properties = { id: d.id, domain: d.domain, moving: isMoving(d), online: d.online !== false };
+  if (!d.feature) return;
+  const alarm = deviceAlarm(d.id);
+  d.feature.properties = {
+    id: d.id,
+    domain: d.domain,
+    moving: isMoving(d),
+    online: d.online !== false,
+    // The worst open alarm (index in SEVERITIES, -1: none); acked: every open alarm is acknowledged.
+    alarm: alarm ? SEVERITIES.indexOf(alarm.severity) : -1,
+    acked: alarm ? alarm.status === 'acknowledged' : false,
+  };
 }
 
 /** Sets a device's latest position; moving devices glide there from where they are drawn. */
@@ -275,6 +337,9 @@ function connectLive() {
     setConnection('connected');
     for (const domain of DOMAINS) socket.emit('subscribe', { domain }, () => {});
     socket.emit('snapshot', null, applySnapshot);
+    // Subscribed first: changes from now on arrive as events and win over the lists being read.
+    loadAlarms().catch(showError);
+    loadGeofences().catch(showError);
   });
   socket.on('disconnect', (reason) => {
     if (state.connection === 'unauthorized') return;
@@ -288,6 +353,8 @@ function connectLive() {
   socket.on('readings', applyReadings);
   socket.on('device', applyNewDevice);
   socket.on('connectivity', applyConnectivity);
+  socket.on('alarm', applyAlarm);
+  socket.on('geofence', applyGeofenceEvent);
 }
 
 /** A device connected or disconnected: drawn bright when online, dimmed when offline. */
@@ -368,6 +435,11 @@ function createMap(styleUrl) {
   });
   map.on('mouseenter', 'devices', () => (map.getCanvas().style.cursor = 'pointer'));
   map.on('mouseleave', 'devices', () => (map.getCanvas().style.cursor = ''));
+  map.on('click', 'geofence-fill', (e) => {
+    if (map.queryRenderedFeatures(e.point, { layers: ['devices'] }).length > 0) return; // the device's popup wins
+    const f = e.features?.[0];
+    if (f) openGeofencePopup(f, e.lngLat);
+  });
   if (styleUrl) fallBackWhenStyleFails();
 }
 
@@ -411,17 +483,61 @@ function addOverlays(onTopOfStyle) {
       paint: { 'line-color': '#2f7dd1', 'line-opacity': 0.85, 'line-width': ['interpolate', ['linear'], ['zoom'], 8, 2, 12, 6] },
     });
   }
+  if (!map.getSource('geofences')) {
+    map.addSource('geofences', { type: 'geojson', data: state.geofences });
+    const visibility = state.showGeofences ? 'visible' : 'none';
+    const color = domainColorExpression();
+    map.addLayer({ id: 'geofence-fill', type: 'fill', source: 'geofences', filter: domainFilter(), layout: { visibility }, paint: { 'fill-color': color, 'fill-opacity': 0.14 } });
+    map.addLayer({
+      id: 'geofence-outline',
+      type: 'line',
+      source: 'geofences',
+      filter: domainFilter(),
+      layout: { visibility, 'line-join': 'round' },
+      paint: { 'line-color': color, 'line-opacity': 0.9, 'line-width': ['interpolate', ['linear'], ['zoom'], 8, 1, 14, 2.5] },
+    });
+  }
   if (!map.getSource('devices')) {
     map.addSource('devices', { type: 'geojson', data: featureCollection() });
     map.addLayer({ id: 'devices', type: 'circle', source: 'devices', filter: domainFilter(), paint: devicePaint() });
+    map.addLayer({ id: 'device-alarms', type: 'circle', source: 'devices', filter: alarmFilter(), paint: alarmRingPaint() });
+  }
+  if (!map.getSource('geofence-pulses')) {
+    map.addSource('geofence-pulses', { type: 'geojson', data: { type: 'FeatureCollection', features: [] } });
+    map.addLayer({
+      id: 'geofence-pulses',
+      type: 'circle',
+      source: 'geofence-pulses',
+      paint: {
+        'circle-radius': ['interpolate', ['linear'], ['get', 'p'], 0, 6, 1, 30],
+        'circle-color': 'rgba(0, 0, 0, 0)',
+        'circle-stroke-color': ['match', ['get', 'kind'], 'enter', EVENT_COLORS.enter, 'exit', EVENT_COLORS.exit, EVENT_COLORS.dwell],
+        'circle-stroke-width': 3,
+        'circle-stroke-opacity': ['interpolate', ['linear'], ['get', 'p'], 0, 1, 1, 0],
+      },
+    });
   }
 }
 
+const domainColorExpression = () => ['match', ['get', 'domain'], ...DOMAINS.flatMap((d) => [d, DOMAIN_COLORS[d]]), DOMAIN_COLORS.generic];
+
+/** A ring around each device with an open alarm: the worst one's colour, faint once acknowledged. */
+function alarmRingPaint() {
+  return {
+    'circle-radius': ['interpolate', ['linear'], ['zoom'], 8, 9, 12, 14, 16, 19],
+    'circle-color': 'rgba(0, 0, 0, 0)',
+    'circle-stroke-color': ['match', ['get', 'alarm'], ...SEVERITIES.flatMap((s, i) => [i, SEVERITY_COLORS[s]]), SEVERITY_COLORS.critical],
+    'circle-stroke-width': ['case', ['get', 'acked'], 2, 3.5],
+    'circle-stroke-opacity': ['case', ['get', 'acked'], 0.55, 1],
+  };
+}
+
+const alarmFilter = () => ['all', domainFilter(), ['>=', ['get', 'alarm'], 0]];
+
 function devicePaint() {
-  const colors = DOMAINS.flatMap((d) => [d, DOMAIN_COLORS[d]]);
   return {
     'circle-radius': ['interpolate', ['linear'], ['zoom'], 8, ['case', ['get', 'moving'], 5, 4], 12, ['case', ['get', 'moving'], 9, 8], 16, 12],
-    'circle-color': ['match', ['get', 'domain'], ...colors, DOMAIN_COLORS.generic],
+    'circle-color': domainColorExpression(),
     'circle-stroke-color': '#ffffff',
     'circle-stroke-width': ['case', ['get', 'moving'], 2, 1],
     'circle-stroke-opacity': ['case', ['get', 'online'], ['case', ['get', 'moving'], 0.95, 0.5], 0.2],
@@ -449,8 +565,12 @@ function onFrame(now) {
   advanceGlides(now);
   if (render.dirty) pushDevices();
   if (render.panelDirty) updatePanel();
+  if (render.alarmsDirty) updateAlarmList();
+  if (render.eventsDirty) updateEventLog();
+  const pulsing = render.pulses.length > 0 || render.pulsesShown;
+  if (pulsing) pushPulses(now);
   updatePopup();
-  if (render.animating.size > 0 || render.dirty) schedule();
+  if (render.animating.size > 0 || render.dirty || pulsing) schedule();
 }
 
 function pushDevices() {
@@ -490,7 +610,12 @@ function toggleDomain(domain, on) {
   else state.enabled.delete(domain);
   storageSet(STORE.hidden, DOMAINS.filter((d) => !state.enabled.has(d)).join(','));
   document.querySelector(`#domains li[data-domain="${domain}"]`).classList.toggle('off', !on);
+  const box = document.querySelector(`#domains li[data-domain="${domain}"] input`);
+  if (box) box.checked = on;
   if (map?.getLayer('devices')) map.setFilter('devices', domainFilter());
+  if (map?.getLayer('device-alarms')) map.setFilter('device-alarms', alarmFilter());
+  for (const id of ['geofence-fill', 'geofence-outline']) if (map?.getLayer(id)) map.setFilter(id, domainFilter());
+  updateGeofenceLabels();
   if (!on && popupDeviceId !== null && state.devices.get(popupDeviceId)?.domain === domain) popup?.remove();
 }
 
@@ -527,12 +652,385 @@ function tick() {
   schedule();
 }
 
-function showError(err) {
+function showError(err, what = 'loadFailed') {
   if (err?.message === 'unauthorized') return;
   console.error(err);
   const el = $('error');
-  el.textContent = `${t(state.lang, 'loadFailed')}: ${err?.message ?? err}`;
+  el.textContent = `${t(state.lang, what)}: ${err?.message ?? err}`;
   el.hidden = false;
+}
+
+/* ------------------------------------------------------------------ alarms */
+
+/** Reads every open alarm; events received meanwhile are newer and win. */
+async function loadAlarms() {
+  const sync = { touched: new Set() };
+  state.alarmSync = sync;
+  const items = [];
+  let cursor = null;
+  try {
+    for (let page = 0; page < ALARM_PAGES_MAX; page++) {
+      const body = await api(`/api/v1/alarms?status=open&limit=${ALARM_PAGE}${cursor ? `&cursor=${cursor}` : ''}`);
+      items.push(...body.items);
+      cursor = body.nextCursor;
+      if (cursor === null) break;
+    }
+  } catch (err) {
+    if (state.alarmSync === sync) state.alarmSync = null;
+    throw err;
+  }
+  if (state.alarmSync !== sync) return; // a newer read (reconnection) started: it decides
+  state.alarmSync = null;
+  const fresh = new Set(items.map((a) => a.id));
+  for (const id of [...state.alarms.keys()]) if (!fresh.has(id) && !sync.touched.has(id)) removeAlarm(id);
+  for (const a of items) if (!sync.touched.has(a.id)) putAlarm(a);
+  state.alarmsLoaded = true;
+  alarmsChanged();
+}
+
+/** An `alarm` event `{kind, alarm}`: raised ones are added, acknowledged ones marked, cleared ones removed. */
+function applyAlarm(change) {
+  const a = change?.alarm;
+  if (!a || typeof a.id !== 'number' || typeof a.device?.id !== 'number' || !(a.status in STATUS_RANK)) return;
+  state.alarmSync?.touched.add(a.id);
+  if (a.status === 'cleared') removeAlarm(a.id);
+  else putAlarm(a);
+  alarmsChanged();
+}
+
+function putAlarm(a) {
+  const cur = state.alarms.get(a.id);
+  if (cur && STATUS_RANK[cur.status] > STATUS_RANK[a.status]) return; // an older picture of it
+  state.alarms.set(a.id, a);
+  let ids = state.alarmsByDevice.get(a.device.id);
+  if (!ids) state.alarmsByDevice.set(a.device.id, (ids = new Set()));
+  ids.add(a.id);
+  touchDevice(a.device.id);
+}
+
+function removeAlarm(id) {
+  const a = state.alarms.get(id);
+  if (!a) return;
+  state.alarms.delete(id);
+  alarmElements.delete(id);
+  const ids = state.alarmsByDevice.get(a.device.id);
+  ids?.delete(id);
+  if (ids?.size === 0) state.alarmsByDevice.delete(a.device.id);
+  touchDevice(a.device.id);
+}
+
+function touchDevice(id) {
+  const d = state.devices.get(id);
+  if (d) refreshFeatureProps(d);
+  render.dirty = true;
+}
+
+function alarmsChanged() {
+  render.alarmsDirty = true;
+  schedule();
+}
+
+const compareAlarms = (a, b) =>
+  SEVERITIES.indexOf(a.severity) - SEVERITIES.indexOf(b.severity) || STATUS_RANK[a.status] - STATUS_RANK[b.status] || Date.parse(b.raisedAt) - Date.parse(a.raisedAt) || b.id - a.id;
+
+/** The device's open alarms, worst first. */
+const deviceAlarms = (id) => [...(state.alarmsByDevice.get(id) ?? [])].map((x) => state.alarms.get(x)).sort(compareAlarms);
+
+/** The alarm its ring shows: the worst, raised before acknowledged. */
+const deviceAlarm = (id) => (state.alarmsByDevice.has(id) ? deviceAlarms(id)[0] : undefined);
+
+function updateAlarmList() {
+  render.alarmsDirty = false;
+  const all = [...state.alarms.values()].sort(compareAlarms);
+  const shown = all.slice(0, ALARMS_SHOWN);
+  const items = shown.map(alarmElement);
+  const list = $('alarms');
+  const same = list.children.length === items.length && items.every((li, i) => list.children[i] === li);
+  if (!same) list.replaceChildren(...items);
+  const fmt = new Intl.NumberFormat(locale(state.lang));
+  $('alarm-count').textContent = fmt.format(all.length);
+  $('alarm-count').dataset.count = String(all.length);
+  $('alarms-empty').hidden = all.length > 0 || !state.alarmsLoaded;
+  $('alarms-more').hidden = all.length <= shown.length;
+  $('alarms-more').textContent = t(state.lang, 'moreAlarms', fmt.format(all.length - shown.length));
+}
+
+/** The list entry of an alarm, rebuilt only when what it shows changed. */
+function alarmElement(a) {
+  let entry = alarmElements.get(a.id);
+  if (!entry) {
+    const li = document.createElement('li');
+    li.className = 'alarm';
+    li.dataset.alarmId = String(a.id);
+    entry = { li, html: '' };
+    alarmElements.set(a.id, entry);
+  }
+  const html = alarmHtml(a);
+  if (html !== entry.html) {
+    entry.html = html;
+    entry.li.innerHTML = html;
+    entry.li.dataset.status = a.status;
+    entry.li.dataset.severity = a.severity;
+    entry.li.style.setProperty('--severity', SEVERITY_COLORS[a.severity]);
+  }
+  return entry.li;
+}
+
+function alarmHtml(a) {
+  const lang = state.lang;
+  const status = a.status === 'acknowledged' ? (a.acknowledgedBy ? t(lang, 'acknowledgedBy', a.acknowledgedBy) : t(lang, 'acknowledged')) : t(lang, 'raised');
+  const ack = a.status === 'raised' ? `<button type="button" class="ack"${state.acking.has(a.id) ? ' disabled' : ''}>${esc(t(lang, 'acknowledge'))}</button>` : '';
+  return `<button type="button" class="show" title="${esc(t(lang, 'showDevice'))}">
+<span class="line"><span class="severity">${esc(t(lang, `severity_${a.severity}`))}</span> <span class="device">${esc(a.device.name)}</span></span>
+<span class="rule">${esc(a.ruleName)} · ${esc(alarmCondition(a))}</span>
+<span class="when"><time datetime="${esc(a.raisedAt)}">${esc(formatWhen(Date.parse(a.raisedAt)))}</time> · <span class="ack-state">${esc(status)}</span></span>
+</button>${ack}`;
+}
+
+/** "Water level 4.05 m > 3.8 m" / "left geofence drone-corridors". */
+function alarmCondition(a) {
+  if (a.kind === 'geofence_exit') return t(state.lang, 'leftGeofence', a.geofence ?? '');
+  const spec = state.types.get(a.device.type)?.keys?.[a.key];
+  const label = pick(spec?.label, state.lang, a.key ?? '');
+  const value = a.value === null ? '' : ` ${formatValue(a.value, spec?.unit)}`;
+  const threshold = a.threshold === null ? '' : ` ${a.operator ?? ''} ${formatValue(a.threshold, spec?.unit)}`;
+  return `${label}${value}${threshold}`;
+}
+
+/** Clock time today, else date and time. */
+function formatWhen(ms) {
+  const d = new Date(ms);
+  const today = new Date().toDateString() === d.toDateString();
+  return today ? formatClock(ms) : d.toLocaleString(locale(state.lang), { month: 'numeric', day: 'numeric', hour: '2-digit', minute: '2-digit', hour12: false });
+}
+
+function onAlarmListClick(event) {
+  const li = event.target.closest('li.alarm');
+  const button = event.target.closest('button');
+  if (!li || !button) return;
+  const a = state.alarms.get(Number(li.dataset.alarmId));
+  if (!a) return;
+  if (button.classList.contains('ack')) void acknowledge(a.id);
+  else showDevice(a.device.id, a.position ? [a.position.lng, a.position.lat] : null);
+}
+
+/** Flies to the device (turning its domain on if hidden) and opens its popup. */
+function showDevice(id, fallback) {
+  const d = state.devices.get(id);
+  const at = d?.shown ?? fallback;
+  if (!at || !map) return;
+  if (d && !state.enabled.has(d.domain)) toggleDomain(d.domain, true);
+  map.flyTo({ center: at, zoom: Math.max(map.getZoom(), FLY_ZOOM), essential: true });
+  if (d?.shown) openPopup(id);
+}
+
+async function acknowledge(id) {
+  if (state.acking.has(id)) return;
+  state.acking.add(id);
+  alarmsChanged();
+  const by = $('operator').value.trim() || t(state.lang, 'operatorDefault');
+  try {
+    const alarm = await api(`/api/v1/alarms/${id}/ack`, { method: 'POST', body: { by } });
+    applyAlarm({ kind: 'acknowledged', alarm });
+  } catch (err) {
+    if (err.status === 409) {
+      // Acknowledged or cleared meanwhile: show what it is now.
+      const alarm = await api(`/api/v1/alarms/${id}`).catch(() => null);
+      if (alarm) applyAlarm({ kind: alarm.status, alarm });
+    } else if (err.status === 404) {
+      removeAlarm(id);
+    } else showError(err, 'ackFailed');
+  } finally {
+    state.acking.delete(id);
+    alarmsChanged();
+  }
+}
+
+/* ------------------------------------------------------------------ geofences */
+
+async function loadGeofences() {
+  state.geofencesReloadAt = Date.now();
+  const fc = await api('/api/v1/geofences');
+  state.geofences = fc;
+  state.geofenceIds = new Set(fc.features.map((f) => f.id));
+  state.geofencesLoaded = true;
+  map?.getSource('geofences')?.setData(fc);
+  buildGeofenceLabels();
+  $('geofence-count').textContent = new Intl.NumberFormat(locale(state.lang)).format(fc.features.length);
+}
+
+/** A fence we do not know (created since the page loaded): read the fences again, at most every GEOFENCE_RELOAD_MS. */
+function reloadGeofencesSoon() {
+  if (state.geofencesReloadTimer) return;
+  const wait = Math.max(0, state.geofencesReloadAt + GEOFENCE_RELOAD_MS - Date.now());
+  state.geofencesReloadTimer = setTimeout(() => {
+    state.geofencesReloadTimer = null;
+    loadGeofences().catch(showError);
+  }, wait);
+}
+
+function setGeofencesShown(on) {
+  state.showGeofences = on;
+  storageSet(STORE.geofences, on ? null : 'false');
+  for (const id of ['geofence-fill', 'geofence-outline']) if (map?.getLayer(id)) map.setLayoutProperty(id, 'visibility', on ? 'visible' : 'none');
+  updateGeofenceLabels();
+}
+
+/** One name label per fence (DOM: the offline style has no glyphs for map text; fences are few). */
+function buildGeofenceLabels() {
+  for (const m of geofenceLabels) m.remove();
+  geofenceLabels = [];
+  if (!map) return;
+  for (const f of state.geofences.features) {
+    const at = labelPoint(f.geometry);
+    if (!at) continue;
+    const el = document.createElement('div');
+    el.className = 'geofence-label';
+    el.textContent = f.properties.name;
+    el.dataset.geofenceId = String(f.id);
+    el.dataset.domain = f.properties.domain;
+    el.style.setProperty('--domain', DOMAIN_COLORS[f.properties.domain] ?? DOMAIN_COLORS.generic);
+    geofenceLabels.push(new maplibregl.Marker({ element: el, anchor: 'center' }).setLngLat(at).addTo(map));
+  }
+  updateGeofenceLabels();
+}
+
+function updateGeofenceLabels() {
+  for (const m of geofenceLabels) {
+    const el = m.getElement();
+    el.hidden = !state.showGeofences || !state.enabled.has(el.dataset.domain);
+  }
+}
+
+/**
+ * A point inside the fence's largest polygon for its label: the centroid of the outer ring when it
+ * is inside, else the middle of the widest inside stretch of the horizontal line through it.
+ */
+function labelPoint(geometry) {
+  const polygons = geometry?.type === 'Polygon' ? [geometry.coordinates] : geometry?.type === 'MultiPolygon' ? geometry.coordinates : [];
+  let best = null;
+  let bestArea = 0;
+  for (const p of polygons) {
+    const area = Math.abs(ringArea(p[0] ?? []));
+    if (area > bestArea) [best, bestArea] = [p, area];
+  }
+  if (!best) return null;
+  const c = ringCentroid(best[0]);
+  if (insidePolygon(c, best)) return c;
+  const xs = [];
+  for (const ring of best) {
+    for (let i = 0, j = ring.length - 1; i < ring.length; j = i++) {
+      const [x1, y1] = ring[j];
+      const [x2, y2] = ring[i];
+      if (y1 > c[1] !== y2 > c[1]) xs.push(x1 + ((c[1] - y1) / (y2 - y1)) * (x2 - x1));
+    }
+  }
+  xs.sort((a, b) => a - b);
+  let wide = null;
+  for (let i = 0; i + 1 < xs.length; i += 2) if (!wide || xs[i + 1] - xs[i] > wide[1] - wide[0]) wide = [xs[i], xs[i + 1]];
+  return wide ? [(wide[0] + wide[1]) / 2, c[1]] : best[0][0];
+}
+
+function ringArea(ring) {
+  let a = 0;
+  for (let i = 0, j = ring.length - 1; i < ring.length; j = i++) a += ring[j][0] * ring[i][1] - ring[i][0] * ring[j][1];
+  return a / 2;
+}
+
+function ringCentroid(ring) {
+  const a = ringArea(ring);
+  if (a === 0) return ring[0];
+  let x = 0;
+  let y = 0;
+  for (let i = 0, j = ring.length - 1; i < ring.length; j = i++) {
+    const f = ring[j][0] * ring[i][1] - ring[i][0] * ring[j][1];
+    x += (ring[j][0] + ring[i][0]) * f;
+    y += (ring[j][1] + ring[i][1]) * f;
+  }
+  return [x / (6 * a), y / (6 * a)];
+}
+
+/** Even-odd test over every ring (outer and holes). */
+function insidePolygon([x, y], rings) {
+  let inside = false;
+  for (const ring of rings) {
+    for (let i = 0, j = ring.length - 1; i < ring.length; j = i++) {
+      const [xi, yi] = ring[i];
+      const [xj, yj] = ring[j];
+      if (yi > y !== yj > y && x < ((xj - xi) * (y - yi)) / (yj - yi) + xi) inside = !inside;
+    }
+  }
+  return inside;
+}
+
+function openGeofencePopup(rendered, lngLat) {
+  const f = state.geofences.features.find((x) => x.id === rendered.id);
+  if (!f) return;
+  const lang = state.lang;
+  const p = f.properties;
+  const types = p.deviceTypes ?? [];
+  const domain = pick(DOMAIN_LABELS[p.domain], lang, p.domain);
+  const watched = types.length ? types.map((ty) => pick(state.types.get(ty)?.label, lang, ty)).join(', ') : t(lang, 'allMovingTypes', domain);
+  const dwell = p.dwellSeconds === null || p.dwellSeconds === undefined ? t(lang, 'noDwell') : t(lang, 'dwellSeconds', p.dwellSeconds);
+  const row = (label, value) => `<tr><th>${esc(label)}</th><td>${esc(value)}</td></tr>`;
+  popup?.remove();
+  const thisPopup = new maplibregl.Popup({ closeButton: true, closeOnClick: true, maxWidth: 'none', offset: 4 })
+    .setLngLat(lngLat)
+    .setHTML(
+      `<div class="geofence-popup" data-geofence-id="${esc(f.id)}"><h3>${esc(p.name)}</h3><table>${row(t(lang, 'domain'), domain)}${row(t(lang, 'watchedTypes'), watched)}${row(t(lang, 'dwellAfter'), dwell)}</table></div>`,
+    )
+    .addTo(map);
+  thisPopup.on('close', () => {
+    if (popup === thisPopup) popup = null;
+  });
+  popup = thisPopup;
+  popupDeviceId = null;
+}
+
+/** A `geofence` event: a pulse where it happened and a line in the log. */
+function applyGeofenceEvent(e) {
+  if (!e || typeof e.deviceId !== 'number' || !(e.kind in EVENT_COLORS)) return;
+  state.geofenceEvents.unshift(e);
+  if (state.geofenceEvents.length > EVENT_LOG_SIZE) state.geofenceEvents.length = EVENT_LOG_SIZE;
+  render.eventsDirty = true;
+  if (!state.geofenceIds.has(e.geofenceId)) reloadGeofencesSoon();
+  if (Number.isFinite(e.lng) && Number.isFinite(e.lat) && state.enabled.has(e.domain)) {
+    render.pulses.push({ at: [e.lng, e.lat], kind: e.kind, start: performance.now() });
+    if (render.pulses.length > MAX_PULSES) render.pulses.splice(0, render.pulses.length - MAX_PULSES);
+  }
+  schedule();
+}
+
+function pushPulses(now) {
+  render.pulses = render.pulses.filter((p) => now - p.start < PULSE_MS);
+  const source = map?.getSource('geofence-pulses');
+  if (!source || render.pulsesInFlight) return;
+  const features = render.pulses.map((p) => ({ type: 'Feature', geometry: { type: 'Point', coordinates: p.at }, properties: { kind: p.kind, p: (now - p.start) / PULSE_MS } }));
+  render.pulsesShown = features.length > 0;
+  render.pulsesInFlight = true;
+  Promise.resolve(source.setData({ type: 'FeatureCollection', features }))
+    .catch(() => {})
+    .finally(() => {
+      render.pulsesInFlight = false;
+    });
+}
+
+function updateEventLog() {
+  render.eventsDirty = false;
+  const lang = state.lang;
+  $('geofence-events').innerHTML = state.geofenceEvents
+    .map(
+      (e) =>
+        `<li data-kind="${esc(e.kind)}"><button type="button" data-event-id="${esc(e.id)}" title="${esc(t(lang, 'showDevice'))}"><time datetime="${esc(e.ts)}">${esc(formatWhen(Date.parse(e.ts)))}</time> <span class="device">${esc(e.deviceName)}</span> <span class="kind">${esc(t(lang, `event_${e.kind}`))}</span> <span class="fence">${esc(e.geofenceName)}</span></button></li>`,
+    )
+    .join('');
+  $('geofence-events-empty').hidden = state.geofenceEvents.length > 0;
+}
+
+function onEventLogClick(event) {
+  const button = event.target.closest('button[data-event-id]');
+  const e = button && state.geofenceEvents.find((x) => String(x.id) === button.dataset.eventId);
+  if (e) showDevice(e.deviceId, [e.lng, e.lat]);
 }
 
 /* ------------------------------------------------------------------ popup */
@@ -582,6 +1080,7 @@ function popupHtml(d) {
 ${row(t(lang, 'type'), pick(type?.label, lang, d.type))}
 ${d.online === null ? '' : row(t(lang, 'status'), t(lang, d.online ? 'online' : 'offline'))}
 <tr><th>${esc(t(lang, 'domain'))}</th><td><span class="swatch" style="background:${DOMAIN_COLORS[d.domain] ?? DOMAIN_COLORS.generic}"></span> ${esc(pick(DOMAIN_LABELS[d.domain], lang, d.domain))}</td><td></td></tr>
+${deviceAlarms(d.id).map((a) => `<tr class="alarm-row" data-severity="${a.severity}"><th>${esc(t(lang, 'alarm'))}</th><td>${esc(`${t(lang, `severity_${a.severity}`)} · ${a.ruleName}`)}</td><td class="age">${esc(t(lang, a.status))}</td></tr>`).join('\n')}
 ${values.join('\n') || `<tr><td colspan="3" class="empty">${esc(t(lang, 'noValues'))}</td></tr>`}
 ${row(t(lang, 'position'), formatPosition(d.pos), d.pos?.ts ? formatAge(lang, Date.now() - d.pos.ts) : '')}
 </table>
@@ -627,8 +1126,13 @@ function applyLang() {
   button.textContent = t(lang, 'switchLang');
   button.title = t(lang, 'switchLangTitle');
   $('login-key').placeholder = t(lang, 'loginTitle');
+  $('operator').placeholder = t(lang, 'operatorDefault');
+  $('geofence-toggle').title = t(lang, 'showGeofences');
   setConnection(state.connection);
   updatePanel();
+  alarmElements.clear(); // their text is in the old language
+  render.alarmsDirty = true;
+  render.eventsDirty = true;
   popupHtmlCache = '';
   schedule();
 }
@@ -643,7 +1147,8 @@ function exposeForTests() {
     },
     state,
     /** Map drawn, snapshot applied, live stream connected. */
-    ready: () => state.mapLoaded && state.snapshotLoaded && state.connection === 'connected' && Boolean(map?.getLayer('devices')),
+    ready: () =>
+      state.mapLoaded && state.snapshotLoaded && state.alarmsLoaded && state.geofencesLoaded && state.connection === 'connected' && Boolean(map?.getLayer('devices')),
     /** Where the device is drawn now (null if not on the map). */
     shown: (id) => state.devices.get(id)?.shown ?? null,
     /** The device's rendered feature as MapLibre sees it (null if not rendered). */
@@ -651,6 +1156,15 @@ function exposeForTests() {
       const f = map?.queryRenderedFeatures({ layers: ['devices'] }).find((x) => x.properties.id === id);
       return f ? { lng: f.geometry.coordinates[0], lat: f.geometry.coordinates[1], domain: f.properties.domain, online: f.properties.online } : null;
     },
+    /** The alarm ring drawn around the device (null if none): its severity and whether acknowledged. */
+    alarmRing(id) {
+      const f = map?.queryRenderedFeatures({ layers: ['device-alarms'] }).find((x) => x.properties.id === id);
+      return f ? { severity: SEVERITIES[f.properties.alarm], acked: f.properties.acked } : null;
+    },
+    /** Names of the geofences drawn in the view (fill layer). */
+    renderedGeofences: () => [...new Set(map?.queryRenderedFeatures({ layers: ['geofence-fill'] }).map((f) => f.properties.name) ?? [])],
+    /** Pulses of geofence events on the map now. */
+    pulses: () => render.pulses.map((p) => ({ kind: p.kind, lng: p.at[0], lat: p.at[1] })),
     openPopup,
     setLang,
   };
@@ -660,6 +1174,12 @@ async function main() {
   exposeForTests();
   $('lang').addEventListener('click', () => setLang(state.lang === 'zh' ? 'en' : 'zh'));
   $('login-form').addEventListener('submit', onLoginSubmit);
+  $('alarms').addEventListener('click', onAlarmListClick);
+  $('geofence-events').addEventListener('click', onEventLogClick);
+  $('operator').value = storageGet(STORE.operator) ?? '';
+  $('operator').addEventListener('change', () => storageSet(STORE.operator, $('operator').value.trim() || null));
+  $('geofence-toggle').checked = state.showGeofences;
+  $('geofence-toggle').addEventListener('change', () => setGeofencesShown($('geofence-toggle').checked));
   const config = await loadMapConfig();
   DOMAINS = config.domains.map((d) => d.name);
   for (const d of config.domains) DOMAIN_LABELS[d.name] = d.label;
