@@ -9,6 +9,9 @@ export const ErrorResponse = Type.Object({
   message: Type.String(),
 });
 
+/** The body of a 400: `message` says exactly what is wrong. */
+export const badRequest = (message: string) => ({ statusCode: 400, error: 'Bad Request', message });
+
 export const Location = Type.Object(
   {
     lat: Type.Number({ minimum: -90, maximum: 90 }),

@@ -1,6 +1,7 @@
 import { Type, type Static } from 'typebox';
 import { DOMAINS, type Domain } from '../core/domains.ts';
 import { AreaError, parseBbox, parseCells, parseCircle, parsePolygon, type Area } from '../geo/area.ts';
+import type { Selection } from '../db/spatial-query.ts';
 import { parseInstant } from './routes/telemetry.ts';
 
 /**
@@ -36,15 +37,6 @@ const FilterFields = {
 export const SelectionFields = { ...AreaFields, ...FilterFields };
 export const SelectionSchema = Type.Object(SelectionFields);
 export type SelectionInput = Static<typeof SelectionSchema>;
-
-export interface Selection {
-  area: Area;
-  from: Date;
-  to: Date;
-  domains: Domain[];
-  types: string[] | undefined;
-  keys: string[] | undefined;
-}
 
 /** A request that cannot be answered as asked; the message says exactly why (HTTP 400). */
 export class SelectionError extends Error {

@@ -137,7 +137,8 @@ async function main() {
       const same = first.every((f) => f.row.n === first[0]!.row.n && f.row.digest === first[0]!.row.digest);
       let setsEqual = true;
       if (w.ms <= 3_600_000) {
-        const a = (await h3Client.query(h3Sql(area, plan, from, end, KEYS).text + ' ORDER BY 1, 2', h3Sql(area, plan, from, end, KEYS).values)).rows;
+        const h = h3Sql(area, plan, from, end, KEYS);
+        const a = (await h3Client.query(h.text + ' ORDER BY 1, 2', h.values)).rows;
         const p = postgisSql(area, from, end, KEYS);
         const b = (await gisClient.query(p.text + ' ORDER BY 1, 2', p.values)).rows;
         setsEqual = JSON.stringify(a) === JSON.stringify(b);

@@ -288,6 +288,27 @@ export class AttributeService {
   }
 
   /**
+   * Client attributes a device (or a gateway for it) reported: validated (nulls skipped, as
+   * ThingsBoard does), the valid ones stored. Returns how many were stored and every refusal
+   * (`empty` when nothing was sent); a missing device still throws.
+   */
+  async saveReported(deviceId: number, sent: Record<string, unknown>): Promise<{ stored: number; rejections: Rejection[] }> {
+    const checked = validateAttributes(sent, { nulls: 'skip' });
+    const rejections = [...checked.rejections];
+    if (checked.count === 0) {
+      if (rejections.length === 0) rejections.push({ reason: 'empty', detail: 'no attribute values to store' });
+      return { stored: 0, rejections };
+    }
+    try {
+      await this.save(deviceId, 'client', checked.values);
+      return { stored: checked.count, rejections };
+    } catch (err) {
+      if (!(err instanceof AttributeError) || err.reason === 'not_found') throw err;
+      return { stored: 0, rejections: [...rejections, { reason: err.reason, detail: err.message }] };
+    }
+  }
+
+  /**
    * Sets (merges) keys in one scope of a device; validate first (`validateAttributes`). Resolves
    * after commit, once listeners were told; `delivered` is true when one sent it on to the device.
    * Throws AttributeError: `too_many_keys` (the scope would exceed its limit; nothing is stored),

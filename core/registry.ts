@@ -312,36 +312,20 @@ export class DeviceRegistry {
   /** Registers a device with a new random access token, or with `options.accessToken` (device provisioning: a token the device chose). */
   async create(input: DeviceInput, options: { accessToken?: string } = {}): Promise<{ device: Device; accessToken: string }> {
     const type = this.requireType(input.type);
-    const loc = input.location ?? null;
     for (let attempt = 0; ; attempt++) {
       const accessToken = options.accessToken ?? generateToken();
       try {
         const { rows } = await this.pool.query<DeviceRow>(
           `INSERT INTO devices (name, label, type, lat, lng, alt, cell, is_gateway, gateway_id, token_lookup, token_hash)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING ${DEVICE_COLUMNS}`,
-          [
-            input.name,
-            input.label ?? null,
-            type.name,
-            loc?.lat ?? null,
-            loc?.lng ?? null,
-            loc?.alt ?? null,
-            loc ? storageCell(loc.lat, loc.lng).toString() : null,
-            input.isGateway ?? false,
-            input.gatewayId ?? null,
-            tokenLookup(accessToken),
-            await hashSecret(accessToken),
-          ],
+          [...descriptionValues(input, type), tokenLookup(accessToken), await hashSecret(accessToken)],
         );
         const device = this.toDevice(rows[0]!);
         this.emit({ kind: 'created', device });
         return { device, accessToken };
       } catch (err) {
+        throwDescriptionConflict(err, input);
         const e = err as { code?: string; constraint?: string };
-        if (e.code === '23505' && e.constraint === 'devices_name_key') {
-          throw new RegistryError('conflict', `a device named "${input.name}" already exists`);
-        }
-        if (e.code === '23503') throw new RegistryError('invalid', `gateway ${input.gatewayId} does not exist`);
         if (e.code === '23505' && e.constraint === 'devices_token_lookup_key' && options.accessToken !== undefined) throw new RegistryError('conflict', 'that access token is taken');
         if (e.code === '23505' && e.constraint === 'devices_token_lookup_key' && attempt < 3) continue;
         throw err;
@@ -354,33 +338,19 @@ export class DeviceRegistry {
     const type = this.requireType(input.type);
     const current = await this.row(id);
     if (current) await this.checkDomainKept(current, type);
-    const loc = input.location ?? null;
     try {
       const { rows } = await this.pool.query<DeviceRow>(
         `UPDATE devices SET name = $2, label = $3, type = $4, lat = $5, lng = $6, alt = $7, cell = $8, is_gateway = $9,
                 gateway_id = $10, updated_at = now()
           WHERE id = $1 RETURNING ${DEVICE_COLUMNS}`,
-        [
-          id,
-          input.name,
-          input.label ?? null,
-          type.name,
-          loc?.lat ?? null,
-          loc?.lng ?? null,
-          loc?.alt ?? null,
-          loc ? storageCell(loc.lat, loc.lng).toString() : null,
-          input.isGateway ?? false,
-          input.gatewayId ?? null,
-        ],
+        [id, ...descriptionValues(input, type)],
       );
       if (!rows[0]) throw new RegistryError('not_found', `no device ${id}`);
       const device = this.toDevice(rows[0]);
       this.emit({ kind: 'updated', device });
       return device;
     } catch (err) {
-      const e = err as { code?: string; constraint?: string };
-      if (e.code === '23505' && e.constraint === 'devices_name_key') throw new RegistryError('conflict', `a device named "${input.name}" already exists`);
-      if (e.code === '23503') throw new RegistryError('invalid', `gateway ${input.gatewayId} does not exist`);
+      throwDescriptionConflict(err, input);
       throw err;
     }
   }
@@ -737,4 +707,27 @@ export class DeviceRegistry {
       updatedAt: row.updated_at.toISOString(),
     };
   }
+}
+
+/** Values of a device's description columns: name, label, type, lat, lng, alt, cell, is_gateway, gateway_id. */
+function descriptionValues(input: DeviceInput, type: DeviceType): unknown[] {
+  const loc = input.location ?? null;
+  return [
+    input.name,
+    input.label ?? null,
+    type.name,
+    loc?.lat ?? null,
+    loc?.lng ?? null,
+    loc?.alt ?? null,
+    loc ? storageCell(loc.lat, loc.lng).toString() : null,
+    input.isGateway ?? false,
+    input.gatewayId ?? null,
+  ];
+}
+
+/** A taken name or a missing gateway, as the registry's own error; anything else returns. */
+function throwDescriptionConflict(err: unknown, input: DeviceInput): void {
+  const e = err as { code?: string; constraint?: string };
+  if (e.code === '23505' && e.constraint === 'devices_name_key') throw new RegistryError('conflict', `a device named "${input.name}" already exists`);
+  if (e.code === '23503') throw new RegistryError('invalid', `gateway ${input.gatewayId} does not exist`);
 }

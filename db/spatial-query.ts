@@ -8,11 +8,18 @@ import type { KeyDictionary } from './keys.ts';
 import { inTransaction } from './pool.ts';
 import { readingsTable } from './readings-tables.ts';
 
-/** A spatial request made concrete for SQL: the tables to read, device ids and key ids to keep. */
-export interface ResolvedSelection {
+/** What a spatial request selects, checked (api/spatial-selection.ts parses it): window is [from, to). */
+export interface Selection {
   area: Area;
   from: Date;
   to: Date;
+  domains: Domain[];
+  types: string[] | undefined;
+  keys: string[] | undefined;
+}
+
+/** A spatial request made concrete for SQL: the tables to read, device ids and key ids to keep. */
+export interface ResolvedSelection extends Pick<Selection, 'area' | 'from' | 'to'> {
   /** Domains whose readings tables are read (narrowed by the device types asked for). */
   domains: Domain[];
   /** Only these devices (the device types asked for); undefined: all. */
@@ -85,7 +92,7 @@ export class DevicePositions {
 /** Resolves types to device ids and key names to ids, and plans the area. */
 export async function resolveSelection(
   deps: SpatialDeps,
-  sel: { area: Area; from: Date; to: Date; domains: readonly Domain[]; types: readonly string[] | undefined; keys: readonly string[] | undefined },
+  sel: Selection,
 ): Promise<ResolvedSelection> {
   let domains = [...sel.domains];
   let deviceIds: number[] | undefined;

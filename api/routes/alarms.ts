@@ -17,7 +17,7 @@ import {
 } from '../../core/alarms.ts';
 import { DOMAINS, Domain, type Domain as DomainName } from '../../core/domains.ts';
 import { MAX_KEY_LENGTH } from '../../ingest/validate.ts';
-import { ErrorResponse } from '../schemas.ts';
+import { ErrorResponse, badRequest } from '../schemas.ts';
 import { parseInstant } from './telemetry.ts';
 
 const Nullable = <T extends Parameters<typeof Type.Union>[0][number]>(schema: T) => Type.Union([schema, Type.Null()]);
@@ -125,7 +125,6 @@ const Actor = Type.Object(
 const STATUS_TEXT = `${ALARM_STATUSES.join(', ')} or open (raised and acknowledged)`;
 const GEOJSON = 'application/geo+json';
 
-const badRequest = (message: string) => ({ statusCode: 400, error: 'Bad Request', message });
 
 const ERROR_STATUS: Record<AlarmError['code'], [number, string]> = {
   invalid: [400, 'Bad Request'],

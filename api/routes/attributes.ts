@@ -11,7 +11,8 @@ import {
   type AttributeService,
 } from '../../core/attributes.ts';
 import type { DeviceRegistry } from '../../core/registry.ts';
-import { DeviceIdParams, ErrorResponse } from '../schemas.ts';
+import { DeviceIdParams, ErrorResponse, badRequest } from '../schemas.ts';
+import { noDevice } from '../registry-errors.ts';
 
 const Value = Type.Unknown({ description: 'string, number, boolean, JSON object or JSON array' });
 const Values = Type.Record(Type.String(), Value);
@@ -32,8 +33,6 @@ const SCOPES_TEXT = ATTRIBUTE_SCOPES.join(', ');
  * device when it is connected and subscribed.
  */
 export const attributesRoutes: FastifyPluginAsyncTypebox<{ registry: DeviceRegistry; attributes: AttributeService }> = async (app, { registry, attributes }) => {
-  const badRequest = (message: string) => ({ statusCode: 400, error: 'Bad Request', message });
-  const notFound = (id: number) => ({ statusCode: 404, error: 'Not Found', message: `no device ${id}` });
   /** The scope a write names, or the 400 message. */
   const writableScope = (scope: string, verb: 'set' | 'delete'): AttributeScope | string => {
     if (!isAttributeScope(scope)) return `scope: "${scope}" is not one of ${SCOPES_TEXT}`;
@@ -62,7 +61,7 @@ export const attributesRoutes: FastifyPluginAsyncTypebox<{ registry: DeviceRegis
       if (scope !== undefined && !isAttributeScope(scope)) return reply.code(400).send(badRequest(`scope: "${scope}" is not one of ${SCOPES_TEXT}`));
       const keys = splitKeys(request.query.keys);
       if (keys && keys.length > ATTRIBUTE_LIMITS.maxKeysPerMessage) return reply.code(400).send(badRequest(`keys: ${tooManyKeys(keys.length)}`));
-      if (!(await registry.get(id))) return reply.code(404).send(notFound(id));
+      if (!(await registry.get(id))) return reply.code(404).send(noDevice(id));
       return attributes.entries(id, scope === undefined ? ATTRIBUTE_SCOPES : [scope], keys);
     },
   );
@@ -86,7 +85,7 @@ export const attributesRoutes: FastifyPluginAsyncTypebox<{ registry: DeviceRegis
       const { id } = request.params;
       const scope = writableScope(request.params.scope, 'set');
       if (!isAttributeScope(scope)) return reply.code(400).send(badRequest(scope));
-      if (!(await registry.get(id))) return reply.code(404).send(notFound(id));
+      if (!(await registry.get(id))) return reply.code(404).send(noDevice(id));
       const body = request.body as Record<string, unknown>;
       const keys = Object.keys(body);
       if (keys.length === 0) return reply.code(400).send(badRequest('body: no attributes given (e.g. {"target": 22})'));
@@ -100,7 +99,7 @@ export const attributesRoutes: FastifyPluginAsyncTypebox<{ registry: DeviceRegis
         const { ts, delivered } = await attributes.save(id, scope, checked.values);
         return { scope, updated: keys, ts, delivered };
       } catch (err) {
-        if (err instanceof AttributeError) return err.reason === 'not_found' ? reply.code(404).send(notFound(id)) : reply.code(400).send(badRequest(`${err.reason}: ${err.message}`));
+        if (err instanceof AttributeError) return err.reason === 'not_found' ? reply.code(404).send(noDevice(id)) : reply.code(400).send(badRequest(`${err.reason}: ${err.message}`));
         throw err;
       }
     },
@@ -128,7 +127,7 @@ export const attributesRoutes: FastifyPluginAsyncTypebox<{ registry: DeviceRegis
       const keys = splitKeys(request.query.keys);
       if (!keys || keys.length === 0) return reply.code(400).send(badRequest('keys: name the keys to delete, comma-separated (keys=a,b)'));
       if (keys.length > ATTRIBUTE_LIMITS.maxKeysPerMessage) return reply.code(400).send(badRequest(`keys: ${tooManyKeys(keys.length)}`));
-      if (!(await registry.get(id))) return reply.code(404).send(notFound(id));
+      if (!(await registry.get(id))) return reply.code(404).send(noDevice(id));
       const { deleted, delivered } = await attributes.remove(id, scope, keys);
       return { scope, deleted, delivered };
     },
@@ -155,7 +154,7 @@ export const attributesRoutes: FastifyPluginAsyncTypebox<{ registry: DeviceRegis
     },
     async (request, reply) => {
       const { id } = request.params;
-      if (!(await registry.get(id))) return reply.code(404).send(notFound(id));
+      if (!(await registry.get(id))) return reply.code(404).send(noDevice(id));
       return attributes.shadow(id);
     },
   );

@@ -2,7 +2,8 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import type { Connectivity as ConnectivityService } from '../../core/connectivity.ts';
 import type { DeviceRegistry } from '../../core/registry.ts';
-import { DeviceIdParams, ErrorResponse } from '../schemas.ts';
+import { DeviceIdParams, ErrorResponse, badRequest } from '../schemas.ts';
+import { noDevice } from '../registry-errors.ts';
 import { parseInstant } from './telemetry.ts';
 
 const Nullable = <T extends Parameters<typeof Type.Union>[0][number]>(schema: T) => Type.Union([schema, Type.Null()]);
@@ -35,7 +36,6 @@ const RECENT_EVENTS = 20;
 
 /** Connection state of a device and its connect/disconnect history. */
 export const connectivityRoutes: FastifyPluginAsyncTypebox<{ registry: DeviceRegistry; connectivity: ConnectivityService }> = async (app, { registry, connectivity }) => {
-  const notFound = (id: number) => ({ statusCode: 404, error: 'Not Found', message: `no device ${id}` });
 
   app.get(
     '/devices/:id/connectivity',
@@ -49,7 +49,7 @@ export const connectivityRoutes: FastifyPluginAsyncTypebox<{ registry: DeviceReg
     },
     async (request, reply) => {
       const { id } = request.params;
-      if (!(await registry.get(id))) return reply.code(404).send(notFound(id));
+      if (!(await registry.get(id))) return reply.code(404).send(noDevice(id));
       const [state, events] = await Promise.all([connectivity.state(id), connectivity.events(id, { limit: RECENT_EVENTS })]);
       return { ...state, events };
     },
@@ -75,9 +75,9 @@ export const connectivityRoutes: FastifyPluginAsyncTypebox<{ registry: DeviceReg
       const q = request.query;
       const from = q.from === undefined ? undefined : parseInstant(q.from);
       const to = q.to === undefined ? undefined : parseInstant(q.to);
-      if (q.from !== undefined && !from) return reply.code(400).send({ statusCode: 400, error: 'Bad Request', message: `from: "${q.from}" is not an ISO 8601 date-time or epoch milliseconds` });
-      if (q.to !== undefined && !to) return reply.code(400).send({ statusCode: 400, error: 'Bad Request', message: `to: "${q.to}" is not an ISO 8601 date-time or epoch milliseconds` });
-      if (!(await registry.get(id))) return reply.code(404).send(notFound(id));
+      if (q.from !== undefined && !from) return reply.code(400).send(badRequest(`from: "${q.from}" is not an ISO 8601 date-time or epoch milliseconds`));
+      if (q.to !== undefined && !to) return reply.code(400).send(badRequest(`to: "${q.to}" is not an ISO 8601 date-time or epoch milliseconds`));
+      if (!(await registry.get(id))) return reply.code(404).send(noDevice(id));
       return connectivity.events(id, { from, to, limit: q.limit });
     },
   );

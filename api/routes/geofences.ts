@@ -3,7 +3,8 @@ import { Type } from 'typebox';
 import { Domain } from '../../core/domains.ts';
 import { GEOFENCE_LIMITS, GeofenceError, type Geofence, type GeofenceEvent, type GeofenceService, eventJson } from '../../core/geofences.ts';
 import type { DeviceRegistry } from '../../core/registry.ts';
-import { ErrorResponse } from '../schemas.ts';
+import { ErrorResponse, badRequest } from '../schemas.ts';
+import { noDevice } from '../registry-errors.ts';
 import { parseInstant } from './telemetry.ts';
 
 // GeoJSON (RFC 7946) as the responses carry it.
@@ -98,9 +99,7 @@ const toEventFeature = (e: GeofenceEvent) => {
  * dwell events as GeoJSON Points. A change to a fence takes effect for the next reading.
  */
 export const geofencesRoutes: FastifyPluginAsyncTypebox<{ geofences: GeofenceService; registry: DeviceRegistry }> = async (app, { geofences, registry }) => {
-  const badRequest = (message: string) => ({ statusCode: 400, error: 'Bad Request', message });
   const noFence = (id: number) => ({ statusCode: 404, error: 'Not Found', message: `no geofence ${id}` });
-  const noDevice = (id: number) => ({ statusCode: 404, error: 'Not Found', message: `no device ${id}` });
   const failure = (err: unknown) => {
     if (!(err instanceof GeofenceError)) throw err;
     const status: 400 | 404 | 409 = err.code === 'invalid' ? 400 : err.code === 'not_found' ? 404 : 409;

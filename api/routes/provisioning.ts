@@ -2,7 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import { MIN_CHOSEN_SECRET_LENGTH, type Provisioning } from '../../core/provisioning.ts';
 import { RegistryError } from '../../core/registry.ts';
-import { ErrorResponse } from '../schemas.ts';
+import { ErrorResponse, badRequest } from '../schemas.ts';
 
 const ProvisionKey = Type.Object({
   id: Type.Integer(),
@@ -47,7 +47,7 @@ export const provisionKeysRoutes: FastifyPluginAsyncTypebox<{ provisioning: Prov
         const { key, secret } = await provisioning.createKey(request.body);
         return reply.code(201).send({ ...key, secret });
       } catch (err) {
-        if (err instanceof RegistryError) return reply.code(400).send({ statusCode: 400, error: 'Bad Request', message: err.message });
+        if (err instanceof RegistryError) return reply.code(400).send(badRequest(err.message));
         throw err;
       }
     },

@@ -2,7 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import { Domain } from '../../core/domains.ts';
 import { RetentionPolicy, RetentionReport, RetentionUpdate, type Retention } from '../../db/retention.ts';
-import { ErrorResponse } from '../schemas.ts';
+import { ErrorResponse, badRequest } from '../schemas.ts';
 
 /**
  * Validation messages without the noise of the `null | integer` unions ("must be equal to
@@ -42,7 +42,7 @@ export const retentionRoutes: FastifyPluginAsyncTypebox<{ retention: Retention }
       try {
         return await retention.update(request.params.domain, request.body);
       } catch (err) {
-        if (err instanceof RangeError) return reply.code(400).send({ statusCode: 400, error: 'Bad Request', message: err.message });
+        if (err instanceof RangeError) return reply.code(400).send(badRequest(err.message));
         throw err;
       }
     },

@@ -6,7 +6,7 @@ import { bigIntToCell } from '../../geo/cell.ts';
 import { Params } from '../../db/area-query.ts';
 import { QUERY_CANCELED, resolveSelection, selectionRowsSql, selectsNothing, withSpatialSession, type SpatialDeps } from '../../db/spatial-query.ts';
 import type { LatestTracker } from '../../ingest/latest.ts';
-import { ErrorResponse } from '../schemas.ts';
+import { ErrorResponse, badRequest } from '../schemas.ts';
 import { MAX_WINDOW_DAYS, SelectionError, SelectionFields, parseSelection, type SelectionInput } from '../spatial-selection.ts';
 
 /** Readings one history page may hold. */
@@ -32,7 +32,6 @@ const HistoryQuery = Type.Object({
   cursor: Type.Optional(Type.String({ maxLength: 200, description: 'the `next` of the previous page' })),
 });
 
-const badRequest = (message: string) => ({ statusCode: 400, error: 'Bad Request', message });
 
 /** A history position: readings strictly older than (ts, device) in (ts DESC, device DESC) order. */
 interface Position {

@@ -6,7 +6,8 @@ import type { KeyDictionary } from '../../db/keys.ts';
 import { AGGREGATES, autoInterval, formatInterval, parseInterval, type Aggregate } from '../../db/buckets.ts';
 import { MAX_POINTS_PER_KEY, earliestData, keysInRange, telemetryBuckets, telemetryHistory } from '../../db/telemetry.ts';
 import type { LatestTracker } from '../../ingest/latest.ts';
-import { DeviceIdParams, ErrorResponse, Point } from '../schemas.ts';
+import { DeviceIdParams, ErrorResponse, Point, badRequest } from '../schemas.ts';
+import { noDevice } from '../registry-errors.ts';
 
 const Instant = Type.String({
   description: 'ISO 8601 date-time (e.g. 2026-11-26T08:00:00Z) or epoch milliseconds',
@@ -46,7 +47,6 @@ export const telemetryRoutes: FastifyPluginAsyncTypebox<{ registry: DeviceRegist
   app,
   { registry, pool, keys: dictionary, latest },
 ) => {
-  const badRequest = (message: string) => ({ statusCode: 400, error: 'Bad Request', message });
 
   app.get(
     '/devices/:id/telemetry',
@@ -89,7 +89,7 @@ export const telemetryRoutes: FastifyPluginAsyncTypebox<{ registry: DeviceRegist
         return reply.code(400).send(badRequest(`agg: "${q.agg}" is not one of ${AGGREGATES.join(', ')}`));
       }
       const device = await registry.get(id);
-      if (!device) return reply.code(404).send({ statusCode: 404, error: 'Not Found', message: `no device ${id}` });
+      if (!device) return reply.code(404).send(noDevice(id));
       keys ??= await keysInRange(pool, dictionary, id, from, to);
       if (interval === undefined) return telemetryHistory(pool, dictionary, id, keys, from, to, q.limit ?? 100);
 
@@ -119,7 +119,7 @@ export const telemetryRoutes: FastifyPluginAsyncTypebox<{ registry: DeviceRegist
     },
     async (request, reply) => {
       const { id } = request.params;
-      if (!(await registry.get(id))) return reply.code(404).send({ statusCode: 404, error: 'Not Found', message: `no device ${id}` });
+      if (!(await registry.get(id))) return reply.code(404).send(noDevice(id));
       const state = await latest.get(id);
       const all: Record<string, { ts: number; value: number }> = {};
       if (state) {

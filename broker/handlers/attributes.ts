@@ -1,10 +1,8 @@
 import type { PublishPacket } from 'aedes';
 import {
-  AttributeError,
   attributeUpdateMessage,
   parseAttributesPayload,
   parseAttributesRequest,
-  validateAttributes,
   type AttributeListener,
   type AttributeService,
 } from '../../core/attributes.ts';
@@ -32,25 +30,7 @@ export function clientAttributesHandler(attributes: AttributeService, deliver: D
     const payload = bufferOf(packet);
     const deviceId = session.device.id;
     const parsed = parseAttributesPayload(payload, maxPayloadBytes);
-    const rejections: Rejection[] = [];
-    let stored = 0;
-    if (!parsed.ok) {
-      rejections.push(parsed.error);
-    } else {
-      const checked = validateAttributes(parsed.values, { nulls: 'skip' }); // ThingsBoard skips nulls silently
-      rejections.push(...checked.rejections);
-      if (checked.count > 0) {
-        try {
-          await attributes.save(deviceId, 'client', checked.values);
-          stored = checked.count;
-        } catch (err) {
-          if (!(err instanceof AttributeError) || err.reason === 'not_found') throw err;
-          rejections.push({ reason: err.reason, detail: err.message });
-        }
-      } else if (rejections.length === 0) {
-        rejections.push({ reason: 'empty', detail: 'no attribute values to store' });
-      }
-    }
+    const { stored, rejections } = parsed.ok ? await attributes.saveReported(deviceId, parsed.values) : { stored: 0, rejections: [parsed.error] };
     if (rejections.length > 0) {
       rejected.recordRejection(deviceId, packet.topic, payload, rejections, stored);
       notifyRejections(deviceId, packet.topic, rejections, stored, deliver);

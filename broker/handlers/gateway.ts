@@ -1,5 +1,5 @@
 import type { PublishPacket } from 'aedes';
-import { AttributeError, validateAttributes, type AttributeListener, type AttributeService } from '../../core/attributes.ts';
+import type { AttributeListener, AttributeService } from '../../core/attributes.ts';
 import {
   GATEWAY_TOPICS,
   attributeResponse,
@@ -75,6 +75,19 @@ export function gatewayHandlers(options: GatewayHandlerOptions): NonNullable<Dev
     if (errors.length === 0) return;
     void deliver(gateway.device.id, ERRORS_TOPIC, JSON.stringify({ topic, ts: Date.now(), stored, errors: errors.slice(0, 100) }), 0);
   };
+  type Part = { stored: number; errors: GatewayError[] };
+  /** One sub-device's part refused as a whole, kept under the gateway (`named`: the detail starts with the device's name). */
+  const refuseEntry = (gateway: DeviceSession, topic: string, entry: DeviceEntry, rejection: Rejection, named = false): Part => {
+    ingest.recordRejection(gateway.device.id, topic, entryPayload(entry), named ? { ...rejection, detail: `${entry.device}: ${rejection.detail}` } : rejection);
+    return { stored: 0, errors: [withDevice(entry.device, rejection)] };
+  };
+  const notifyParts = (gateway: DeviceSession, topic: string, parts: Part[]) =>
+    notify(
+      gateway,
+      topic,
+      parts.reduce((n, p) => n + p.stored, 0),
+      parts.flatMap((p) => p.errors),
+    );
   /** A refusal decided here (not by ingest): kept under the gateway, counted, logged, explained. */
   const refuse = (gateway: DeviceSession, topic: string, payload: Buffer, rejection: Rejection, device?: string) => {
     ingest.recordRejection(gateway.device.id, topic, payload, device === undefined ? rejection : { ...rejection, detail: `${device}: ${rejection.detail}` });
@@ -110,29 +123,19 @@ export function gatewayHandlers(options: GatewayHandlerOptions): NonNullable<Dev
       if (!split.ok) return refuse(gateway, packet.topic, payload, split.error);
       const receivedAt = Date.now();
       const parts = await Promise.all(
-        split.entries.map(async (entry): Promise<{ stored: number; errors: GatewayError[] }> => {
+        split.entries.map(async (entry): Promise<Part> => {
           // ThingsBoard: an array of {"ts","values"} or flat objects. One such object alone is accepted too.
           if (!Array.isArray(entry.value) && !isPlainObject(entry.value)) {
-            const rejection: Rejection = { reason: 'invalid_shape', detail: `a device's telemetry must be an array of {"ts", "values"} (or flat) objects, got ${entry.raw.slice(0, 60)}` };
-            ingest.recordRejection(gateway.device.id, packet.topic, entryPayload(entry), rejection);
-            return { stored: 0, errors: [withDevice(entry.device, rejection)] };
+            return refuseEntry(gateway, packet.topic, entry, { reason: 'invalid_shape', detail: `a device's telemetry must be an array of {"ts", "values"} (or flat) objects, got ${entry.raw.slice(0, 60)}` });
           }
           const found = await gateways.resolve(gateway, entry.device, { create: true });
-          if (!found.ok) {
-            ingest.recordRejection(gateway.device.id, packet.topic, entryPayload(entry), { ...found.rejection, detail: `${entry.device}: ${found.rejection.detail}` });
-            return { stored: 0, errors: [withDevice(entry.device, found.rejection)] };
-          }
+          if (!found.ok) return refuseEntry(gateway, packet.topic, entry, found.rejection, true);
           // The sub-device's part goes through ingest as its own message (recorded under it when refused).
           const outcome = await ingest.telemetry(found.sub.session.device, Buffer.from(entry.raw), packet.topic, receivedAt);
           return { stored: outcome.stored, errors: outcome.rejections.map((r) => withDevice(entry.device, r)) };
         }),
       );
-      notify(
-        gateway,
-        packet.topic,
-        parts.reduce((n, p) => n + p.stored, 0),
-        parts.flatMap((p) => p.errors),
-      );
+      notifyParts(gateway, packet.topic, parts);
     },
 
     /** `{"Name": {"attr": value, …}, …}`: client attributes of each sub-device, acknowledged once committed. */
@@ -141,42 +144,19 @@ export function gatewayHandlers(options: GatewayHandlerOptions): NonNullable<Dev
       const split = splitByDevice(payload, maxPayloadBytes, maxDevicesPerMessage, '{"Pump 7": {"fw": "1.2"}}');
       if (!split.ok) return refuse(gateway, packet.topic, payload, split.error);
       const parts = await Promise.all(
-        split.entries.map(async (entry): Promise<{ stored: number; errors: GatewayError[] }> => {
+        split.entries.map(async (entry): Promise<Part> => {
           if (!isPlainObject(entry.value)) {
-            const rejection: Rejection = { reason: 'invalid_shape', detail: `a device's attributes must be one JSON object of key/value pairs, got ${entry.raw.slice(0, 60)}` };
-            ingest.recordRejection(gateway.device.id, packet.topic, entryPayload(entry), rejection);
-            return { stored: 0, errors: [withDevice(entry.device, rejection)] };
+            return refuseEntry(gateway, packet.topic, entry, { reason: 'invalid_shape', detail: `a device's attributes must be one JSON object of key/value pairs, got ${entry.raw.slice(0, 60)}` });
           }
           const found = await gateways.resolve(gateway, entry.device, { create: true });
-          if (!found.ok) {
-            ingest.recordRejection(gateway.device.id, packet.topic, entryPayload(entry), { ...found.rejection, detail: `${entry.device}: ${found.rejection.detail}` });
-            return { stored: 0, errors: [withDevice(entry.device, found.rejection)] };
-          }
+          if (!found.ok) return refuseEntry(gateway, packet.topic, entry, found.rejection, true);
           const deviceId = found.sub.session.device.id;
-          const checked = validateAttributes(entry.value, { nulls: 'skip' });
-          const rejections: Rejection[] = [...checked.rejections];
-          let stored = 0;
-          if (checked.count > 0) {
-            try {
-              await attributes.save(deviceId, 'client', checked.values);
-              stored = checked.count;
-            } catch (err) {
-              if (!(err instanceof AttributeError) || err.reason === 'not_found') throw err;
-              rejections.push({ reason: err.reason, detail: err.message });
-            }
-          } else if (rejections.length === 0) {
-            rejections.push({ reason: 'empty', detail: 'no attribute values to store' });
-          }
+          const { stored, rejections } = await attributes.saveReported(deviceId, entry.value);
           if (rejections.length > 0) ingest.recordRejection(deviceId, packet.topic, Buffer.from(entry.raw), rejections, stored);
           return { stored, errors: rejections.map((r) => withDevice(entry.device, r)) };
         }),
       );
-      notify(
-        gateway,
-        packet.topic,
-        parts.reduce((n, p) => n + p.stored, 0),
-        parts.flatMap((p) => p.errors),
-      );
+      notifyParts(gateway, packet.topic, parts);
     },
 
     /**

@@ -5,12 +5,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ATTRIBUTE_LIMITS } from '../../core/attributes.ts';
 import { testPool } from '../support/database.ts';
 import { mosquittoPub, mosquittoRr, mosquittoSub, type MosquittoTarget } from '../support/mosquitto-clients.ts';
+import { inbox, nextMessage, sleep, type Received } from '../support/inbox.ts';
 import { eventually, startTestPlatform, type CreatedDevice, type TestPlatform } from '../support/platform.ts';
-
-interface Received {
-  topic: string;
-  body: unknown;
-}
 
 interface DeviceError {
   topic: string;
@@ -18,28 +14,11 @@ interface DeviceError {
   errors: { reason: string; key?: string; detail: string }[];
 }
 
+const topicAndBody = ({ topic, body }: Received) => ({ topic, body });
+
 type ByScope = Partial<Record<'client' | 'shared' | 'server', Record<string, { value: unknown; ts: number }>>>;
 
-/** Every message a client receives, parsed, in order. */
-function inbox(client: MqttClient): Received[] {
-  const messages: Received[] = [];
-  client.on('message', (topic, payload) => {
-    const text = payload.toString();
-    let body: unknown = text;
-    try {
-      body = JSON.parse(text);
-    } catch {
-      // kept as text
-    }
-    messages.push({ topic, body });
-  });
-  return messages;
-}
 
-const next = (messages: Received[], topic: string | RegExp, after = 0) =>
-  eventually(() => messages.slice(after).find((m) => (typeof topic === 'string' ? m.topic === topic : topic.test(m.topic))), { timeoutMs: 5000 });
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe('attributes: client, shared and server scopes, requests, pushes and the shadow', () => {
   let t: TestPlatform;
@@ -103,36 +82,36 @@ describe('attributes: client, shared and server scopes, requests, pushes and the
       const got = inbox(c);
       await c.subscribeAsync('v1/devices/me/attributes/response/+', { qos: 1 });
       await c.publishAsync('v1/devices/me/attributes/request/1', JSON.stringify({ clientKeys: 'fw', sharedKeys: 'target,nope' }), { qos: 1 });
-      expect((await next(got, 'v1/devices/me/attributes/response/1')).body).toEqual({ client: { fw: '2.0' }, shared: { target: 22 } });
+      expect((await nextMessage(got, 'v1/devices/me/attributes/response/1')).body).toEqual({ client: { fw: '2.0' }, shared: { target: 22 } });
 
       await c.publishAsync('v1/devices/me/attributes/request/2', '{}', { qos: 1 });
-      expect((await next(got, 'v1/devices/me/attributes/response/2')).body).toEqual({
+      expect((await nextMessage(got, 'v1/devices/me/attributes/response/2')).body).toEqual({
         client: { fw: '2.0', model: 'DG-7' },
         shared: { target: 22, schedule: { on: '07:00' } },
       }); // never the server scope
 
       await c.publishAsync('v1/devices/me/attributes/request/3', JSON.stringify({ sharedKeys: 'schedule' }), { qos: 1 });
-      expect((await next(got, 'v1/devices/me/attributes/response/3')).body).toEqual({ shared: { schedule: { on: '07:00' } } });
+      expect((await nextMessage(got, 'v1/devices/me/attributes/response/3')).body).toEqual({ shared: { schedule: { on: '07:00' } } });
 
       await c.publishAsync('v1/devices/me/attributes/request/4', JSON.stringify({ clientKeys: 'absent, model ' }), { qos: 1 });
-      expect((await next(got, 'v1/devices/me/attributes/response/4')).body).toEqual({ client: { model: 'DG-7' } });
+      expect((await nextMessage(got, 'v1/devices/me/attributes/response/4')).body).toEqual({ client: { model: 'DG-7' } });
 
       await c.publishAsync('v1/devices/me/attributes/request/5', JSON.stringify({ clientKeys: 'absent' }), { qos: 1 });
-      expect((await next(got, 'v1/devices/me/attributes/response/5')).body).toEqual({});
+      expect((await nextMessage(got, 'v1/devices/me/attributes/response/5')).body).toEqual({});
 
       await c.publishAsync('v1/devices/me/attributes/request/6', JSON.stringify({ secret: 'x', serverKeys: 'secret' }), { qos: 1 });
-      expect((await next(got, 'v1/devices/me/attributes/response/6')).body).not.toHaveProperty('server');
+      expect((await nextMessage(got, 'v1/devices/me/attributes/response/6')).body).not.toHaveProperty('server');
 
       // v2: a device subscribed to the short form gets its answers there
       const v2 = await t.connect(d.accessToken); // takes the session over
       const got2 = inbox(v2);
       await v2.subscribeAsync('v2/a/res/+', { qos: 1 });
       await v2.publishAsync('v2/a/req/77', JSON.stringify({ sharedKeys: 'target' }), { qos: 1 });
-      const answer = await next(got2, /\/77$/);
-      expect(answer).toEqual({ topic: 'v2/a/res/77', body: { shared: { target: 22 } } });
+      const answer = await nextMessage(got2, /\/77$/);
+      expect(topicAndBody(answer)).toEqual({ topic: 'v2/a/res/77', body: { shared: { target: 22 } } });
       // as in ThingsBoard, the answer follows the form of the request, not of the subscription
       await v2.publishAsync('v1/devices/me/attributes/request/78', JSON.stringify({ clientKeys: 'model' }), { qos: 1 });
-      expect(await next(got2, /\/78$/)).toEqual({ topic: 'v1/devices/me/attributes/response/78', body: { client: { model: 'DG-7' } } });
+      expect(topicAndBody(await nextMessage(got2, /\/78$/))).toEqual({ topic: 'v1/devices/me/attributes/response/78', body: { client: { model: 'DG-7' } } });
     });
 
     it('pushes shared-attribute changes to a subscribed device: only the keys changed, deletions as {"deleted": [...]}', async () => {
@@ -141,15 +120,15 @@ describe('attributes: client, shared and server scopes, requests, pushes and the
       const got = inbox(c);
       await c.subscribeAsync('v1/devices/me/attributes', { qos: 1 });
       await t.api('POST', `/api/v1/devices/${d.id}/attributes/shared`, { target: 21, mode: 'eco' });
-      expect((await next(got, 'v1/devices/me/attributes')).body).toEqual({ target: 21, mode: 'eco' });
+      expect((await nextMessage(got, 'v1/devices/me/attributes')).body).toEqual({ target: 21, mode: 'eco' });
 
       const set = await t.api<{ updated: string[]; delivered: boolean }>('POST', `/api/v1/devices/${d.id}/attributes/shared`, { target: 23 });
       expect(set.body).toMatchObject({ updated: ['target'], delivered: true });
-      expect((await next(got, 'v1/devices/me/attributes', 1)).body).toEqual({ target: 23 });
+      expect((await nextMessage(got, 'v1/devices/me/attributes', 1)).body).toEqual({ target: 23 });
 
       const del = await t.api<{ deleted: string[]; delivered: boolean }>('DELETE', `/api/v1/devices/${d.id}/attributes/shared?keys=mode,never-set`);
       expect(del.body).toEqual({ scope: 'shared', deleted: ['mode'], delivered: true });
-      expect((await next(got, 'v1/devices/me/attributes', 2)).body).toEqual({ deleted: ['mode'] });
+      expect((await nextMessage(got, 'v1/devices/me/attributes', 2)).body).toEqual({ deleted: ['mode'] });
 
       // server attributes are never pushed; client attributes are the device's own
       const server = await t.api<{ delivered: boolean }>('POST', `/api/v1/devices/${d.id}/attributes/server`, { note: 'x' });
@@ -165,7 +144,7 @@ describe('attributes: client, shared and server scopes, requests, pushes and the
       const got = inbox(c);
       await c.subscribeAsync('v2/a', { qos: 0 });
       await t.api('POST', `/api/v1/devices/${d.id}/attributes/shared`, { led: true });
-      expect(await next(got, /./)).toEqual({ topic: 'v2/a', body: { led: true } });
+      expect(topicAndBody(await nextMessage(got, /./))).toEqual({ topic: 'v2/a', body: { led: true } });
 
       const quiet = await device('not-subscribed');
       const q = await t.connect(quiet.accessToken);
@@ -187,7 +166,7 @@ describe('attributes: client, shared and server scopes, requests, pushes and the
       await sleep(200);
       expect(got).toEqual([]); // no push on (re)connect or subscribe, as in ThingsBoard
       await c.publishAsync('v1/devices/me/attributes/request/1', JSON.stringify({ sharedKeys: 'interval' }), { qos: 1 });
-      expect((await next(got, 'v1/devices/me/attributes/response/1')).body).toEqual({ shared: { interval: 60 } });
+      expect((await nextMessage(got, 'v1/devices/me/attributes/response/1')).body).toEqual({ shared: { interval: 60 } });
     });
 
     it('shows the shadow: desired (shared), reported (client) and the delta', async () => {
@@ -222,7 +201,7 @@ describe('attributes: client, shared and server scopes, requests, pushes and the
       let seen = 0;
       const refusal = async (payload: string | Buffer, topic = 'v1/devices/me/attributes') => {
         await c.publishAsync(topic, payload, { qos: 1 }); // acknowledged
-        const m = await next(got, 'v1/devices/me/errors', seen);
+        const m = await nextMessage(got, 'v1/devices/me/errors', seen);
         seen = got.indexOf(m) + 1;
         return m.body as DeviceError;
       };
@@ -278,7 +257,7 @@ describe('attributes: client, shared and server scopes, requests, pushes and the
       await c.publishAsync('v1/devices/me/attributes', JSON.stringify(full), { qos: 1 });
       await c.publishAsync('v1/devices/me/attributes', JSON.stringify({ k0: 'updated' }), { qos: 1 }); // an existing key is fine
       await c.publishAsync('v1/devices/me/attributes', JSON.stringify({ extra: 1, k1: 'lost' }), { qos: 1 });
-      expect((await next(got, 'v1/devices/me/errors')).body).toMatchObject({ stored: 0, errors: [{ reason: 'too_many_keys' }] });
+      expect((await nextMessage(got, 'v1/devices/me/errors')).body).toMatchObject({ stored: 0, errors: [{ reason: 'too_many_keys' }] });
       const values = await clientValues(d);
       expect(Object.keys(values)).toHaveLength(ATTRIBUTE_LIMITS.maxKeysPerScope);
       expect([values.k0, values.k1, values.extra]).toEqual(['updated', 1, undefined]);
@@ -294,9 +273,9 @@ describe('attributes: client, shared and server scopes, requests, pushes and the
       const got = inbox(cb);
       await cb.subscribeAsync(['v1/devices/me/attributes', 'v1/devices/me/attributes/response/+'], { qos: 1 });
       await cb.publishAsync('v1/devices/me/attributes/request/1', '{}', { qos: 1 });
-      expect((await next(got, 'v1/devices/me/attributes/response/1')).body).toEqual({});
+      expect((await nextMessage(got, 'v1/devices/me/attributes/response/1')).body).toEqual({});
       await cb.publishAsync('v1/devices/me/attributes/request/2', JSON.stringify({ clientKeys: 'secretish', sharedKeys: 'target' }), { qos: 1 });
-      expect((await next(got, 'v1/devices/me/attributes/response/2')).body).toEqual({});
+      expect((await nextMessage(got, 'v1/devices/me/attributes/response/2')).body).toEqual({});
       await t.api('POST', `/api/v1/devices/${a.id}/attributes/shared`, { target: 2 });
       await sleep(300);
       expect(got.filter((m) => m.topic === 'v1/devices/me/attributes')).toEqual([]);

@@ -2,19 +2,12 @@ import mqtt, { type MqttClient } from 'mqtt';
 import type pg from 'pg';
 import { io as ioClient, type Socket } from 'socket.io-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { DeviceEvent } from '../../core/connectivity.ts';
 import { createTestDatabase, testPool } from '../support/database.ts';
 import { startMosquitto, runMosquitto } from '../support/mosquitto.ts';
 import { eventually, startTestPlatform, type CreatedDevice, type TestPlatform } from '../support/platform.ts';
 import { spawnGuanlink, waitReady, type GuanlinkProcess } from '../support/process.ts';
 
-interface DeviceEvent {
-  at: string;
-  event: 'connect' | 'disconnect';
-  reason: string | null;
-  address: string | null;
-  clientId: string | null;
-  willPublished: boolean | null;
-}
 interface Connectivity {
   online: boolean;
   lastSeen: string | null;

@@ -4,17 +4,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RpcRecord } from '../../core/rpc.ts';
 import { testPool } from '../support/database.ts';
 import { mosquittoPub, mosquittoRr, mosquittoSub, type MosquittoTarget } from '../support/mosquitto-clients.ts';
+import { inbox, nextMessage, sleep } from '../support/inbox.ts';
 import { eventually, startTestPlatform, type CreatedDevice, type TestPlatform } from '../support/platform.ts';
 
 /**
  * ThingsBoard's gateway API end to end: a gateway device (isGateway) speaks for sub-devices by
  * name over mqtt.js and Debian's mosquitto clients, against the real platform and database.
  */
-
-interface Received {
-  topic: string;
-  body: unknown;
-}
 
 interface GatewayErrors {
   topic: string;
@@ -39,24 +35,7 @@ interface Connectivity {
 
 type Series = Record<string, { ts: number; value: number }[]>;
 
-function inbox(client: MqttClient): Received[] {
-  const messages: Received[] = [];
-  client.on('message', (topic, payload) => {
-    const text = payload.toString();
-    let body: unknown = text;
-    try {
-      body = JSON.parse(text);
-    } catch {
-      // kept as text
-    }
-    messages.push({ topic, body });
-  });
-  return messages;
-}
 
-const next = (messages: Received[], topic: string, after = 0, timeoutMs = 5000) =>
-  eventually(() => messages.slice(after).find((m) => m.topic === topic), { timeoutMs });
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 // A custom type as the default for sub-devices created without one: its declared range is
 // checked by ingest (temperature), undeclared keys are stored.
@@ -173,7 +152,7 @@ describe('gateway API (ThingsBoard-compatible)', () => {
       expect(Math.abs(humidity[0]!.ts - Date.now())).toBeLessThan(10_000);
 
       // the refusals, explained to the gateway per sub-device and kept under the sub-device
-      const errors = (await next(messages, 'v1/devices/me/errors')).body as GatewayErrors;
+      const errors = (await nextMessage(messages, 'v1/devices/me/errors')).body as GatewayErrors;
       expect(errors.topic).toBe('v1/gateway/telemetry');
       expect(errors.stored).toBe(4);
       expect(errors.errors).toEqual(
@@ -333,11 +312,11 @@ describe('gateway API (ThingsBoard-compatible)', () => {
 
       const set = await t.api<{ delivered: boolean }>('POST', `/api/v1/devices/${a.id}/attributes/shared`, { target: 23, mode: 'eco' });
       expect(set.body.delivered).toBe(true);
-      expect((await next(messages, 'v1/gateway/attributes')).body).toEqual({ device: one, data: { target: 23, mode: 'eco' } });
+      expect((await nextMessage(messages, 'v1/gateway/attributes')).body).toEqual({ device: one, data: { target: 23, mode: 'eco' } });
       const before = messages.length;
       const removed = await t.api<{ delivered: boolean }>('DELETE', `/api/v1/devices/${a.id}/attributes/shared?keys=mode`);
       expect(removed.body.delivered).toBe(true);
-      expect((await next(messages, 'v1/gateway/attributes', before)).body).toEqual({ device: one, data: { deleted: ['mode'] } });
+      expect((await nextMessage(messages, 'v1/gateway/attributes', before)).body).toEqual({ device: one, data: { deleted: ['mode'] } });
       // server attributes are never sent; a disconnected sub-device gets nothing pushed
       await t.api('POST', `/api/v1/devices/${a.id}/attributes/server`, { note: 'ops' });
       await publish(client, 'v1/gateway/disconnect', { device: one });
@@ -360,7 +339,7 @@ describe('gateway API (ThingsBoard-compatible)', () => {
       const ask = async (request: Record<string, unknown>) => {
         const from = messages.length;
         await publish(client, 'v1/gateway/attributes/request', request);
-        return (await next(messages, 'v1/gateway/attributes/response', from)).body;
+        return (await nextMessage(messages, 'v1/gateway/attributes/response', from)).body;
       };
       expect(await ask({ id: 1, device: name, client: true, key: 'fw' })).toEqual({ id: 1, device: name, value: '2.0' });
       expect(await ask({ id: 2, device: name, client: false, key: 'schedule' })).toEqual({ id: 2, device: name, value: { on: '07:00' } });
@@ -431,7 +410,7 @@ describe('gateway API (ThingsBoard-compatible)', () => {
       // an answer for a command never sent, or for another gateway's device, is refused and explained
       const from = messages.length;
       await publish(client, 'v1/gateway/rpc', { device: name, id: 999_999, data: {} });
-      const refused = (await next(messages, 'v1/devices/me/errors', from)).body as GatewayErrors;
+      const refused = (await nextMessage(messages, 'v1/devices/me/errors', from)).body as GatewayErrors;
       expect(refused.errors).toEqual([expect.objectContaining({ device: name, reason: 'rpc_unknown' })]);
     });
 
@@ -500,7 +479,7 @@ describe('gateway API (ThingsBoard-compatible)', () => {
       const before = await metric('guanlink_mqtt_refusals_total', 'reason="acl"');
       const ghost = unique('ghost');
       await publish(c, 'v1/gateway/telemetry', { [ghost]: [{ ts: Date.now(), values: { t: 1 } }] });
-      const error = (await next(messages, 'v1/devices/me/errors')).body as GatewayErrors;
+      const error = (await nextMessage(messages, 'v1/devices/me/errors')).body as GatewayErrors;
       expect(error).toMatchObject({ topic: 'v1/gateway/telemetry', stored: 0, errors: [{ reason: 'topic_not_allowed' }] });
       expect(error.errors[0]!.detail).toMatch(/not a gateway/);
       const viaMosquitto = await mosquittoPub({ port: t.platform.mqttPort, username: plain.accessToken }, { topic: 'v1/gateway/connect', payload: JSON.stringify({ device: ghost }) });
@@ -526,7 +505,7 @@ describe('gateway API (ThingsBoard-compatible)', () => {
         [gw.name]: [{ ts, values: { temperature: 3 } }],
         [own]: [{ ts, values: { temperature: 4 } }],
       });
-      const error = (await next(messages, 'v1/devices/me/errors')).body as GatewayErrors;
+      const error = (await nextMessage(messages, 'v1/devices/me/errors')).body as GatewayErrors;
       expect(error.stored).toBe(1);
       expect(error.errors.map((e) => [e.device, e.reason]).sort()).toEqual(
         [
@@ -543,18 +522,18 @@ describe('gateway API (ThingsBoard-compatible)', () => {
       // attributes, connect, disconnect, attribute requests and RPC answers: refused the same way
       let from = messages.length;
       await publish(client, 'v1/gateway/attributes', { [standalone.name]: { fw: 'evil' } });
-      expect(((await next(messages, 'v1/devices/me/errors', from)).body as GatewayErrors).errors).toEqual([expect.objectContaining({ device: standalone.name, reason: 'device_not_owned' })]);
+      expect(((await nextMessage(messages, 'v1/devices/me/errors', from)).body as GatewayErrors).errors).toEqual([expect.objectContaining({ device: standalone.name, reason: 'device_not_owned' })]);
       expect(await clientAttributes(standalone.id)).toEqual({});
       from = messages.length;
       await publish(client, 'v1/gateway/connect', { device: othersSub });
-      expect(((await next(messages, 'v1/devices/me/errors', from)).body as GatewayErrors).errors[0]).toMatchObject({ device: othersSub, reason: 'device_not_owned' });
+      expect(((await nextMessage(messages, 'v1/devices/me/errors', from)).body as GatewayErrors).errors[0]).toMatchObject({ device: othersSub, reason: 'device_not_owned' });
       await t.api('POST', `/api/v1/devices/${others.id}/attributes/shared`, { secret: 1 });
       from = messages.length;
       await publish(client, 'v1/gateway/attributes/request', { id: 1, device: othersSub, client: false, key: 'secret' });
-      expect(((await next(messages, 'v1/devices/me/errors', from)).body as GatewayErrors).errors[0]).toMatchObject({ device: othersSub, reason: 'device_not_owned' });
+      expect(((await nextMessage(messages, 'v1/devices/me/errors', from)).body as GatewayErrors).errors[0]).toMatchObject({ device: othersSub, reason: 'device_not_owned' });
       from = messages.length;
       await publish(client, 'v1/gateway/rpc', { device: standalone.name, id: 1, data: {} });
-      expect(((await next(messages, 'v1/devices/me/errors', from)).body as GatewayErrors).errors[0]).toMatchObject({ device: standalone.name, reason: 'device_not_owned' });
+      expect(((await nextMessage(messages, 'v1/devices/me/errors', from)).body as GatewayErrors).errors[0]).toMatchObject({ device: standalone.name, reason: 'device_not_owned' });
       expect(messages.filter((m) => m.topic === 'v1/gateway/attributes/response')).toEqual([]);
 
       expect(await byName(standalone.name)).toMatchObject({ gatewayId: null });
@@ -573,7 +552,7 @@ describe('gateway API (ThingsBoard-compatible)', () => {
       const name = unique('typo');
       const before = await metric('guanlink_rejections_total', 'reason="unknown_type"');
       await publish(client, 'v1/gateway/connect', { device: name, type: 'river-levle-station' });
-      const error = (await next(messages, 'v1/devices/me/errors')).body as GatewayErrors;
+      const error = (await nextMessage(messages, 'v1/devices/me/errors')).body as GatewayErrors;
       expect(error).toMatchObject({ topic: 'v1/gateway/connect', stored: 0, errors: [{ device: name, reason: 'unknown_type' }] });
       expect(error.errors[0]!.detail).toMatch(/river-levle-station.*does not exist; known types: .*river-level-station/);
       expect(await byName(name)).toBeUndefined();
@@ -590,7 +569,7 @@ describe('gateway API (ThingsBoard-compatible)', () => {
       const names = Array.from({ length: MAX_DEVICES + 1 }, () => unique('lim'));
       // one message naming too many devices: refused whole, nothing created
       await publish(client, 'v1/gateway/telemetry', Object.fromEntries(names.slice(0, MAX_PER_MESSAGE + 1).map((d) => [d, [{ v: 1 }]])));
-      const whole = (await next(messages, 'v1/devices/me/errors')).body as GatewayErrors;
+      const whole = (await nextMessage(messages, 'v1/devices/me/errors')).body as GatewayErrors;
       expect(whole).toMatchObject({ stored: 0, errors: [{ reason: 'too_many_values' }] });
       expect(whole.errors[0]!.detail).toMatch(/GATEWAY_MAX_DEVICES_PER_MESSAGE/);
       for (const d of names) expect(await byName(d)).toBeUndefined();
@@ -602,7 +581,7 @@ describe('gateway API (ThingsBoard-compatible)', () => {
       const before = await metric('guanlink_rejections_total', 'reason="too_many_devices"');
       const from = messages.length;
       await publish(client, 'v1/gateway/telemetry', { [names[0]!]: [{ v: 2 }], [names[MAX_DEVICES]!]: [{ v: 2 }] });
-      const over = (await next(messages, 'v1/devices/me/errors', from)).body as GatewayErrors;
+      const over = (await nextMessage(messages, 'v1/devices/me/errors', from)).body as GatewayErrors;
       expect(over).toMatchObject({ stored: 1, errors: [{ device: names[MAX_DEVICES], reason: 'too_many_devices' }] });
       expect(over.errors[0]!.detail).toMatch(new RegExp(`limit is ${MAX_DEVICES}`));
       expect(await byName(names[MAX_DEVICES]!)).toBeUndefined();
@@ -620,7 +599,7 @@ describe('gateway API (ThingsBoard-compatible)', () => {
       const refusal = async (topic: string, payload: string) => {
         const from = messages.length;
         await client.publishAsync(topic, payload, { qos: 1 });
-        return ((await next(messages, 'v1/devices/me/errors', from)).body as GatewayErrors).errors[0]!;
+        return ((await nextMessage(messages, 'v1/devices/me/errors', from)).body as GatewayErrors).errors[0]!;
       };
       expect((await refusal('v1/gateway/telemetry', '{oops')).reason).toBe('invalid_json');
       expect((await refusal('v1/gateway/telemetry', '[{"a":1}]')).reason).toBe('invalid_shape');

@@ -4,14 +4,8 @@ import mqttPacket from 'mqtt-packet';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RpcRecord } from '../../core/rpc.ts';
 import { mosquittoPub, mosquittoRr, mosquittoSub, type MosquittoTarget } from '../support/mosquitto-clients.ts';
+import { inbox, nextMessage, sleep } from '../support/inbox.ts';
 import { eventually, startTestPlatform, type CreatedDevice, type TestPlatform } from '../support/platform.ts';
-
-interface Received {
-  topic: string;
-  text: string;
-  body: unknown;
-  qos: number;
-}
 
 interface DeviceError {
   topic: string;
@@ -19,26 +13,7 @@ interface DeviceError {
   errors: { reason: string; detail: string }[];
 }
 
-/** Every message a client receives, in order. */
-function inbox(client: MqttClient): Received[] {
-  const messages: Received[] = [];
-  client.on('message', (topic, payload, packet) => {
-    const text = payload.toString();
-    let body: unknown = text;
-    try {
-      body = JSON.parse(text);
-    } catch {
-      // kept as text
-    }
-    messages.push({ topic, text, body, qos: packet.qos });
-  });
-  return messages;
-}
 
-const next = (messages: Received[], topic: string | RegExp, after = 0, timeoutMs = 5000) =>
-  eventually(() => messages.slice(after).find((m) => (typeof topic === 'string' ? m.topic === topic : topic.test(m.topic))), { timeoutMs });
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
  * Firmware that never acknowledges a command: a raw MQTT 3.1.1 client (mqtt-packet) that
@@ -174,7 +149,7 @@ describe('RPC: commands to devices (server-side) and client-side RPC', () => {
       expect(res.body).toMatchObject({ status: 'timeout', error: 'not answered within 600 ms' });
       expect(res.body.deliveredAt).not.toBeNull(); // it did arrive (PUBACK), it just was not answered
       await c.publishAsync(`v1/devices/me/rpc/response/${res.body.requestId}`, '{"late":true}', { qos: 1 });
-      const refusal = (await next(messages, 'v1/devices/me/errors')).body as DeviceError;
+      const refusal = (await nextMessage(messages, 'v1/devices/me/errors')).body as DeviceError;
       expect(refusal.topic).toBe(`v1/devices/me/rpc/response/${res.body.requestId}`);
       expect(refusal.errors).toEqual([{ reason: 'rpc_closed', detail: `command ${res.body.requestId} is already timeout` }]);
       expect((await rpcOf(d, res.body.id)).response).toBeNull();
@@ -203,9 +178,9 @@ describe('RPC: commands to devices (server-side) and client-side RPC', () => {
       expect(res.status).toBe(200);
       expect(res.body).toMatchObject({ status: 'delivered', oneWay: true, response: null });
       expect(res.body.completedAt).not.toBeNull();
-      expect((await next(messages, `v1/devices/me/rpc/request/${res.body.requestId}`)).body).toEqual({ method: 'blink', params: { times: 3 } });
+      expect((await nextMessage(messages, `v1/devices/me/rpc/request/${res.body.requestId}`)).body).toEqual({ method: 'blink', params: { times: 3 } });
       await c.publishAsync(`v1/devices/me/rpc/response/${res.body.requestId}`, '{}', { qos: 1 });
-      const refusal = (await next(messages, 'v1/devices/me/errors')).body as DeviceError;
+      const refusal = (await nextMessage(messages, 'v1/devices/me/errors')).body as DeviceError;
       expect(refusal.errors[0]!.reason).toBe('rpc_one_way');
       expect((await rpcOf(d, res.body.id)).status).toBe('delivered');
     });
@@ -230,7 +205,7 @@ describe('RPC: commands to devices (server-side) and client-side RPC', () => {
       const res = await send(d, { method: 'led', oneWay: true, timeout: 2000 });
       expect(res.status).toBe(200);
       expect(res.body.status).toBe('delivered');
-      expect((await next(messages, /rpc\/request/)).qos).toBe(0);
+      expect((await nextMessage(messages, /rpc\/request/)).qos).toBe(0);
     });
 
     it('a device can never answer another device\'s command: request ids are per device', async () => {
@@ -242,8 +217,8 @@ describe('RPC: commands to devices (server-side) and client-side RPC', () => {
       const devC = await listener(stranger);
       const callA = send(a, { method: 'whoami', timeout: 2500 });
       const callB = send(b, { method: 'whoami', timeout: 5000 });
-      const reqA = await next(devA.messages, /rpc\/request\/\d+$/);
-      const reqB = await next(devB.messages, /rpc\/request\/\d+$/);
+      const reqA = await nextMessage(devA.messages, /rpc\/request\/\d+$/);
+      const reqB = await nextMessage(devB.messages, /rpc\/request\/\d+$/);
       expect(reqA.topic).toBe(reqB.topic); // both devices' first command: the same id on the wire
       const id = reqA.topic.split('/').pop();
       // B answers "its" id: that is B's own command; A's stays unanswered.
@@ -254,7 +229,7 @@ describe('RPC: commands to devices (server-side) and client-side RPC', () => {
       const resA = await callA;
       expect(resA.status).toBe(504);
       expect(resA.body.response).toBeNull();
-      const refusal = (await next(devC.messages, 'v1/devices/me/errors')).body as DeviceError;
+      const refusal = (await nextMessage(devC.messages, 'v1/devices/me/errors')).body as DeviceError;
       expect(refusal.errors).toEqual([{ reason: 'rpc_unknown', detail: `no command ${id} was sent to this device` }]);
     });
 
@@ -262,7 +237,7 @@ describe('RPC: commands to devices (server-side) and client-side RPC', () => {
       const d = await device('bad-answers');
       const { c, messages } = await listener(d);
       const call = send(d, { method: 'measure', timeout: 5000 });
-      const req = await next(messages, /rpc\/request\/\d+$/);
+      const req = await nextMessage(messages, /rpc\/request\/\d+$/);
       const id = req.topic.split('/').pop();
       await c.publishAsync(`v1/devices/me/rpc/response/${id}`, Buffer.from([0x7b, 0xff, 0xfe, 0x7d]), { qos: 1 });
       await c.publishAsync(`v1/devices/me/rpc/response/${id}`, JSON.stringify({ pad: 'x'.repeat(5000) }), { qos: 1 });
@@ -290,7 +265,7 @@ describe('RPC: commands to devices (server-side) and client-side RPC', () => {
       await sleep(300);
       expect((await rpcOf(d, res.body.id)).status).toBe('queued'); // connected, but not yet listening for commands
       await c.subscribeAsync('v1/devices/me/rpc/request/+', { qos: 1 });
-      const req = await next(messages, `v1/devices/me/rpc/request/${res.body.requestId}`);
+      const req = await nextMessage(messages, `v1/devices/me/rpc/request/${res.body.requestId}`);
       expect(req.body).toEqual({ method: 'setInterval', params: { seconds: 60 } });
       const delivered = await statusOf(d, res.body.id, 'delivered');
       expect(delivered.attempts).toBe(1);
@@ -322,7 +297,7 @@ describe('RPC: commands to devices (server-side) and client-side RPC', () => {
       const res = await send(d, { method: 'calibrate', persistent: true });
       expect(res.status).toBe(202);
       expect(['sent', 'delivered']).toContain(res.body.status);
-      await next(messages, `v1/devices/me/rpc/request/${res.body.requestId}`);
+      await nextMessage(messages, `v1/devices/me/rpc/request/${res.body.requestId}`);
       await c.publishAsync(`v1/devices/me/rpc/response/${res.body.requestId}`, '"calibrated"', { qos: 1 });
       expect(await rpcOf(d, res.body.id)).toMatchObject({ status: 'answered', response: 'calibrated' });
     });
@@ -337,7 +312,7 @@ describe('RPC: commands to devices (server-side) and client-side RPC', () => {
       expect(requeued.attempts).toBe(1);
       expect(requeued.error).toBe('the connection ended before the device acknowledged it');
       const { messages } = await listener(d);
-      await next(messages, `v1/devices/me/rpc/request/${res.body.requestId}`);
+      await nextMessage(messages, `v1/devices/me/rpc/request/${res.body.requestId}`);
       expect((await statusOf(d, res.body.id, 'delivered')).attempts).toBe(2);
     });
 
@@ -351,7 +326,7 @@ describe('RPC: commands to devices (server-side) and client-side RPC', () => {
       // an expired command is never sent
       const { messages } = await listener(d);
       const later = await send(d, { method: 'ask', persistent: true, expiresInMs: 1500 });
-      await next(messages, `v1/devices/me/rpc/request/${later.body.requestId}`);
+      await nextMessage(messages, `v1/devices/me/rpc/request/${later.body.requestId}`);
       expect(messages.some((m) => m.topic === `v1/devices/me/rpc/request/${res.body.requestId}`)).toBe(false);
       const timedOut = await statusOf(d, later.body.id, 'timeout');
       expect(timedOut.error).toBe('not answered before it expired');
@@ -369,7 +344,7 @@ describe('RPC: commands to devices (server-side) and client-side RPC', () => {
       expect(again.status).toBe(409);
       expect(again.body.message).toBe(`command ${drop.body.id} is cancelled; only a queued command can be cancelled`);
       const { messages } = await listener(d);
-      await next(messages, `v1/devices/me/rpc/request/${keep.body.requestId}`);
+      await nextMessage(messages, `v1/devices/me/rpc/request/${keep.body.requestId}`);
       await statusOf(d, keep.body.id, 'delivered');
       await sleep(1200);
       expect(messages.some((m) => m.topic === `v1/devices/me/rpc/request/${drop.body.requestId}`)).toBe(false);
@@ -428,20 +403,20 @@ describe('RPC: commands to devices (server-side) and client-side RPC', () => {
       await c.subscribeAsync('v1/devices/me/rpc/response/+', { qos: 1 });
       const before = Date.now();
       await c.publishAsync('v1/devices/me/rpc/request/7', JSON.stringify({ method: 'getTime', params: {} }), { qos: 1 });
-      const time = (await next(messages, 'v1/devices/me/rpc/response/7')).body as { ts: number; time: string };
+      const time = (await nextMessage(messages, 'v1/devices/me/rpc/response/7')).body as { ts: number; time: string };
       expect(time.ts).toBeGreaterThanOrEqual(before);
       expect(time.ts).toBeLessThanOrEqual(Date.now());
       expect(new Date(time.time).getTime()).toBe(time.ts);
       await c.publishAsync('v1/devices/me/rpc/request/8', JSON.stringify({ method: 'getCurrentTime', params: {} }), { qos: 1 });
-      expect(typeof (await next(messages, 'v1/devices/me/rpc/response/8')).body).toBe('number');
+      expect(typeof (await nextMessage(messages, 'v1/devices/me/rpc/response/8')).body).toBe('number');
       await c.publishAsync('v1/devices/me/rpc/request/9', JSON.stringify({ method: 'getSessionLimits', params: {} }), { qos: 1 });
-      expect((await next(messages, 'v1/devices/me/rpc/response/9')).body).toEqual({
+      expect((await nextMessage(messages, 'v1/devices/me/rpc/response/9')).body).toEqual({
         maxPayloadSize: 4096,
         maxInflightMessages: 100,
         rateLimits: { messages: '200:1,6000:60', telemetryMessages: '200:1,6000:60', telemetryDataPoints: '' },
       });
       await c.publishAsync('v1/devices/me/rpc/request/10', JSON.stringify({ method: 'getWeather', params: { city: 'Dongguan' } }), { qos: 1 });
-      expect((await next(messages, 'v1/devices/me/rpc/response/10')).body).toEqual({
+      expect((await nextMessage(messages, 'v1/devices/me/rpc/response/10')).body).toEqual({
         error: 'unknown method "getWeather"; GuanLink answers getSessionLimits, getTime and getCurrentTime',
       });
     });
@@ -452,7 +427,7 @@ describe('RPC: commands to devices (server-side) and client-side RPC', () => {
       const messages = inbox(c);
       await c.subscribeAsync('v2/r/res/+', { qos: 1 });
       await c.publishAsync('v2/r/req/3', JSON.stringify({ method: 'getTime' }), { qos: 1 });
-      expect(((await next(messages, 'v2/r/res/3')).body as { ts: number }).ts).toBeGreaterThan(0);
+      expect(((await nextMessage(messages, 'v2/r/res/3')).body as { ts: number }).ts).toBeGreaterThan(0);
     });
 
     it('malformed requests are acknowledged, answered {"error"} and explained on v1/devices/me/errors', async () => {
@@ -470,7 +445,7 @@ describe('RPC: commands to devices (server-side) and client-side RPC', () => {
       ];
       for (const [id, payload, reason] of cases) {
         await c.publishAsync(`v1/devices/me/rpc/request/${id}`, payload, { qos: 1 }); // acknowledged
-        const answer = (await next(messages, `v1/devices/me/rpc/response/${id}`)).body as { error: string };
+        const answer = (await nextMessage(messages, `v1/devices/me/rpc/response/${id}`)).body as { error: string };
         expect(answer.error.startsWith(`${reason}: `), `${id}: ${answer.error}`).toBe(true);
       }
       const refusals = await eventually(() => {
@@ -480,7 +455,7 @@ describe('RPC: commands to devices (server-side) and client-side RPC', () => {
       expect(refusals.map((r) => [r.topic, r.errors[0]!.reason])).toEqual(cases.map(([id, , reason]) => [`v1/devices/me/rpc/request/${id}`, reason]));
       // still connected and served
       await c.publishAsync('v1/devices/me/rpc/request/11', '{"method":"getCurrentTime"}', { qos: 1 });
-      await next(messages, 'v1/devices/me/rpc/response/11');
+      await nextMessage(messages, 'v1/devices/me/rpc/response/11');
     });
   });
 
