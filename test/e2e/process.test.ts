@@ -19,7 +19,7 @@ describe('guanlink process', () => {
     for (const c of cleanups.reverse()) await c().catch(() => {});
   });
 
-  async function streamUntilSignal(p: GuanlinkProcess, adminKey: string, signal: NodeJS.Signals) {
+  async function streamUntilSignal(p: GuanlinkProcess, adminKey: string, signal: NodeJS.Signals, toGroup = false) {
     const created = await fetch(`${p.httpUrl}/api/v1/devices`, {
       method: 'POST',
       headers: { authorization: `Bearer ${adminKey}`, 'content-type': 'application/json' },
@@ -41,7 +41,8 @@ describe('guanlink process', () => {
             acked.push(i);
             if (!signalled && acked.length >= 200) {
               signalled = true;
-              p.child.kill(signal);
+              if (toGroup) process.kill(-p.child.pid!, signal);
+              else p.child.kill(signal);
             }
           })
           .catch(() => {}),
@@ -69,7 +70,7 @@ describe('guanlink process', () => {
     async () => {
       const dataDir = await mkdtemp(path.join(os.tmpdir(), 'guanlink-proc-'));
       cleanups.push(() => rm(dataDir, { recursive: true, force: true }));
-      const p = await spawnGuanlink({ DATA_DIR: dataDir, GUANLINK_ADMIN_KEY: undefined });
+      const p = await spawnGuanlink({ DATA_DIR: dataDir, GUANLINK_ADMIN_KEY: undefined }, undefined, undefined, { processGroup: true });
       cleanups.push(async () => void p.child.kill('SIGKILL'));
       await waitReady(p);
       const adminKey = (await readFile(path.join(dataDir, 'admin-key'), 'utf8')).trim();
@@ -78,9 +79,11 @@ describe('guanlink process', () => {
       expect(p.output()).toContain(`http://127.0.0.1:${p.httpPort}`);
       expect(existsSync(path.join(dataDir, 'postgres', 'PG_VERSION'))).toBe(true);
 
-      const { id, acked, code } = await streamUntilSignal(p, adminKey, 'SIGINT');
+      // Ctrl-C in a terminal: SIGINT to the whole process group, the embedded PostgreSQL included.
+      const { id, acked, code } = await streamUntilSignal(p, adminKey, 'SIGINT', true);
       expect(code).toBe(0);
       expect(p.output()).toContain('stopped');
+      expect(p.output()).not.toContain('the database system is shutting down');
       // The embedded PostgreSQL was stopped with it.
       expect(existsSync(path.join(dataDir, 'postgres', 'postmaster.pid'))).toBe(false);
 

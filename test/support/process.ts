@@ -26,6 +26,8 @@ export async function spawnGuanlink(
   env: Record<string, string | undefined>,
   args: string[] = ['--no-simulators'],
   ports?: { httpPort: number; mqttPort: number },
+  /** Own process group, as a shell runs a command: `process.kill(-pid, 'SIGINT')` is then a terminal's Ctrl-C. */
+  options: { processGroup?: boolean } = {},
 ): Promise<GuanlinkProcess> {
   const { httpPort, mqttPort } = ports ?? { httpPort: await freePort(), mqttPort: await freePort() };
   const childEnv: NodeJS.ProcessEnv = {
@@ -42,7 +44,7 @@ export async function spawnGuanlink(
     else childEnv[k] = v;
   }
   if (!existsSync(BUNDLE)) throw new Error(`${BUNDLE} is missing: run npm run build (npm test does it)`);
-  const child = spawn(process.execPath, ['--enable-source-maps', BUNDLE, ...args], { cwd: ROOT, env: childEnv, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, ['--enable-source-maps', BUNDLE, ...args], { cwd: ROOT, env: childEnv, stdio: ['ignore', 'pipe', 'pipe'], detached: options.processGroup ?? false });
   let out = '';
   child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
