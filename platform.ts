@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -38,6 +38,13 @@ import { Ingest } from './ingest/ingest.ts';
 import { GeofenceService, eventJson, geofenceEventTopic } from './core/geofences.ts';
 import { AlarmService, alarmEventTopic } from './core/alarms.ts';
 import { DevicePositions } from './db/spatial-query.ts';
+import { Access } from './core/access/access.ts';
+import { ApiKeyStore } from './core/access/api-keys.ts';
+import { RoleStore } from './core/access/roles.ts';
+import { loadTowns } from './core/access/towns.ts';
+import { AuditLog } from './core/audit.ts';
+import { createOidcVerifier, oidcSettings } from './core/access/oidc.ts';
+import { subjectVisible } from './core/access/visibility.ts';
 
 export interface Platform {
   mqttPort: number;
@@ -62,6 +69,7 @@ export async function startPlatform(config: Config, log: Logger): Promise<Platfo
   const started = Date.now();
   const cleanups: (() => Promise<void>)[] = [];
   try {
+    const oidcConfig = oidcSettings(config); // ConfigError (OIDC_ISSUER without OIDC_AUDIENCE, …) before anything starts
     const adminKey = config.adminKey ?? (await loadOrCreateAdminKey(config.dataDir));
 
     let databaseUrl = config.databaseUrl;
@@ -81,6 +89,25 @@ export async function startPlatform(config: Config, log: Logger): Promise<Platfo
     await registry.init();
     const attributes = new AttributeService(pool, log.child({ module: 'attributes' }));
 
+    // Access: who may see and do what (core/access/access.ts), for REST, live streams and MQTT application sessions.
+    const roles = new RoleStore(pool);
+    await roles.start();
+    const apiKeys = new ApiKeyStore(pool);
+    apiKeys.start();
+    cleanups.unshift(async () => {
+      roles.stop();
+      await apiKeys.stop();
+    });
+    const towns = await loadTowns(config.townsGeoJson);
+    // OpenID Connect: bearer JWTs from the city's identity provider (discovery starts now, in the background).
+    const oidc = oidcConfig && createOidcVerifier(oidcConfig, log.child({ module: 'oidc' }));
+    oidc?.discover().catch(() => {});
+    const access = new Access({ pool, registry, roles, keys: apiKeys, towns, bootstrapKey: adminKey, oidc });
+    // The audit log: written in batches; stopped (last entries written) after the HTTP server and live streams closed.
+    const audit = new AuditLog({ pool, log: log.child({ module: 'audit' }), secrets: [adminKey] });
+    audit.start();
+    cleanups.unshift(() => audit.stop());
+
     const keys = new KeyDictionary(pool, config.maxTelemetryKeys);
     await keys.load();
     // Keys that device types declare are always known, so generic devices inventing keys up to
@@ -96,6 +123,7 @@ export async function startPlatform(config: Config, log: Logger): Promise<Platfo
       rejectedDays: config.rejectedRetentionDays === 0 ? null : config.rejectedRetentionDays,
       deviceEventsDays: config.deviceEventsRetentionDays === 0 ? null : config.deviceEventsRetentionDays,
       geofenceEventsDays: config.geofenceEventsRetentionDays === 0 ? null : config.geofenceEventsRetentionDays,
+      auditDays: config.auditRetentionDays === 0 ? null : config.auditRetentionDays,
     });
 
     const metrics = createMetrics();
@@ -186,7 +214,7 @@ export async function startPlatform(config: Config, log: Logger): Promise<Platfo
       maxPacketBytes: config.maxPacketBytes,
       maxConnections: config.maxConnections,
       publishRate: config.devicePublishRate === 'off' ? undefined : parseRateLimit(config.devicePublishRate),
-      authenticate: createAuthenticator(registry, { applicationKey: adminKey }),
+      authenticate: createAuthenticator(registry, { access }),
       onSessionStart: (session) => {
         for (const hook of sessionStarted) hook(session);
       },
@@ -245,10 +273,17 @@ export async function startPlatform(config: Config, log: Logger): Promise<Platfo
     metrics.liveGauge('guanlink_mqtt_connected_clients', 'MQTT clients connected.', () => broker.connectedClients);
     metrics.liveGauge('guanlink_geofence_queue_readings', 'Committed readings waiting for geofence evaluation.', () => geofences.queued);
     geofences.onEvent((event) => {
-      broker.publishEvent(geofenceEventTopic(event.geofenceId), JSON.stringify(eventJson(event))).catch((err: Error) => log.warn({ err: err.message }, 'geofence event not published'));
+      // Application sessions get only the events inside their scope (core/access/visibility.ts).
+      const subject = { deviceId: event.deviceId, domain: registry.deviceType(event.deviceType)?.domain ?? event.domain, position: { lng: event.lng, lat: event.lat } };
+      broker
+        .publishEvent(geofenceEventTopic(event.geofenceId), JSON.stringify(eventJson(event)), (p) => subjectVisible(access, p, subject))
+        .catch((err: Error) => log.warn({ err: err.message }, 'geofence event not published'));
     });
     alarms.onChange((change) => {
-      broker.publishEvent(alarmEventTopic(change.alarm.device.domain), JSON.stringify(change)).catch((err: Error) => log.warn({ err: err.message }, 'alarm change not published'));
+      const subject = { deviceId: change.alarm.device.id, domain: change.alarm.device.domain, position: change.alarm.position };
+      broker
+        .publishEvent(alarmEventTopic(change.alarm.device.domain), JSON.stringify(change), (p) => subjectVisible(access, p, subject))
+        .catch((err: Error) => log.warn({ err: err.message }, 'alarm change not published'));
     });
     metrics.liveGauge('guanlink_alarm_queue_readings', 'Committed readings waiting for alarm evaluation.', () => alarms.pendingReadings);
     metrics.liveGauge('guanlink_alarm_readings_dropped', 'Readings not evaluated for alarms because the evaluation queue was full (since start).', () => alarms.droppedReadings);
@@ -258,9 +293,16 @@ export async function startPlatform(config: Config, log: Logger): Promise<Platfo
     cleanups.unshift(() => geofences.stop());
 
     let httpListening = false;
+    metrics.liveGauge('guanlink_audit_entries_dropped', 'Audit log entries dropped because the database did not take them in time (since start).', () => audit.dropped);
+    metrics.liveGauge('guanlink_audit_entries_buffered', 'Audit log entries waiting to be written.', () => audit.buffered);
     const app = await buildApi({
       log,
-      adminKey,
+      access,
+      audit,
+      limits: config,
+      apiKeys,
+      roles,
+      towns,
       registry,
       attributes,
       connectivity,
@@ -275,6 +317,7 @@ export async function startPlatform(config: Config, log: Logger): Promise<Platfo
       geofences,
       alarms,
       mapStyleUrl: config.mapStyleUrl,
+      oidc,
       spatial: { pool, registry, keys, positions: new DevicePositions(ingest.latest), statementTimeoutMs: config.spatialStatementTimeoutMs },
       checks: {
         database: async () => (await pool.query('SELECT 1')).rowCount === 1,
@@ -283,13 +326,34 @@ export async function startPlatform(config: Config, log: Logger): Promise<Platfo
       },
     });
     const live = attachLive(app.server, {
-      adminKey,
+      access,
       registry,
       latest: ingest.latest,
       log: log.child({ module: 'live' }),
       onlineDevices: () => connectivity.onlineDevices(),
+      audit: (entry) => audit.record(entry),
     });
     connectivity.onChange((change) => live.connectivity(change));
+    // A key revoked, rotated or changed: its live streams and MQTT application sessions end at once.
+    apiKeys.onChange(({ kind, key }) => {
+      if (kind === 'created') return;
+      const reason = kind === 'revoked' ? `API key "${key.name}" was revoked` : kind === 'rotated' ? `API key "${key.name}" was rotated: use the new key` : `API key "${key.name}" was changed: connect again`;
+      live.closeKey(key.id, kind, reason);
+      broker.closeApplicationSessions(key.id, reason);
+    });
+    // A changed role changes its holders' permissions: their open streams end too (they reconnect with the new ones).
+    roles.onChange((role) => {
+      void apiKeys
+        .list({ role, limit: 100_000 })
+        .then((holders) => {
+          const reason = `role "${role}" was changed: connect again`;
+          for (const key of holders) {
+            live.closeKey(key.id, 'updated', reason);
+            broker.closeApplicationSessions(key.id, reason);
+          }
+        })
+        .catch((err: Error) => log.warn({ err: err.message, role }, 'could not close the streams of a changed role'));
+    });
     ingest.onCommitted((rows) => live.publish(rows));
     attributes.onChange((change) => live.attributes(change));
     geofences.onEvent((event) => live.geofence(event));
@@ -357,15 +421,20 @@ async function runCleanups(cleanups: (() => Promise<void>)[], log: Logger): Prom
   }
 }
 
-/** The admin key from DATA_DIR/admin-key, created on first start. */
+/** The admin key from DATA_DIR/admin-key (readable by its owner only), created on first start. */
 async function loadOrCreateAdminKey(dataDir: string): Promise<string> {
   const file = path.join(dataDir, 'admin-key');
   if (existsSync(file)) {
     const key = (await readFile(file, 'utf8')).trim();
-    if (key.length >= 16) return key;
+    if (key.length >= 16) {
+      // A file made by hand may be readable by others (a read-only or foreign file is left as it is).
+      await chmod(file, 0o600).catch(() => {});
+      return key;
+    }
   }
   await mkdir(dataDir, { recursive: true });
   const key = randomBytes(24).toString('base64url');
   await writeFile(file, `${key}\n`, { mode: 0o600 });
+  await chmod(file, 0o600); // mode applies to a new file only: a short key being replaced keeps its old mode otherwise
   return key;
 }

@@ -1,6 +1,8 @@
 import { Type, type Static } from 'typebox';
 import { Domain } from '../core/domains.ts';
 import type { DeviceFilter, DeviceRegistry } from '../core/registry.ts';
+import type { Access } from '../core/access/access.ts';
+import type { Principal } from '../core/access/principal.ts';
 
 /** Query parameters filtering the device list and the export (combined with AND). */
 export const DeviceFilterQuery = Type.Object({
@@ -32,6 +34,12 @@ export function parseBbox(text: string): [number, number, number, number] {
   if (minLng >= maxLng) throw badRequest(`bbox: minLng ${minLng} must be less than maxLng ${maxLng}`);
   if (minLat >= maxLat) throw badRequest(`bbox: minLat ${minLat} must be less than maxLat ${maxLat}`);
   return [minLng, minLat, maxLng, maxLat];
+}
+
+/** The filter narrowed to the devices the principal may see. */
+export async function withinScope(filter: DeviceFilter, access: Access, principal: Principal): Promise<DeviceFilter> {
+  const ids = await access.visibleDevices(principal);
+  return ids === null ? filter : { ...filter, ids: [...ids] };
 }
 
 /** The registry filter of a validated query, or a 400 (unknown type, bad bbox). */

@@ -7,6 +7,7 @@ export const ErrorResponse = Type.Object({
   statusCode: Type.Integer(),
   error: Type.String(),
   message: Type.String(),
+  permission: Type.Optional(Type.String({ description: 'on a 403: the permission the credential lacks' })),
 });
 
 /** The body of a 400: `message` says exactly what is wrong. */

@@ -14,7 +14,17 @@ import type { KeyDictionary } from '../db/keys.ts';
 import type { Retention } from '../db/retention.ts';
 import type { Rollups } from '../db/rollups.ts';
 import type { LatestTracker } from '../ingest/latest.ts';
-import { requireAdminKey } from './auth.ts';
+import type { Access } from '../core/access/access.ts';
+import { accessPlugin, documentPermissions } from './access.ts';
+import type { AuditLog } from '../core/audit.ts';
+import { auditPlugin } from './audit.ts';
+import { rateLimitsPlugin, type ApiLimitSettings } from './rate-limits.ts';
+import { auditRoutes } from './routes/audit.ts';
+import type { ApiKeyStore } from '../core/access/api-keys.ts';
+import type { RoleStore } from '../core/access/roles.ts';
+import type { TownIndex } from '../geo/towns.ts';
+import { keysRoutes } from './routes/keys.ts';
+import { townsRoutes } from './routes/towns.ts';
 import type { AttributeService } from '../core/attributes.ts';
 import { attributesRoutes } from './routes/attributes.ts';
 import type { Connectivity } from '../core/connectivity.ts';
@@ -25,6 +35,8 @@ import { deviceImportRoutes } from './routes/device-import.ts';
 import { deviceTypesRoutes } from './routes/device-types.ts';
 import { devicesRoutes } from './routes/devices.ts';
 import { healthRoutes, type ReadinessChecks } from './routes/health.ts';
+import { authConfigRoutes } from './routes/auth-config.ts';
+import type { OidcService } from '../core/access/oidc.ts';
 import { retentionRoutes } from './routes/retention.ts';
 import type { RpcService } from '../core/rpc.ts';
 import { rpcRoutes } from './routes/rpc.ts';
@@ -42,7 +54,14 @@ import { spatialExportRoutes } from './routes/spatial-export.ts';
 
 export interface ApiDeps {
   log: Logger;
-  adminKey: string;
+  /** Decides who may do and see what (core/access/access.ts). */
+  access: Access;
+  /** The audit log (core/audit.ts) and the request rate and concurrency limits (api/rate-limits.ts). */
+  audit: AuditLog;
+  limits: ApiLimitSettings;
+  apiKeys: ApiKeyStore;
+  roles: RoleStore;
+  towns: TownIndex;
   registry: DeviceRegistry;
   attributes: AttributeService;
   connectivity: Connectivity;
@@ -60,6 +79,8 @@ export interface ApiDeps {
   /** Spatial queries (db/spatial-query.ts): latest, history, aggregates, export. */
   spatial: SpatialDeps;
   mapStyleUrl: string | undefined;
+  /** OpenID Connect (OIDC_ISSUER): the live map's sign-in settings at /auth/config.json. */
+  oidc?: OidcService;
 }
 
 const MAPLIBRE_DIST = path.dirname(createRequire(path.join(ROOT, 'package.json')).resolve('maplibre-gl/dist/maplibre-gl.js'));
@@ -81,33 +102,48 @@ export async function buildApi(deps: ApiDeps) {
 
   await app.register(fastifySwagger, {
     openapi: {
-      info: { title: 'GuanLink API', version: '1', description: 'GuanLink (莞联) REST API. Authenticate with `Authorization: Bearer <admin key>`.' },
-      components: { securitySchemes: { adminKey: { type: 'http', scheme: 'bearer' } } },
-      security: [{ adminKey: [] }],
+      info: {
+        title: 'GuanLink API',
+        version: '1',
+        description:
+          'GuanLink (莞联) REST API. Authenticate with `Authorization: Bearer <credential>`: an API key (`glk_…`), an OpenID Connect access token, or the bootstrap admin key. Each operation names the permission it needs (`x-permission`); data outside the credential\'s scope answers 404 or is left out of lists.',
+      },
+      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
+      security: [{ bearer: [] }],
+    },
+    transformObject: (document) => {
+      const openapiObject = (document as { openapiObject: Parameters<typeof documentPermissions>[1] }).openapiObject;
+      documentPermissions(app, openapiObject);
+      return openapiObject as never;
     },
   });
+  await app.register(accessPlugin, { access: deps.access });
+  await app.register(auditPlugin, { audit: deps.audit });
+  await app.register(rateLimitsPlugin, { settings: deps.limits });
 
   await app.register(healthRoutes, { checks: deps.checks });
-  app.get('/metrics', { schema: { summary: 'Prometheus metrics', tags: ['operations'] } }, async (_request, reply) =>
+  app.get('/metrics', { config: { permission: 'public' }, schema: { summary: 'Prometheus metrics', tags: ['operations'] } }, async (_request, reply) =>
     reply.type(deps.metrics.registry.contentType).send(await deps.metrics.registry.metrics()),
   );
 
   await app.register(
     async (api) => {
-      api.addHook('onRequest', requireAdminKey(deps.adminKey));
-      await api.register(devicesRoutes, { registry: deps.registry });
-      await api.register(deviceTypesRoutes, { registry: deps.registry });
-      await api.register(deviceImportRoutes, { registry: deps.registry });
-      await api.register(telemetryRoutes, { registry: deps.registry, pool: deps.pool, keys: deps.keys, latest: deps.latest });
-      await api.register(trajectoryRoutes, { registry: deps.registry, pool: deps.pool });
+      await api.register(keysRoutes, { access: deps.access, apiKeys: deps.apiKeys, roles: deps.roles });
+      await api.register(townsRoutes, { towns: deps.towns });
+      await api.register(auditRoutes, { pool: deps.pool });
+      await api.register(devicesRoutes, { registry: deps.registry, access: deps.access });
+      await api.register(deviceTypesRoutes, { registry: deps.registry, access: deps.access });
+      await api.register(deviceImportRoutes, { registry: deps.registry, access: deps.access });
+      await api.register(telemetryRoutes, { registry: deps.registry, pool: deps.pool, keys: deps.keys, latest: deps.latest, access: deps.access });
+      await api.register(trajectoryRoutes, { registry: deps.registry, pool: deps.pool, access: deps.access });
       await api.register(rollupsRoutes, { rollups: deps.rollups });
       await api.register(retentionRoutes, { retention: deps.retention });
       await api.register(rpcRoutes, { registry: deps.registry, rpc: deps.rpc });
       await api.register(attributesRoutes, { registry: deps.registry, attributes: deps.attributes });
       await api.register(connectivityRoutes, { registry: deps.registry, connectivity: deps.connectivity });
       await api.register(provisionKeysRoutes, { provisioning: deps.provisioning });
-      await api.register(geofencesRoutes, { geofences: deps.geofences, registry: deps.registry });
-      await api.register(alarmsRoutes, { alarms: deps.alarms });
+      await api.register(geofencesRoutes, { geofences: deps.geofences, registry: deps.registry, access: deps.access });
+      await api.register(alarmsRoutes, { alarms: deps.alarms, access: deps.access, registry: deps.registry });
       await api.register(spatialRoutes, { spatial: deps.spatial, latest: deps.latest });
       await api.register(spatialAggregateRoutes, { spatial: deps.spatial });
       await api.register(spatialExportRoutes, { spatial: deps.spatial });
@@ -117,7 +153,8 @@ export async function buildApi(deps: ApiDeps) {
   // The device API over HTTP: no admin key (a device proves itself with its provision key and secret).
   await app.register(provisionRoutes, { prefix: '/api/v1', provisioning: deps.provisioning });
 
-  app.get('/api/v1/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+  app.get('/api/v1/openapi.json', { config: { permission: 'public' }, schema: { hide: true } }, async () => app.swagger());
+  await app.register(authConfigRoutes, { oidc: deps.oidc });
   app.get('/map-config.json', { schema: { hide: true } }, async () => ({
     styleUrl: deps.mapStyleUrl ?? null,
     domains: DOMAINS.map((name) => ({ name, label: DOMAIN_LABELS[name] })),

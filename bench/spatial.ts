@@ -6,15 +6,21 @@
  * count and a digest of every (device, ts) — computed from the rows, so both read them — and for
  * the 1 h windows the full sorted key lists are compared. Sides alternate; medians of 7 runs.
  *
+ * A scoped case: the same H3 query as an agency key limited to a few towns asks it (the scope's
+ * area applied to every row, db/area-query.ts planScoped), timed against the unscoped H3 query
+ * (target ≤ 1.2×), and its rows checked against an independent filter of the unscoped rows.
+ *
  * Run: `npm run bench:spatial` (DATABASE_URL: a TimescaleDB with PostGIS; unset: the project's
  * TimescaleDB from scripts/timescaledb.sh, which must be up). The data is kept between runs.
  */
 import { execFileSync } from 'node:child_process';
 import pg from 'pg';
-import { planArea, areaRowsSql, Params, type AreaPlan } from '../db/area-query.ts';
+import { planArea, planScoped, areaRowsSql, Params, type AreaPlan, type ScopedPlan } from '../db/area-query.ts';
+import { DEFAULT_TOWNS } from '../geo/towns.ts';
 import { areaContains, parseBbox, parsePolygon, type Area } from '../geo/area.ts';
 import { coverArea } from '../geo/cover.ts';
 import { benchDatabase } from './support.ts';
+import { sessionSettings } from '../db/spatial-query.ts';
 import { DONGGUAN_BBOX, H3_TABLE, POSTGIS_TABLE, ensureDataset, type DatasetSpec } from './spatial/dataset.ts';
 
 const SPEC: DatasetSpec = { staticDevices: 2500, movingDevices: 1000, days: 30, intervalMinutes: 15, seed: 7, end: Date.UTC(2026, 9, 31) };
@@ -27,6 +33,10 @@ const AREAS: { name: string; area: Area }[] = [
   { name: 'town polygon (~150 km²)', area: { kind: 'polygon', geometry: parsePolygon({ type: 'Polygon', coordinates: [TOWN] }) } },
   { name: 'whole-city bbox', area: parseBbox([DONGGUAN_BBOX.minLng, DONGGUAN_BBOX.minLat, DONGGUAN_BBOX.maxLng, DONGGUAN_BBOX.maxLat]) },
 ];
+// An agency of the south-west and the centre: five towns/subdistricts (the shipped approximate areas).
+const SCOPE_TOWNS = ['虎门镇', '厚街镇', '东城街道', '莞城街道', '南城街道'];
+const SCOPE_AREA: Area = { kind: 'polygon', geometry: DEFAULT_TOWNS.union(SCOPE_TOWNS).geometry };
+
 const WINDOWS = [
   { name: '1 h', ms: 3_600_000 },
   { name: '7 d', ms: 7 * 86_400_000 },
@@ -38,6 +48,13 @@ const KEYS = `device_id, (extract(epoch FROM ts) * 1000)::int8 AS ms`;
 function h3Sql(area: Area, plan: AreaPlan, from: Date, to: Date, select: string, table = H3_TABLE): { text: string; values: unknown[] } {
   const params = new Params();
   const inner = areaRowsSql({ table, area, plan, from: params.add(from), to: params.add(to), columns: 'r.device_id, r.ts', params });
+  return { text: `SELECT ${select} FROM (${inner}) q`, values: params.values };
+}
+
+/** What an agency scoped to SCOPE_TOWNS reads: both areas on every row, the smaller one driving. */
+function scopedSql(scoped: ScopedPlan, from: Date, to: Date, select: string): { text: string; values: unknown[] } {
+  const params = new Params();
+  const inner = areaRowsSql({ table: H3_TABLE, area: scoped.drive, plan: scoped.plan, from: params.add(from), to: params.add(to), columns: 'r.device_id, r.ts', also: scoped.also, params });
   return { text: `SELECT ${select} FROM (${inner}) q`, values: params.values };
 }
 
@@ -107,7 +124,10 @@ async function main() {
   console.log(`${'query'.padEnd(36)} ${'rows'.padStart(9)}  ${'plan'.padEnd(22)} ${'H3 ms'.padStart(8)} ${'PostGIS ms'.padStart(11)} ${'ratio'.padStart(6)}   PostGIS on H3 layout`);
 
   const ratios: number[] = [];
+  const scopedRatios: number[] = [];
+  const scopedLines: string[] = [];
   let identical = true;
+  const scopeInside = positions.filter((p) => areaContains(SCOPE_AREA, p.lng, p.lat)).length / positions.length;
   const end = new Date(SPEC.end);
   for (const { name, area } of AREAS) {
     const coverStarted = now();
@@ -155,11 +175,47 @@ async function main() {
       );
     }
     console.log(`  ${name}: ${(inside * 100).toFixed(1)} % of devices inside; cover computed cold in ${coverMs.toFixed(0)} ms (then cached)`);
+    // The scoped case: the same query through a town-scoped key, against the unscoped H3 query.
+    for (const w of WINDOWS) {
+      const from = new Date(SPEC.end - w.ms);
+      // The platform's spatial session settings for this window (db/spatial-query.ts), on both sides.
+      const settings = sessionSettings({ from, to: end });
+      for (const client of sessions) await client.query(`RESET max_parallel_workers_per_gather${settings.replace('LOCAL ', '')}`);
+      const unscoped = () => h3Sql(area, planArea(area, inside, w.ms), from, end, DIGEST);
+      const scoped = () => scopedSql(planScoped(area, inside, SCOPE_AREA, scopeInside, w.ms), from, end, DIGEST);
+      await timed(h3Client, unscoped);
+      const firstScoped = await timed(gisClient, scoped);
+      const times: [number[], number[]] = [[], []];
+      for (let i = 0; i < RUNS; i++) {
+        for (const k of i % 2 === 0 ? [0, 1] : [1, 0]) times[k]!.push((await timed(k === 0 ? h3Client : gisClient, k === 0 ? unscoped : scoped)).ms);
+      }
+      // Exactness: the scoped rows are the unscoped rows whose position Turf places in the scope.
+      if (w.ms <= 3_600_000) {
+        const all = h3Sql(area, planArea(area, inside, w.ms), from, end, 'device_id, ts');
+        const withPos = all.text.replace('r.device_id, r.ts', 'r.device_id, r.ts, r.lng, r.lat').replace('SELECT device_id, ts FROM', 'SELECT device_id, (extract(epoch FROM ts) * 1000)::int8 AS ms, lng, lat FROM');
+        const rows = (await h3Client.query<{ device_id: number; ms: string; lng: number; lat: number }>(withPos, all.values)).rows;
+        const expected = rows.filter((r) => areaContains(SCOPE_AREA, r.lng, r.lat)).map((r) => `${r.device_id}@${r.ms}`).sort();
+        const s = scopedSql(planScoped(area, inside, SCOPE_AREA, scopeInside, w.ms), from, end, KEYS);
+        const got = (await gisClient.query<{ device_id: number; ms: string }>(s.text, s.values)).rows.map((r) => `${r.device_id}@${r.ms}`).sort();
+        if (JSON.stringify(got) !== JSON.stringify(expected)) {
+          identical = false;
+          console.log(`  MISMATCH scoped ${name} ${w.name}: ${got.length} rows, expected ${expected.length}`);
+        }
+      }
+      const [u, s] = times.map(median) as [number, number];
+      scopedRatios.push(s / u);
+      const drive = planScoped(area, inside, SCOPE_AREA, scopeInside, w.ms).drive === SCOPE_AREA ? 'scope drives' : 'request drives';
+      scopedLines.push(`${`${name}, ${w.name}`.padEnd(36)} ${Number(firstScoped.row.n).toLocaleString().padStart(9)}  ${drive.padEnd(15)} ${u.toFixed(1).padStart(8)} ${s.toFixed(1).padStart(9)} ${(s / u).toFixed(2).padStart(6)}`);
+    }
   }
   for (const c of sessions) await c.end();
-  const geomean = Math.exp(ratios.reduce((s, r) => s + Math.log(r), 0) / ratios.length);
+  const geomean = (xs: number[]) => Math.exp(xs.reduce((s, r) => s + Math.log(r), 0) / xs.length);
   console.log('');
-  console.log(`RESULT h3_vs_postgis=${geomean.toFixed(2)} identical=${identical}`);
+  console.log(`Scoped: the same H3 queries through a key scoped to ${SCOPE_TOWNS.join(', ')} (${(scopeInside * 100).toFixed(1)} % of devices)`);
+  console.log(`${'query'.padEnd(36)} ${'rows'.padStart(9)}  ${'plan'.padEnd(15)} ${'H3 ms'.padStart(8)} ${'scoped ms'.padStart(9)} ${'ratio'.padStart(6)}`);
+  for (const line of scopedLines) console.log(line);
+  console.log('');
+  console.log(`RESULT h3_vs_postgis=${geomean(ratios).toFixed(2)} scoped_vs_unscoped=${geomean(scopedRatios).toFixed(2)} scoped_max=${Math.max(...scopedRatios).toFixed(2)} identical=${identical}`);
 }
 
 main().catch((err: unknown) => {

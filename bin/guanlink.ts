@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig, settings } from '../core/config.ts';
 import { createLogger } from '../core/log.ts';
@@ -35,14 +36,22 @@ async function main(): Promise<void> {
 
   const host = config.host === '0.0.0.0' || config.host === '::' ? 'localhost' : config.host;
   const httpUrl = `http://${host}:${platform.httpPort}`;
+  // Never the admin key itself: this output ends up in terminals' scrollback, shell logs and
+  // journald. It says where the key is and how to get in without printing it.
+  const keyFile = path.resolve(config.dataDir, 'admin-key');
+  const fromEnv = config.adminKey !== undefined;
+  const bearer = fromEnv ? '$GUANLINK_ADMIN_KEY' : `$(cat '${keyFile.replaceAll("'", `'\\''`)}')`;
   process.stdout.write(
     [
       '',
       `  GuanLink (莞联) is running on ${platform.dialect.kind}${platform.embeddedDatabase ? ' (embedded, data in ' + config.dataDir + ')' : ''}`,
-      `  Live map      ${httpUrl}/#key=${platform.adminKey}`,
+      `  Live map      ${httpUrl}/   (paste an API key, or the admin key, into its sign-in panel)`,
       `  REST API      ${httpUrl}/api/v1   (OpenAPI: ${httpUrl}/api/v1/openapi.json)`,
       `  MQTT          mqtt://${host}:${platform.mqttPort}   ws://${host}:${platform.httpPort}/mqtt`,
-      `  Admin key     ${platform.adminKey}`,
+      fromEnv ? '  Admin key     from GUANLINK_ADMIN_KEY (not printed)' : `  Admin key     in ${keyFile} (mode 0600; not printed)`,
+      `  Staff keys    POST ${httpUrl}/api/v1/keys with the admin key, e.g.`,
+      `                curl -H "Authorization: Bearer ${bearer}" -H 'content-type: application/json' \\`,
+      `                  -d '{"name":"duty desk","owner":"operations","roles":["operator"]}' ${httpUrl}/api/v1/keys`,
       '',
       '',
     ].join('\n'),

@@ -1,4 +1,5 @@
-import { safeEqual } from '../core/credentials.ts';
+import { AccessError, type Access } from '../core/access/access.ts';
+import type { Principal } from '../core/access/principal.ts';
 import type { DeviceRegistry, DeviceContext } from '../core/registry.ts';
 
 /** The MQTT username of application sessions (operators' systems subscribing to platform events). */
@@ -7,8 +8,8 @@ export const APPLICATION_USERNAME = 'guanlink-app';
 export type AuthResult =
   | { kind: 'device'; device: DeviceContext; method: 'token' | 'basic' }
   | { kind: 'provision' }
-  /** An operator's system: may only subscribe to `guanlink/events/…` (see device-api.ts). */
-  | { kind: 'application' }
+  /** An operator's system: may only subscribe to `guanlink/events/…` (see device-api.ts), and gets only the events of its scope. */
+  | { kind: 'application'; principal: Principal }
   /** CONNACK return code (MQTT 3.1.1): 2 identifier rejected, 5 not authorized. */
   | { kind: 'refused'; returnCode: 2 | 5; reason: string };
 
@@ -20,7 +21,8 @@ export interface ConnectCredentials {
 
 /**
  * ThingsBoard's rules for a CONNECT (see README), after GuanLink's own application session
- * (username `guanlink-app`, password the admin key; see README "Platform events over MQTT"):
+ * (username `guanlink-app`, password an API key, an OpenID Connect access token or the bootstrap
+ * admin key, with the `live` permission; see README "Platform events over MQTT"):
  * - username or client id `provision`, no password: a provisioning session (no credentials yet);
  * - a username and a password: MQTT basic credentials (the stored client id, if any, must match);
  * - a username alone: an access token;
@@ -28,15 +30,25 @@ export interface ConnectCredentials {
  * Refusals use ThingsBoard's codes: 5 (not authorized) for bad credentials, 2 (identifier
  * rejected) for a client id that matches nothing when no username was given.
  */
-export function createAuthenticator(registry: DeviceRegistry, options: { applicationKey?: string } = {}) {
+export function createAuthenticator(registry: DeviceRegistry, options: { access?: Access } = {}) {
   return async ({ clientId, username, password }: ConnectCredentials): Promise<AuthResult> => {
     const secret = password && password.length > 0 ? password.toString('utf8') : undefined;
-    // GuanLink's application session: username `guanlink-app`, the admin key as password. The
-    // username is reserved: it never falls through to the device rules below.
+    // GuanLink's application session: username `guanlink-app`, a credential as password (checked
+    // by core/access like any REST request). The username is reserved: it never falls through to
+    // the device rules below.
     if (username === APPLICATION_USERNAME) {
-      return options.applicationKey !== undefined && secret !== undefined && safeEqual(secret, options.applicationKey)
-        ? { kind: 'application' }
-        : { kind: 'refused', returnCode: 5, reason: `${APPLICATION_USERNAME}: wrong or missing password (the admin key)` };
+      if (!options.access) return { kind: 'refused', returnCode: 5, reason: `${APPLICATION_USERNAME}: application sessions are not enabled` };
+      if (secret === undefined) {
+        return { kind: 'refused', returnCode: 5, reason: `${APPLICATION_USERNAME}: no password: send an API key, an OpenID Connect access token or the admin key` };
+      }
+      try {
+        const principal = await options.access.authenticate(secret);
+        options.access.require(principal, 'live');
+        return { kind: 'application', principal };
+      } catch (err) {
+        if (err instanceof AccessError) return { kind: 'refused', returnCode: 5, reason: `${APPLICATION_USERNAME}: ${err.message}` };
+        throw err;
+      }
     }
     if ((username === 'provision' || clientId === 'provision') && secret === undefined) return { kind: 'provision' };
     if (username && secret !== undefined) {

@@ -4,6 +4,7 @@ import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { Aedes, type AuthenticateError, type Client, type PublishPacket } from 'aedes';
 import { WebSocketServer, createWebSocketStream } from 'ws';
+import type { Principal } from '../core/access/principal.ts';
 import type { Logger } from '../core/log.ts';
 import type { Metrics } from '../core/metrics.ts';
 import { RateLimiter, type RateLimitSpec } from '../core/rate-limit.ts';
@@ -11,7 +12,7 @@ import type { DeviceContext } from '../core/registry.ts';
 import type { AuthResult, ConnectCredentials } from './auth.ts';
 import { PLATFORM_EVENTS_PREFIX, maySubscribe, outboundTopic, routePublish, type DeviceApiHandlers } from './device-api.ts';
 import { ERRORS_TOPIC } from './handlers/telemetry.ts';
-import type { Deliver, DeliverToSession, DeliverTracked, DeviceSession, Outbound, Session } from './session.ts';
+import type { ApplicationSession, Deliver, DeliverToSession, DeliverTracked, DeviceSession, Outbound, Session } from './session.ts';
 
 export interface BrokerOptions {
   log: Logger;
@@ -77,8 +78,15 @@ export interface Broker {
   /**
    * Publishes a platform event (QoS 1, not retained) to the application sessions subscribed to
    * `topic`, which must be under `guanlink/events/`. Resolves once handed to every subscriber.
+   * With `visibleTo`, only to the sessions whose principal it accepts (the event is inside their
+   * scope): asked once per distinct scope, before delivery; events are delivered in order.
    */
-  publishEvent(topic: string, payload: Buffer | string): Promise<void>;
+  publishEvent(topic: string, payload: Buffer | string, visibleTo?: (principal: Principal) => boolean | Promise<boolean>): Promise<void>;
+  /**
+   * Closes at once the application sessions opened with an API key (revoked, rotated or changed);
+   * a session still being authenticated with it is refused. Returns how many were closed.
+   */
+  closeApplicationSessions(keyId: number, reason: string): number;
   readonly connectedClients: number;
   readonly listening: boolean;
   /** Stops taking new connections and new messages; in-flight publishes still complete. */
@@ -148,6 +156,32 @@ export function createBroker(opts: BrokerOptions): Broker {
   };
   const refuse = (reason: string) => metrics.mqttRefusals.inc({ reason });
   const describe = (session: Session) => (session.kind === 'device' ? { device: session.device.id } : { [session.kind]: session.clientId });
+  // Application sessions: events are filtered per principal; closed when their key changes or expires.
+  const applications = new Set<ApplicationSession>();
+  const expiryTimers = new WeakMap<ApplicationSession, NodeJS.Timeout>();
+  // Which clients an event may be forwarded to (keyed by its payload Buffer, fresh per event).
+  const eventAudience = new WeakMap<Buffer, WeakSet<Client>>();
+  let events: Promise<void> = Promise.resolve();
+  // Key changes, numbered: a session whose key changed while it was being authenticated is refused.
+  let keySeq = 0;
+  const keyChangedAt = new Map<number, number>();
+  const authSeqs = new WeakMap<Client, number>();
+  const closeApplication = (session: ApplicationSession, reason: string) => {
+    log.info({ application: session.clientId, principal: session.principal.id, reason }, 'application session closed by the server');
+    session.client.close();
+  };
+  const armExpiry = (session: ApplicationSession, expiresAt: number) => {
+    const timer = setTimeout(
+      () => {
+        if (session.client.closed) return;
+        if (Date.now() < expiresAt) return armExpiry(session, expiresAt);
+        closeApplication(session, `the credential expired at ${new Date(expiresAt).toISOString()}`);
+      },
+      Math.min(Math.max(expiresAt - Date.now(), 0), 2_147_483_647),
+    );
+    timer.unref();
+    expiryTimers.set(session, timer);
+  };
 
   const aedes = new Aedes({
     connectTimeout: 10_000,
@@ -159,6 +193,7 @@ export function createBroker(opts: BrokerOptions): Broker {
         return done(connackError('server unavailable: connection limit reached', 3), false);
       }
       const address = (client.conn as net.Socket).remoteAddress ?? client.req?.socket.remoteAddress;
+      authSeqs.set(client, keySeq);
       opts
         .authenticate({ clientId: client.id, username, password })
         .then((result) => {
@@ -182,9 +217,9 @@ export function createBroker(opts: BrokerOptions): Broker {
               log.info({ clientId: client.id, address }, 'MQTT connect refused: application sessions must be clean sessions');
               return done(connackError('application sessions must be clean sessions (clean session flag set)', 2), false);
             }
-            sessions.set(client, { ...base, kind: 'application' });
+            sessions.set(client, { ...base, kind: 'application', principal: result.principal });
             (client as { id: string }).id = `app:${client.id}`; // never collides with device:<id> sessions
-            log.info({ clientId: base.clientId, address }, 'application session connected');
+            log.info({ clientId: base.clientId, address, principal: result.principal.id }, 'application session connected');
             return done(null, true);
           }
           const previous = byDevice.get(result.device.id);
@@ -261,6 +296,8 @@ export function createBroker(opts: BrokerOptions): Broker {
     authorizeForward(client, packet) {
       const payload = packet.payload as Buffer;
       if (!serverOriginated.has(payload)) return null;
+      const audience = eventAudience.get(payload);
+      if (audience && !audience.has(client)) return null; // outside the session's scope
       const numbered = trackedPayloads.get(payload);
       if (numbered && packet.qos > 0 && !packet.messageId) {
         trackedPayloads.delete(payload);
@@ -285,6 +322,15 @@ export function createBroker(opts: BrokerOptions): Broker {
 
   aedes.on('clientReady', (client) => {
     const session = sessions.get(client);
+    if (session?.kind === 'application') {
+      const { keyId, expiresAt } = session.principal;
+      if (keyId !== undefined && (keyChangedAt.get(keyId) ?? 0) > (authSeqs.get(client) ?? 0)) {
+        return closeApplication(session, 'the API key changed while the session was being opened');
+      }
+      applications.add(session);
+      if (expiresAt !== null) armExpiry(session, expiresAt);
+      return;
+    }
     if (session?.kind !== 'device') return;
     byDevice.set(session.device.id, session);
     log.debug({ device: session.device.id, clientId: session.clientId, address: session.address }, 'device connected');
@@ -298,6 +344,10 @@ export function createBroker(opts: BrokerOptions): Broker {
   aedes.on('clientDisconnect', (client) => {
     pubacksLost(client);
     const session = sessions.get(client);
+    if (session?.kind === 'application') {
+      applications.delete(session);
+      clearTimeout(expiryTimers.get(session));
+    }
     if (session?.kind !== 'device') return;
     if (byDevice.get(session.device.id) === session) byDevice.delete(session.device.id);
     const graceful = (client as Client & { _disconnected?: boolean })._disconnected === true;
@@ -473,13 +523,56 @@ export function createBroker(opts: BrokerOptions): Broker {
       const session = byDevice.get(device.id);
       if (session) session.device = device;
     },
-    publishEvent(topic, payload) {
+    publishEvent(topic, payload, visibleTo) {
       if (!topic.startsWith(PLATFORM_EVENTS_PREFIX)) return Promise.reject(new Error(`platform events are published under ${PLATFORM_EVENTS_PREFIX}, not ${topic}`));
       const body = Buffer.from(payload); // fresh: marks this publish as the server's in authorizeForward
       serverOriginated.add(body);
-      return new Promise((resolve, reject) => {
-        route({ cmd: 'publish', topic, payload: body, qos: 1, retain: false, dup: false } as PublishPacket, undefined, (err) => (err ? reject(err) : resolve()));
-      });
+      const publish = () =>
+        new Promise<void>((resolve, reject) => {
+          route({ cmd: 'publish', topic, payload: body, qos: 1, retain: false, dup: false } as PublishPacket, undefined, (err) => (err ? reject(err) : resolve()));
+        });
+      if (!visibleTo) return publish();
+      // Who may have it, decided before it is routed: once per distinct scope among the sessions
+      // subscribed to anything. A session that connects meanwhile is not in the audience.
+      const decide = async () => {
+        const audience = new WeakSet<Client>();
+        const byScope = new Map<string, Promise<boolean>>();
+        for (const session of applications) {
+          if (session.subscriptions.size === 0) continue;
+          const key = session.principal.scope.key;
+          let visible = byScope.get(key);
+          if (!visible) {
+            visible = Promise.resolve()
+              .then(() => visibleTo(session.principal))
+              .catch((err: Error) => {
+                log.warn({ err: err.message, topic }, 'event scope check failed: not delivered to that scope');
+                return false;
+              });
+            byScope.set(key, visible);
+          }
+          if (await visible) audience.add(session.client);
+        }
+        eventAudience.set(body, audience);
+        return { delivered: publish() }; // routed now (in order); delivery completes on its own
+      };
+      // In order: a later event must not overtake an earlier one whose check waits on the database.
+      const decided = events.then(decide);
+      events = decided.then(
+        () => undefined,
+        () => undefined,
+      );
+      return decided.then((r) => r.delivered);
+    },
+    closeApplicationSessions(keyId, reason) {
+      keyChangedAt.set(keyId, ++keySeq);
+      let closed = 0;
+      for (const session of applications) {
+        if (session.principal.keyId !== keyId) continue;
+        applications.delete(session);
+        closeApplication(session, reason);
+        closed++;
+      }
+      return closed;
     },
     get connectedClients() {
       return aedes.connectedClients;

@@ -1,4 +1,5 @@
 import type { Client } from 'aedes';
+import type { Principal } from '../core/access/principal.ts';
 import type { DeviceContext } from '../core/registry.ts';
 
 /**
@@ -33,9 +34,14 @@ export interface ProvisionSession extends SessionBase {
   kind: 'provision';
 }
 
-/** Username `guanlink-app` with the admin key: subscribes to `guanlink/events/…` only, never publishes. */
+/**
+ * Username `guanlink-app` with a credential (API key, OpenID Connect access token or the admin
+ * key): subscribes to `guanlink/events/…` only, never publishes, and is sent only the events
+ * inside its principal's scope. Closed when its key is revoked, rotated or changed, or expires.
+ */
 export interface ApplicationSession extends SessionBase {
   kind: 'application';
+  principal: Principal;
 }
 
 /**

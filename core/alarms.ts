@@ -209,6 +209,12 @@ export interface AlarmChange {
 export interface AlarmFilter {
   status?: AlarmStatus[];
   deviceId?: number;
+  /**
+   * A principal's scope (core/access/visibility.ts, the same rule as live streams): alarms of
+   * these domains; with an area, those whose position (`positionSql` on \`lng\`/\`lat\`) is inside or,
+   * without a position, of these devices.
+   */
+  scope?: { domains?: readonly Domain[]; positionSql?: string; unpositionedDeviceIds?: readonly number[] | null };
   domain?: Domain;
   severity?: AlarmSeverity[];
   from?: Date;
@@ -919,6 +925,11 @@ export class AlarmService {
     if (filter.status?.length) where.push(`a.status = ANY(${p(filter.status)}::text[])`);
     if (filter.severity?.length) where.push(`a.severity = ANY(${p(filter.severity)}::text[])`);
     if (filter.deviceId !== undefined) where.push(`a.device_id = ${p(filter.deviceId)}`);
+    if (filter.scope?.domains) where.push(`t.domain = ANY (${p(filter.scope.domains)}::text[])`);
+    if (filter.scope?.positionSql) {
+      const unpositioned = filter.scope.unpositionedDeviceIds === null || filter.scope.unpositionedDeviceIds === undefined ? 'true' : `a.device_id = ANY (${p(filter.scope.unpositionedDeviceIds)}::int4[])`;
+      where.push(`(SELECT CASE WHEN lat IS NULL THEN ${unpositioned} ELSE ${filter.scope.positionSql} END FROM (SELECT coalesce(a.lat, d.lat) AS lat, coalesce(a.lng, d.lng) AS lng) pos)`);
+    }
     if (filter.domain !== undefined) where.push(`t.domain = ${p(filter.domain)}`);
     if (filter.from) where.push(`a.raised_at >= ${p(filter.from)}`);
     if (filter.to) where.push(`a.raised_at < ${p(filter.to)}`);

@@ -1,5 +1,6 @@
 import path from 'node:path';
 import { parseRateLimit } from './rate-limit.ts';
+import { parseRequestLimit, parseRoleLimits } from './access/rate-limits.ts';
 
 /**
  * Every setting GuanLink reads from the environment, in one table: the README's configuration
@@ -33,9 +34,41 @@ function rateLimitText(raw: string): string {
   if (raw.trim() !== 'off') parseRateLimit(raw);
   return raw.trim();
 }
+function requestLimitText(raw: string): string {
+  return parseRequestLimit(raw).text;
+}
 function isoDate(raw: string): string {
   if (!/^\d{4}-\d{2}-\d{2}/.test(raw) || Number.isNaN(Date.parse(raw))) throw new Error(`expected an ISO 8601 date, got "${raw}"`);
   return raw;
+}
+/** An https URL (http only on the loopback interface), without query or fragment: an identity provider's. */
+export function providerUrl(raw: string): string {
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw new Error(`expected a URL, got "${raw}"`);
+  }
+  const loopback = url.hostname === 'localhost' || url.hostname === '[::1]' || /^127\.\d+\.\d+\.\d+$/.test(url.hostname);
+  if (url.protocol !== 'https:' && !(url.protocol === 'http:' && loopback)) throw new Error(`expected an https URL (http only on localhost), got "${raw}"`);
+  if (url.search || url.hash) throw new Error(`expected a URL without query or fragment, got "${raw}"`);
+  return raw;
+}
+/** OIDC_ROLE_MAP: `provider-role=guanlink-role,…` (a provider role listed several times gives several roles). */
+export function parseRoleMap(raw: string): Map<string, string[]> {
+  const map = new Map<string, string[]>();
+  for (const part of raw.split(',')) {
+    if (part.trim() === '') continue;
+    const eq = part.indexOf('=');
+    const from = part.slice(0, eq).trim();
+    const to = part.slice(eq + 1).trim();
+    if (eq < 0 || from === '' || to === '' || to.includes('=')) throw new Error(`expected provider-role=guanlink-role pairs separated by commas, got "${part.trim()}"`);
+    const roles = map.get(from) ?? [];
+    if (!roles.includes(to)) roles.push(to);
+    map.set(from, roles);
+  }
+  if (map.size === 0) throw new Error('expected provider-role=guanlink-role pairs separated by commas');
+  return map;
 }
 function flag(raw: string): boolean {
   if (/^(1|true|yes|on)$/i.test(raw)) return true;
@@ -66,10 +99,63 @@ export const settings = {
   } as Setting<number>,
   adminKey: {
     env: 'GUANLINK_ADMIN_KEY',
-    description: 'Bearer key for the admin REST API. Unset: generated once and kept in DATA_DIR/admin-key.',
+    description: 'The bootstrap admin key (every permission, no scope), for first start and for creating API keys. Unset: generated once and kept in DATA_DIR/admin-key (mode 0600).',
     default: undefined,
     parse: optionalText,
   } as Setting<string | undefined>,
+  townsGeoJson: {
+    env: 'TOWNS_GEOJSON',
+    description:
+      "A GeoJSON FeatureCollection of the towns/districts (镇街) that scopes may name, each Feature with a `name` property (optionally `nameEn`): official boundaries. Unset: the shipped approximate areas (geo/shapes/dongguan-towns.json).",
+    default: undefined,
+    parse: optionalText,
+  } as Setting<string | undefined>,
+  oidcIssuer: {
+    env: 'OIDC_ISSUER',
+    description:
+      "OpenID Connect: the city's identity provider (e.g. https://keycloak.example/realms/city). Set: bearer JWTs it issues are accepted (its discovery document and keys are read from it). Needs OIDC_AUDIENCE.",
+    default: undefined,
+    parse: (raw: string) => providerUrl(raw.trim()),
+  } as Setting<string | undefined>,
+  oidcAudience: {
+    env: 'OIDC_AUDIENCE',
+    description: "The audience (aud) GuanLink's access tokens carry; several separated by commas. Required with OIDC_ISSUER.",
+    default: undefined,
+    parse: optionalText,
+  } as Setting<string | undefined>,
+  oidcClientId: {
+    env: 'OIDC_CLIENT_ID',
+    description: "The live map's client at the provider (public: authorization code + PKCE, redirect URI <GuanLink URL>/). Unset: the map offers no sign-in through the provider.",
+    default: undefined,
+    parse: optionalText,
+  } as Setting<string | undefined>,
+  oidcScopes: { env: 'OIDC_SCOPES', description: 'Scopes the live map asks the provider for.', default: 'openid profile', parse: text } as Setting<string>,
+  oidcRolesClaim: {
+    env: 'OIDC_ROLES_CLAIM',
+    description: "Claim holding the token's roles; a dotted path reaches inside objects (Keycloak: realm_access.roles or resource_access.<client>.roles).",
+    default: 'roles',
+    parse: text,
+  } as Setting<string>,
+  oidcRoleMap: {
+    env: 'OIDC_ROLE_MAP',
+    description: "Provider roles to GuanLink roles (city-water-staff=agency,city-ops=operator). Set: only the roles it maps count. Unset: the provider's role names are GuanLink's.",
+    default: undefined,
+    parse: (raw: string) => (parseRoleMap(raw), raw.trim()),
+  } as Setting<string | undefined>,
+  oidcScopeClaim: {
+    env: 'OIDC_SCOPE_CLAIM',
+    description: 'Claim holding the scope, as for API keys: {"domains":[…],"towns":[…]} or {"area":<GeoJSON>} (or that object as JSON text). Absent in a token: no restriction beyond its roles.',
+    default: 'guanlink_scope',
+    parse: text,
+  } as Setting<string>,
+  oidcNameClaim: { env: 'OIDC_NAME_CLAIM', description: 'Claim with the display name (then preferred_username, then sub).', default: 'name', parse: text } as Setting<string>,
+  oidcOwnerClaim: { env: 'OIDC_OWNER_CLAIM', description: "Claim with the agency a person acts for (then the provider's host name).", default: 'org', parse: text } as Setting<string>,
+  oidcJwksCooldownMs: {
+    env: 'OIDC_JWKS_COOLDOWN_MS',
+    description: "A token signed with a key GuanLink does not know makes it fetch the provider's keys again (key rotation), at most once in this many milliseconds.",
+    default: 30_000,
+    parse: integer(100, 3_600_000),
+  } as Setting<number>,
   logLevel: {
     env: 'LOG_LEVEL',
     description: 'fatal, error, warn, info, debug or trace.',
@@ -181,6 +267,49 @@ export const settings = {
     description: 'Days geofence enter/exit/dwell events are kept (applied with the retention policies); 0 keeps them forever.',
     default: 365,
     parse: integer(0, 36_500),
+  } as Setting<number>,
+  auditRetentionDays: {
+    env: 'AUDIT_RETENTION_DAYS',
+    description: 'Days audit log entries are kept (applied with the retention policies); 0 keeps them forever.',
+    default: 365,
+    parse: integer(0, 36_500),
+  } as Setting<number>,
+  rateLimits: {
+    env: 'RATE_LIMITS',
+    description:
+      "REST requests per principal, by role: role=<count>/<window> pairs (windows: s, min, h, day, e.g. 10min), or off. A principal with several roles gets the most generous; an API key's own rate limit overrides its roles'.",
+    default: 'admin=6000/min,operator=1200/min,agency=600/min',
+    parse: (raw: string) => (parseRoleLimits(raw), raw.trim()),
+  } as Setting<string>,
+  rateLimitDefault: {
+    env: 'RATE_LIMIT_DEFAULT',
+    description: 'REST requests per principal for a role RATE_LIMITS does not list (<count>/<window>, or off).',
+    default: '600/min',
+    parse: requestLimitText,
+  } as Setting<string>,
+  bootstrapRateLimit: {
+    env: 'BOOTSTRAP_RATE_LIMIT',
+    description: 'REST requests with the bootstrap admin key (<count>/<window>, or off): by default unlimited, so that the operator is never locked out.',
+    default: 'off',
+    parse: requestLimitText,
+  } as Setting<string>,
+  provisionRateLimit: {
+    env: 'PROVISION_RATE_LIMIT',
+    description: 'Requests to the public provisioning endpoint (POST /api/v1/provision) per source address (<count>/<window>, or off).',
+    default: '20/min',
+    parse: requestLimitText,
+  } as Setting<string>,
+  exportConcurrencyPerPrincipal: {
+    env: 'EXPORT_CONCURRENCY_PER_PRINCIPAL',
+    description: 'Exports (spatial and device exports) one principal may run at once; beyond it 429.',
+    default: 2,
+    parse: integer(1, 1000),
+  } as Setting<number>,
+  queryConcurrencyPerPrincipal: {
+    env: 'QUERY_CONCURRENCY_PER_PRINCIPAL',
+    description: 'Heavy queries (spatial history and aggregates, trajectories) one principal may run at once; beyond it 429.',
+    default: 4,
+    parse: integer(1, 1000),
   } as Setting<number>,
   provisionSessionCloseMs: {
     env: 'PROVISION_SESSION_CLOSE_MS',

@@ -196,6 +196,10 @@ export interface EventQuery {
   from?: Date;
   to?: Date;
   limit: number;
+  /** Only events of devices of these domains (a principal's scope). */
+  domains?: readonly Domain[];
+  /** An SQL condition on the event `e` (lng, lat): a principal's area. */
+  where?: string;
 }
 
 export type GeofenceListener = (event: GeofenceEvent) => void;
@@ -324,6 +328,8 @@ export class GeofenceService {
     if (q.kind !== undefined) where.push(`e.kind = ${param(q.kind)}`);
     if (q.from !== undefined) where.push(`e.ts >= ${param(q.from)}`);
     if (q.to !== undefined) where.push(`e.ts <= ${param(q.to)}`);
+    if (q.domains !== undefined) where.push(`d.type IN (SELECT name FROM device_types WHERE domain = ANY (${param(q.domains)}::text[]))`);
+    if (q.where !== undefined) where.push(q.where);
     const { rows } = await this.deps.pool.query<{
       id: string;
       kind: GeofenceEventKind;

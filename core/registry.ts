@@ -110,6 +110,8 @@ export interface DeviceFilter {
   online?: boolean;
   /** Registered location within [minLng, minLat, maxLng, maxLat], edges included. */
   bbox?: readonly [number, number, number, number];
+  /** Only these devices (a principal's scope: core/access/access.ts visibleDevices). */
+  ids?: readonly number[];
 }
 
 /** What a bulk import does with one entry (see importDevices). */
@@ -431,6 +433,7 @@ export class DeviceRegistry {
     const where = ['d.id > $1'];
     if (options.domain !== undefined) where.push(`d.type IN (SELECT name FROM device_types WHERE domain = ${param(options.domain)})`);
     if (options.type !== undefined) where.push(`d.type = ${param(options.type)}`);
+    if (options.ids !== undefined) where.push(`d.id = ANY (${param(options.ids)}::int4[])`);
     // LIKE 'prefix%' uses the text_pattern_ops index on name.
     if (options.namePrefix) where.push(`d.name LIKE ${param(`${escapeLike(options.namePrefix)}%`)}`);
     if (options.online !== undefined) {

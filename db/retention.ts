@@ -55,6 +55,7 @@ export const RetentionReport = Type.Object({
   rejectedMessages: Type.Optional(Type.Omit(RetentionAction, ['domain', 'level'])),
   deviceEvents: Type.Optional(Type.Omit(RetentionAction, ['domain', 'level'])),
   geofenceEvents: Type.Optional(Type.Omit(RetentionAction, ['domain', 'level'])),
+  auditLog: Type.Optional(Type.Omit(RetentionAction, ['domain', 'level'])),
 });
 export type RetentionReport = Static<typeof RetentionReport>;
 
@@ -85,6 +86,8 @@ export interface RetentionOptions {
   deviceEventsDays?: number | null;
   /** How long geofence enter/exit/dwell events (geofence_events) are kept; null or omitted: forever. */
   geofenceEventsDays?: number | null;
+  /** How long audit log entries (audit_log) are kept; null or omitted: forever. */
+  auditDays?: number | null;
 }
 
 // Any constant works; the same on every node, so that one node at a time applies retention.
@@ -195,6 +198,7 @@ export class Retention {
           ['rejectedMessages', 'rejected_messages', 'received_at', this.opts.rejectedDays],
           ['deviceEvents', 'device_events', 'at', this.opts.deviceEventsDays],
           ['geofenceEvents', 'geofence_events', 'ts', this.opts.geofenceEventsDays],
+          ['auditLog', 'audit_log', 'at', this.opts.auditDays],
         ] as const;
         for (const [name, table, column, days] of eventTables) {
           if (days == null || this.stopping) continue;

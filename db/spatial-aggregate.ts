@@ -6,6 +6,7 @@ import { HOUR, MINUTE, planSources, type Segment, type Source } from './buckets.
 import { rollupTable } from './rollups.ts';
 import { selectionRowsSql, type ResolvedSelection, type SpatialDeps } from './spatial-query.ts';
 import { exactAreaSql } from './spatial-sql.ts';
+import { scopeAreaSql } from '../core/access/scope.ts';
 
 /**
  * Spatial aggregates (heatmaps): one numeric key per (H3 cell at a chosen resolution) × (time
@@ -92,7 +93,8 @@ async function fixedDevices(client: pg.ClientBase, deps: Pick<SpatialDeps, 'regi
   const types = deps.registry.deviceTypes().filter((t) => t.domain === domain);
   const still = types.filter((t) => !t.moving).map((t) => t.name);
   const params = new Params();
-  const inside = exactAreaSql(sel.area, { lng: 'd.lng', lat: 'd.lat', cell: 'd.cell' });
+  const scoped = sel.scope && scopeAreaSql(sel.scope, { lng: 'd.lng', lat: 'd.lat', cell: 'd.cell' });
+  const inside = exactAreaSql(sel.area, { lng: 'd.lng', lat: 'd.lat', cell: 'd.cell' }) + (scoped ? ` AND ${scoped}` : '');
   const fixed = `d.type = ANY (${params.add(still, '::text[]')}) AND d.cell IS NOT NULL AND d.updated_at <= ${params.add(sel.from, '::timestamptz')}`;
   const where = [`d.type = ANY (${params.add(types.map((t) => t.name), '::text[]')})`];
   if (sel.deviceIds) where.push(`d.id = ANY (${params.add(sel.deviceIds, '::int4[]')})`);

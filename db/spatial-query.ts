@@ -1,9 +1,10 @@
 import type pg from 'pg';
 import type { Domain } from '../core/domains.ts';
+import { visibleDomains, type Scope } from '../core/access/scope.ts';
 import type { DeviceRegistry } from '../core/registry.ts';
 import { areaContains, type Area } from '../geo/area.ts';
 import type { LatestTracker } from '../ingest/latest.ts';
-import { areaRowsSql, planArea, type AreaPlan, type Params } from './area-query.ts';
+import { areaRowsSql, planScoped, type ScopedPlan, type Params } from './area-query.ts';
 import type { KeyDictionary } from './keys.ts';
 import { inTransaction } from './pool.ts';
 import { readingsTable } from './readings-tables.ts';
@@ -16,17 +17,23 @@ export interface Selection {
   domains: Domain[];
   types: string[] | undefined;
   keys: string[] | undefined;
+  /** The asking principal's scope (core/access/scope.ts): rows outside its area are left out. */
+  scope?: Scope;
 }
 
+/** The selection narrowed to a scope: its domains only, and its area applied to every row. */
+export const withinScope = (sel: Selection, scope: Scope): Selection => ({ ...sel, domains: visibleDomains(scope, sel.domains), scope });
+
 /** A spatial request made concrete for SQL: the tables to read, device ids and key ids to keep. */
-export interface ResolvedSelection extends Pick<Selection, 'area' | 'from' | 'to'> {
+export interface ResolvedSelection extends Pick<Selection, 'area' | 'from' | 'to' | 'scope'> {
   /** Domains whose readings tables are read (narrowed by the device types asked for). */
   domains: Domain[];
   /** Only these devices (the device types asked for); undefined: all. */
   deviceIds: number[] | undefined;
   /** Only rows holding at least one of these keys; undefined: all. */
   keyIds: number[] | undefined;
-  plan: AreaPlan;
+  /** The area whose plan drives the query and the one that filters (db/area-query.ts planScoped). */
+  reading: ScopedPlan;
 }
 
 export interface SpatialDeps {
@@ -46,12 +53,27 @@ export const QUERY_CANCELED = '57014';
  * statement_timeout bounds every statement, and JIT is off (it compiles these generated
  * predicates for longer than they run). A cursor may be used inside `fn`.
  */
-export function withSpatialSession<T>(deps: Pick<SpatialDeps, 'pool' | 'statementTimeoutMs'>, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+export function withSpatialSession<T>(
+  deps: Pick<SpatialDeps, 'pool' | 'statementTimeoutMs'>,
+  window: { from: Date; to: Date } | undefined,
+  fn: (client: pg.PoolClient) => Promise<T>,
+): Promise<T> {
   return inTransaction(deps.pool, async (client) => {
-    await client.query(`SET TRANSACTION READ ONLY; SET LOCAL statement_timeout = ${Math.max(1, Math.round(deps.statementTimeoutMs))}; SET LOCAL jit = off`);
+    await client.query(`SET TRANSACTION READ ONLY; SET LOCAL statement_timeout = ${Math.max(1, Math.round(deps.statementTimeoutMs))}; SET LOCAL jit = off${sessionSettings(window)}`);
     return fn(client);
   });
 }
+
+/** Windows this short read too few rows for parallel workers to pay for their start. */
+export const SHORT_WINDOW_MS = 6 * 3_600_000;
+
+/**
+ * Settings for a window: no parallel workers over a short one. Their start costs 10–20 ms on a
+ * busy machine, more than such a window's whole scan; the planner still chooses them when a
+ * scope's filter raises its cost estimate (bench:spatial, scoped whole-city hour: 35 → 10 ms).
+ */
+export const sessionSettings = (window?: { from: Date; to: Date }): string =>
+  window && window.to.getTime() - window.from.getTime() <= SHORT_WINDOW_MS ? '; SET LOCAL max_parallel_workers_per_gather = 0' : '';
 
 /**
  * Where devices are, for the planner's estimate of how much of the data an area holds: each
@@ -102,8 +124,16 @@ export async function resolveSelection(
     deviceIds = (await Promise.all(sel.types.map((t) => deps.registry.deviceIdsOfType(t)))).flat();
   }
   const keyIds = sel.keys?.map((k) => deps.keys.id(k)).filter((id): id is number => id !== undefined);
-  const plan = planArea(sel.area, await deps.positions.fractionInside(sel.area), sel.to.getTime() - sel.from.getTime());
-  return { area: sel.area, from: sel.from, to: sel.to, domains, deviceIds, keyIds, plan };
+  const windowMs = sel.to.getTime() - sel.from.getTime();
+  const scopeArea = sel.scope?.area ?? undefined;
+  const reading = planScoped(
+    sel.area,
+    await deps.positions.fractionInside(sel.area),
+    scopeArea,
+    scopeArea ? await deps.positions.fractionInside(scopeArea) : 1,
+    windowMs,
+  );
+  return { area: sel.area, from: sel.from, to: sel.to, domains, deviceIds, keyIds, reading, scope: sel.scope };
 }
 
 /**
@@ -122,10 +152,12 @@ export function selectionRowsSql(
   const where = [...(options.where ?? [])];
   if (sel.deviceIds) where.push(`r.device_id = ANY (${params.add(sel.deviceIds, '::int4[]')})`);
   if (sel.keyIds) where.push(`r.keys && ${params.add(sel.keyIds, '::int2[]')}`);
+  const { drive, plan, also } = sel.reading;
   return areaRowsSql({
+    also,
     table: readingsTable(domain),
-    area: sel.area,
-    plan: sel.plan,
+    area: drive,
+    plan,
     from: params.add(options.from ?? sel.from),
     to: params.add(options.to ?? sel.to),
     columns,

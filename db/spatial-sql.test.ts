@@ -5,7 +5,8 @@ import { areaContains, circlePolygon, parsePolygon, type Area } from '../geo/are
 import { cellToBigInt } from '../geo/cell.ts';
 import { createRng } from '../simulators/random.ts';
 import { createTestDatabase, type TestDatabase, testPool } from '../test/support/database.ts';
-import { exactAreaSql } from './spatial-sql.ts';
+import { exactAreaSql, type Bbox } from './spatial-sql.ts';
+import { DEFAULT_TOWNS } from '../geo/towns.ts';
 
 /** Points on and right next to every edge of the area's outline, plus some anywhere near it. */
 function probes(outline: number[][][], seed: number, n: number): [number, number][] {
@@ -45,8 +46,8 @@ describe('exactAreaSql agrees with areaContains (Turf) in PostgreSQL', () => {
     await db?.drop();
   });
 
-  async function compare(area: Area, points: [number, number][]): Promise<number> {
-    const sql = exactAreaSql(area, { lng: 'p.lng', lat: 'p.lat', cell: 'p.cell' });
+  async function compare(area: Area, points: [number, number][], within?: Bbox): Promise<number> {
+    const sql = exactAreaSql(area, { lng: 'p.lng', lat: 'p.lat', cell: 'p.cell' }, within);
     const { rows } = await pool.query<{ i: number; inside: boolean }>(
       `SELECT p.i, ${sql} AS inside FROM unnest($1::float8[], $2::float8[], $3::int8[]) WITH ORDINALITY AS p(lng, lat, cell, i)`,
       [points.map((p) => p[0]), points.map((p) => p[1]), points.map(([lng, lat]) => cellToBigInt(latLngToCell(lat, lng, 15)).toString())],
@@ -100,5 +101,20 @@ describe('exactAreaSql agrees with areaContains (Turf) in PostgreSQL', () => {
     const points: [number, number][] = [];
     for (let i = 0; i < 3000; i++) points.push([113.745 + rng.next() * 0.02, 23.015 + rng.next() * 0.02]);
     expect(await compare(area, points)).toBeGreaterThan(20);
+  });
+
+  it('for points known to lie in a box, with the edges that cannot matter there left out', async () => {
+    // Towns with their neighbours: the boundary crosses each box, with edges on every side of it.
+    const geometry = DEFAULT_TOWNS.union(['虎门镇', '厚街镇', '东城街道', '莞城街道', '南城街道']).geometry;
+    const rings = geometry.type === 'Polygon' ? geometry.coordinates : geometry.coordinates.flat();
+    const all = probes(rings, 7, 20_000);
+    for (const box of [[113.6, 22.76, 113.76, 22.92], [113.74, 23.0, 113.77, 23.03], [113.5, 22.6, 114.3, 23.2]] as Bbox[]) {
+      const rng = createRng(8);
+      const inBox = all.filter(([lng, lat]) => lng >= box[0] && lng <= box[2] && lat >= box[1] && lat <= box[3]);
+      for (let i = 0; i < 2000; i++) inBox.push([box[0] + rng.next() * (box[2] - box[0]), box[1] + rng.next() * (box[3] - box[1])]);
+      await compare({ kind: 'polygon', geometry }, inBox, box);
+    }
+    // A box the polygon does not reach: nothing inside, and no edge in the statement.
+    expect(exactAreaSql({ kind: 'polygon', geometry }, { lng: 'x', lat: 'y', cell: 'c' }, [114.2, 23.1, 114.3, 23.2])).toBe('(false)');
   });
 });

@@ -17,7 +17,10 @@ export const MAX_POINTS_PER_KEY = 100_000;
 const positionColumn = (key: string): string | undefined =>
   Object.hasOwn(POSITION_KEYS, key) ? POSITION_KEYS[key as keyof typeof POSITION_KEYS] : undefined;
 
-/** Newest-first history of each key of one device in [from, to]. */
+/**
+ * Newest-first history of each key of one device in [from, to]; `where` is an SQL condition on
+ * the readings row `r` (a principal's area: only readings positioned inside).
+ */
 export async function telemetryHistory(
   pool: pg.Pool,
   dictionary: KeyDictionary,
@@ -26,8 +29,10 @@ export async function telemetryHistory(
   from: Date,
   to: Date,
   limit: number,
+  where?: string,
 ): Promise<Record<string, Point[]>> {
   const result: Record<string, Point[]> = {};
+  const extra = where ? ` AND ${where}` : '';
   await Promise.all(
     keys.map(async (key) => {
       const column = positionColumn(key);
@@ -38,14 +43,14 @@ export async function telemetryHistory(
       }
       const { rows } = column
         ? await pool.query<{ ts: Date; v: number }>(
-            `SELECT ts, ${column}::float8 AS v FROM readings
-              WHERE device_id = $1 AND ts >= $2 AND ts <= $3 AND ${column} IS NOT NULL
+            `SELECT ts, ${column}::float8 AS v FROM readings r
+              WHERE device_id = $1 AND ts >= $2 AND ts <= $3 AND ${column} IS NOT NULL${extra}
               ORDER BY ts DESC LIMIT $4`,
             [deviceId, from, to, limit],
           )
         : await pool.query<{ ts: Date; v: number }>(
-            `SELECT ts, vals[array_position(keys, $5::smallint)] AS v FROM readings
-              WHERE device_id = $1 AND ts >= $2 AND ts <= $3 AND $5::smallint = ANY (keys)
+            `SELECT ts, vals[array_position(keys, $5::smallint)] AS v FROM readings r
+              WHERE device_id = $1 AND ts >= $2 AND ts <= $3 AND $5::smallint = ANY (keys)${extra}
               ORDER BY ts DESC LIMIT $4`,
             [deviceId, from, to, limit, id],
           );
@@ -81,6 +86,8 @@ export interface BucketQuery {
   limit: number;
   /** Read the raw readings only, ignoring the rollups (for comparisons). */
   rawOnly?: boolean;
+  /** An SQL condition on the readings row `r` (a principal's area); the rollups, which cannot apply it, are not read. */
+  where?: string;
 }
 
 export interface BucketResult {
@@ -119,7 +126,7 @@ export async function telemetryBuckets(pool: pg.Pool, dictionary: KeyDictionary,
                    WHERE device_id = $1 AND bucket >= $2 AND bucket < $3) AS invalid`,
     [q.deviceId, new Date(floorTo(from, MINUTE)), new Date(to)],
   );
-  const done = q.rawOnly ? undefined : (rows[0]?.done ?? undefined);
+  const done = q.rawOnly || q.where ? undefined : (rows[0]?.done ?? undefined);
   let plan = planSources({ from, to, intervalMs: q.intervalMs, done, invalidMinutes: rows[0]?.invalid ?? [] });
   // Very many minutes with pending late data: one raw scan rather than a statement of hundreds of parts.
   if (plan.length > MAX_SEGMENTS) plan = [{ source: 'raw', start: from, end: to }];
@@ -149,7 +156,7 @@ export async function telemetryBuckets(pool: pg.Pool, dictionary: KeyDictionary,
                    WHERE x.device_id = $1 AND x.key_id = $5::smallint AND x.bucket >= ${a} AND x.bucket < ${z}`;
         }
         const value = column ? `r.${column}::float8` : 'r.vals[array_position(r.keys, $5::smallint)]';
-        const filter = column ? `r.${column} IS NOT NULL` : '$5::smallint = ANY (r.keys)';
+        const filter = (column ? `r.${column} IS NOT NULL` : '$5::smallint = ANY (r.keys)') + (q.where ? ` AND ${q.where}` : '');
         return `SELECT date_bin($2::interval, r.ts, $3::timestamptz) AS b, 1::bigint AS n, r.v AS s, r.v AS lo, r.v AS hi, r.ts AS lts, r.v AS lv
                   FROM (SELECT r.ts, ${value} AS v FROM ${readingsTable(q.domain)} r WHERE r.device_id = $1 AND r.ts >= ${a} AND r.ts < ${z} AND ${filter}) r`;
       });

@@ -9,6 +9,7 @@ import {
   AlarmError,
   CLEAR_REASONS,
   type Alarm,
+  type AlarmFilter,
   type AlarmRule,
   type AlarmRuleInput,
   type AlarmService,
@@ -19,6 +20,10 @@ import { DOMAINS, Domain, type Domain as DomainName } from '../../core/domains.t
 import { MAX_KEY_LENGTH } from '../../ingest/validate.ts';
 import { ErrorResponse, badRequest } from '../schemas.ts';
 import { parseInstant } from './telemetry.ts';
+import type { Access } from '../../core/access/access.ts';
+import type { Principal } from '../../core/access/principal.ts';
+import { subjectVisible } from '../../core/access/visibility.ts';
+import type { DeviceRegistry } from '../../core/registry.ts';
 
 const Nullable = <T extends Parameters<typeof Type.Union>[0][number]>(schema: T) => Type.Union([schema, Type.Null()]);
 const At = Type.String({ format: 'date-time' });
@@ -118,7 +123,7 @@ const AlarmFeatureCollection = Type.Object({
   nextCursor: Nullable(Type.Integer()),
 });
 const Actor = Type.Object(
-  { by: Text(200, 'who does it (a user name)'), note: Type.Optional(Type.String({ maxLength: 1000 })) },
+  { by: Type.Optional(Text(200, "who does it (a user name); default: the credential's name")), note: Type.Optional(Type.String({ maxLength: 1000 })) },
   { additionalProperties: false },
 );
 
@@ -165,13 +170,38 @@ function parseList<T extends string>(raw: string | undefined, allowed: readonly 
  * Alarm rules (CRUD) and alarms: list, one, acknowledge, clear. Alarms are raised and cleared by
  * core/alarms.ts from committed readings and geofence events; these routes are the operators' side.
  */
-export const alarmsRoutes: FastifyPluginAsyncTypebox<{ alarms: AlarmService }> = async (app, { alarms }) => {
+export const alarmsRoutes: FastifyPluginAsyncTypebox<{ alarms: AlarmService; access: Access; registry: DeviceRegistry }> = async (app, { alarms, access, registry }) => {
   app.setErrorHandler(alarmErrorHandler);
+  // Rules belong to device types: a scoped credential sees the rules of its domains and changes none.
+  const ruleVisible = (p: Principal, rule: { deviceType: string }) => {
+    const type = registry.deviceType(rule.deviceType);
+    return !type || access.domainVisible(p, type.domain);
+  };
+  app.addHook('preValidation', async (request) => {
+    if (request.method !== 'GET' && request.routeOptions.url?.startsWith('/api/v1/alarm-rules')) access.requireUnscoped(request.principal, 'changing alarm rules');
+  });
+  /** An alarm outside the principal's scope (the rule of live streams: core/access/visibility.ts) is answered as one that does not exist. */
+  const visibleAlarm = async (p: Principal, id: number) => {
+    const alarm = await alarms.get(id);
+    if (!alarm || !(await subjectVisible(access, p, { deviceId: alarm.device.id, domain: alarm.device.domain, position: alarm.position }))) {
+      throw new AlarmError('not_found', `no alarm ${id}`);
+    }
+    return alarm;
+  };
+  /** The same rule as SQL, for lists. */
+  const alarmScope = async (p: Principal): Promise<AlarmFilter['scope']> => {
+    const positionSql = access.eventsSql(p, { lng: 'pos.lng', lat: 'pos.lat' });
+    return {
+      domains: p.scope.domains ?? undefined,
+      positionSql,
+      unpositionedDeviceIds: positionSql ? [...((await access.visibleDevices(p)) ?? [])] : undefined,
+    };
+  };
 
   app.get(
     '/alarm-rules',
     {
-      schema: {
+      config: { permission: 'read' }, schema: {
         summary: 'Alarm rules, optionally of one device type',
         tags: ['alarms'],
         querystring: Type.Object({ deviceType: Type.Optional(Type.String({ maxLength: 64 })), enabled: Type.Optional(Type.Boolean()) }),
@@ -180,17 +210,17 @@ export const alarmsRoutes: FastifyPluginAsyncTypebox<{ alarms: AlarmService }> =
     },
     async (request) => {
       const { deviceType, enabled } = request.query;
-      const items = alarms.listRules().filter((r) => (deviceType === undefined || r.deviceType === deviceType) && (enabled === undefined || r.enabled === enabled));
+      const items = alarms.listRules().filter((r) => ruleVisible(request.principal, r) && (deviceType === undefined || r.deviceType === deviceType) && (enabled === undefined || r.enabled === enabled));
       return { items: items.map(ruleJson) };
     },
   );
 
   app.get(
     '/alarm-rules/:id',
-    { schema: { summary: 'One alarm rule', tags: ['alarms'], params: RuleIdParams, response: { 200: AlarmRuleSchema, 404: ErrorResponse } } },
+    { config: { permission: 'read' }, schema: { summary: 'One alarm rule', tags: ['alarms'], params: RuleIdParams, response: { 200: AlarmRuleSchema, 404: ErrorResponse } } },
     async (request) => {
       const rule = alarms.rule(request.params.id);
-      if (!rule) throw new AlarmError('not_found', `no alarm rule ${request.params.id}`);
+      if (!rule || !ruleVisible(request.principal, rule)) throw new AlarmError('not_found', `no alarm rule ${request.params.id}`);
       return ruleJson(rule);
     },
   );
@@ -198,7 +228,7 @@ export const alarmsRoutes: FastifyPluginAsyncTypebox<{ alarms: AlarmService }> =
   app.post(
     '/alarm-rules',
     {
-      schema: {
+      config: { permission: 'alarms:write' }, schema: {
         summary: 'Create an alarm rule',
         description:
           'A threshold rule watches one telemetry key of every device of a type: raised when the value is beyond raiseThreshold for minDurationSeconds, ' +
@@ -215,7 +245,7 @@ export const alarmsRoutes: FastifyPluginAsyncTypebox<{ alarms: AlarmService }> =
   app.put(
     '/alarm-rules/:id',
     {
-      schema: {
+      config: { permission: 'alarms:write' }, schema: {
         summary: 'Replace an alarm rule',
         description:
           'Open alarms stay open under new thresholds and durations (pending waits start over); they are cleared (clearReason rule_changed) when the type, key, operator or geofence changes, and (rule_disabled) when the rule is disabled.',
@@ -231,7 +261,7 @@ export const alarmsRoutes: FastifyPluginAsyncTypebox<{ alarms: AlarmService }> =
   app.patch(
     '/alarm-rules/:id',
     {
-      schema: {
+      config: { permission: 'alarms:write' }, schema: {
         summary: 'Change some fields of an alarm rule (e.g. {"enabled": false})',
         description: 'Merged with the rule, then checked and applied as a replacement (see PUT).',
         tags: ['alarms'],
@@ -260,7 +290,7 @@ export const alarmsRoutes: FastifyPluginAsyncTypebox<{ alarms: AlarmService }> =
   app.delete(
     '/alarm-rules/:id',
     {
-      schema: {
+      config: { permission: 'alarms:write' }, schema: {
         summary: 'Delete an alarm rule',
         description: 'Its open alarms are cleared (clearReason rule_deleted); its alarms stay in the history with ruleId null. Built-in rules cannot be deleted (403): disable them.',
         tags: ['alarms'],
@@ -277,7 +307,7 @@ export const alarmsRoutes: FastifyPluginAsyncTypebox<{ alarms: AlarmService }> =
   app.get(
     '/alarms',
     {
-      schema: {
+      config: { permission: 'read' }, schema: {
         summary: 'Alarms, newest first, filtered; JSON or GeoJSON',
         description:
           `status: comma-separated ${STATUS_TEXT}. severity: comma-separated ${ALARM_SEVERITIES.join(', ')}. from/to: raisedAt in [from, to). ` +
@@ -317,7 +347,7 @@ export const alarmsRoutes: FastifyPluginAsyncTypebox<{ alarms: AlarmService }> =
       else if (q.format === 'json' || q.format === 'geojson') geojson = q.format === 'geojson';
       else return reply.code(400).send(badRequest(`format: "${q.format}" is not one of json, geojson`));
 
-      const items = await alarms.list({ status, severity, deviceId: q.device, domain: q.domain as DomainName | undefined, from, to, limit: q.limit, beforeId: q.cursor });
+      const items = await alarms.list({ status, severity, deviceId: q.device, scope: await alarmScope(request.principal), domain: q.domain as DomainName | undefined, from, to, limit: q.limit, beforeId: q.cursor });
       const nextCursor = items.length === q.limit ? items[items.length - 1]!.id : null;
       if (!geojson) return { items, nextCursor };
       reply.type(GEOJSON);
@@ -327,18 +357,14 @@ export const alarmsRoutes: FastifyPluginAsyncTypebox<{ alarms: AlarmService }> =
 
   app.get(
     '/alarms/:id',
-    { schema: { summary: 'One alarm', tags: ['alarms'], params: AlarmIdParams, response: { 200: AlarmSchema, 404: ErrorResponse } } },
-    async (request) => {
-      const alarm = await alarms.get(request.params.id);
-      if (!alarm) throw new AlarmError('not_found', `no alarm ${request.params.id}`);
-      return alarm;
-    },
+    { config: { permission: 'read' }, schema: { summary: 'One alarm', tags: ['alarms'], params: AlarmIdParams, response: { 200: AlarmSchema, 404: ErrorResponse } } },
+    async (request) => visibleAlarm(request.principal, request.params.id),
   );
 
   app.post(
     '/alarms/:id/ack',
     {
-      schema: {
+      config: { permission: 'alarms:ack' }, schema: {
         summary: 'Acknowledge a raised alarm (who, with an optional note)',
         description: '409 when it is already acknowledged or cleared.',
         tags: ['alarms'],
@@ -347,13 +373,16 @@ export const alarmsRoutes: FastifyPluginAsyncTypebox<{ alarms: AlarmService }> =
         response: { 200: AlarmSchema, 400: ErrorResponse, 404: ErrorResponse, 409: ErrorResponse },
       },
     },
-    async (request) => alarms.acknowledge(request.params.id, request.body.by, request.body.note ?? null),
+    async (request) => {
+      await visibleAlarm(request.principal, request.params.id);
+      return alarms.acknowledge(request.params.id, request.body.by ?? request.principal.name, request.body.note ?? null);
+    },
   );
 
   app.post(
     '/alarms/:id/clear',
     {
-      schema: {
+      config: { permission: 'alarms:ack' }, schema: {
         summary: 'Clear an open alarm by hand (who, with an optional note)',
         description:
           '409 when it is already cleared. Clearing does not silence the rule: while the condition still holds a new alarm is raised once it has held for the rule’s minimum duration again (acknowledge instead, or disable the rule).',
@@ -363,6 +392,9 @@ export const alarmsRoutes: FastifyPluginAsyncTypebox<{ alarms: AlarmService }> =
         response: { 200: AlarmSchema, 400: ErrorResponse, 404: ErrorResponse, 409: ErrorResponse },
       },
     },
-    async (request) => alarms.clear(request.params.id, request.body.by, request.body.note ?? null),
+    async (request) => {
+      await visibleAlarm(request.principal, request.params.id);
+      return alarms.clear(request.params.id, request.body.by ?? request.principal.name, request.body.note ?? null);
+    },
   );
 };

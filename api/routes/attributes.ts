@@ -44,7 +44,7 @@ export const attributesRoutes: FastifyPluginAsyncTypebox<{ registry: DeviceRegis
   app.get(
     '/devices/:id/attributes',
     {
-      schema: {
+      config: { permission: 'read' }, schema: {
         summary: 'Attributes of a device, by scope, with when each was last written',
         tags: ['attributes'],
         params: DeviceIdParams,
@@ -69,7 +69,7 @@ export const attributesRoutes: FastifyPluginAsyncTypebox<{ registry: DeviceRegis
   app.post(
     '/devices/:id/attributes/:scope',
     {
-      schema: {
+      config: { permission: 'attributes:write' }, schema: {
         summary: 'Set shared or server attributes (merged with those stored); shared changes are pushed to the device',
         tags: ['attributes'],
         params: ScopeParams,
@@ -108,7 +108,7 @@ export const attributesRoutes: FastifyPluginAsyncTypebox<{ registry: DeviceRegis
   app.delete(
     '/devices/:id/attributes/:scope',
     {
-      schema: {
+      config: { permission: 'attributes:write' }, schema: {
         summary: 'Delete attributes of one scope; deleted shared keys are pushed to the device as {"deleted": [keys]}',
         tags: ['attributes'],
         params: ScopeParams,
@@ -136,7 +136,7 @@ export const attributesRoutes: FastifyPluginAsyncTypebox<{ registry: DeviceRegis
   app.get(
     '/devices/:id/shadow',
     {
-      schema: {
+      config: { permission: 'read' }, schema: {
         summary: 'Device shadow: desired (shared) and reported (client) state, and the delta still to apply',
         tags: ['attributes'],
         params: DeviceIdParams,

@@ -40,7 +40,7 @@ export const connectivityRoutes: FastifyPluginAsyncTypebox<{ registry: DeviceReg
   app.get(
     '/devices/:id/connectivity',
     {
-      schema: {
+      config: { permission: 'read' }, schema: {
         summary: 'Connection state: online, last seen, last connect and disconnect, recent events',
         tags: ['connectivity'],
         params: DeviceIdParams,
@@ -58,7 +58,7 @@ export const connectivityRoutes: FastifyPluginAsyncTypebox<{ registry: DeviceReg
   app.get(
     '/devices/:id/events',
     {
-      schema: {
+      config: { permission: 'read' }, schema: {
         summary: 'Connects and disconnects of a device, newest first',
         tags: ['connectivity'],
         params: DeviceIdParams,

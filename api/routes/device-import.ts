@@ -4,7 +4,8 @@ import { stringify } from 'csv-stringify/sync';
 import { Type, type Static } from 'typebox';
 import type { Device, DeviceFilter, DeviceRegistry } from '../../core/registry.ts';
 import { MAX_IMPORT_ROWS, csvImportEntries, jsonImportEntries, markDuplicateNames, type ImportEntry } from '../device-import.ts';
-import { DeviceFilterQuery, toDeviceFilter } from '../device-filter.ts';
+import { DeviceFilterQuery, toDeviceFilter, withinScope } from '../device-filter.ts';
+import type { Access } from '../../core/access/access.ts';
 import { registryErrorHandler } from '../registry-errors.ts';
 import { ErrorResponse } from '../schemas.ts';
 
@@ -43,7 +44,7 @@ const toCsv = (rows: unknown[][]): string => stringify(rows, { cast: { boolean: 
 const EXPORT_PAGE = 1000;
 
 /** Bulk import (JSON or CSV, idempotent by name) and streamed export of the registry. */
-export const deviceImportRoutes: FastifyPluginAsyncTypebox<{ registry: DeviceRegistry }> = async (app, { registry }) => {
+export const deviceImportRoutes: FastifyPluginAsyncTypebox<{ registry: DeviceRegistry; access: Access }> = async (app, { registry, access }) => {
   app.setErrorHandler(registryErrorHandler);
   app.addContentTypeParser('text/csv', { parseAs: 'string' }, (_request, body, done) => done(null, body));
 
@@ -51,7 +52,7 @@ export const deviceImportRoutes: FastifyPluginAsyncTypebox<{ registry: DeviceReg
     '/devices/import',
     {
       bodyLimit: 32 * 1024 * 1024,
-      schema: {
+      config: { permission: 'devices:write' }, schema: {
         summary: 'Create or update many devices (JSON or CSV), by name',
         description:
           'JSON (application/json): an array of `{name, type?, label?, location? | lat?, lng?, alt?, isGateway?}`. ' +
@@ -70,6 +71,7 @@ export const deviceImportRoutes: FastifyPluginAsyncTypebox<{ registry: DeviceReg
       },
     },
     async (request) => {
+      access.requireUnscoped(request.principal, 'bulk import');
       const started = performance.now();
       const body = request.body as unknown[] | string; // checked per content type by the schema above
       const entries: ImportEntry[] = typeof body === 'string' ? csvImportEntries(body) : jsonImportEntries(body);
@@ -98,7 +100,7 @@ export const deviceImportRoutes: FastifyPluginAsyncTypebox<{ registry: DeviceReg
   app.get(
     '/devices/export',
     {
-      schema: {
+      config: { permission: 'read', concurrency: 'export' }, schema: {
         summary: 'Every device (no credentials), streamed as JSON or CSV',
         description:
           'Same filters as the list. JSON: an array of devices as the list gives them; CSV: id,name,type,domain,label,lat,lng,alt,isGateway,gatewayId,createdAt,updatedAt. ' +
@@ -111,7 +113,7 @@ export const deviceImportRoutes: FastifyPluginAsyncTypebox<{ registry: DeviceReg
     },
     async (request, reply) => {
       const { format, ...query } = request.query;
-      const filter = toDeviceFilter(query, registry);
+      const filter = await withinScope(toDeviceFilter(query, registry), access, request.principal);
       const pages = devicePages(registry, filter);
       const body =
         format === 'csv'

@@ -1,3 +1,5 @@
+import type { Access } from '../../core/access/access.ts';
+import type { Principal } from '../../core/access/principal.ts';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import { DeviceType, DeviceTypeDefinition, DeviceTypeName } from '../../core/device-types.ts';
@@ -12,20 +14,28 @@ const TypeNameParams = Type.Object({ name: Type.String({ maxLength: 64 }) });
  * Device types: the built-in ones (read-only) and custom ones. Ingest checks each device's
  * telemetry against its type's declaration; a change applies from the next message.
  */
-export const deviceTypesRoutes: FastifyPluginAsyncTypebox<{ registry: DeviceRegistry }> = async (app, { registry }) => {
+export const deviceTypesRoutes: FastifyPluginAsyncTypebox<{ registry: DeviceRegistry; access: Access }> = async (app, { registry, access }) => {
   app.setErrorHandler(registryErrorHandler);
+  // Device types are city-wide: a scoped credential sees those of its domains and changes none.
+  const typeVisible = (p: Principal, name: string) => {
+    const type = registry.deviceType(name);
+    return type && access.domainVisible(p, type.domain) ? type : undefined;
+  };
+  app.addHook('preValidation', async (request) => {
+    if (request.method !== 'GET') access.requireUnscoped(request.principal, 'changing device types');
+  });
 
   app.get(
     '/device-types',
-    { schema: { summary: 'Device types and their telemetry keys', tags: ['device types'], response: { 200: Type.Array(DeviceType) } } },
-    async () => registry.deviceTypes(),
+    { config: { permission: 'read' }, schema: { summary: 'Device types and their telemetry keys', tags: ['device types'], response: { 200: Type.Array(DeviceType) } } },
+    async (request) => registry.deviceTypes().filter((t) => access.domainVisible(request.principal, t.domain)),
   );
 
   app.get(
     '/device-types/:name',
-    { schema: { summary: 'One device type', tags: ['device types'], params: TypeNameParams, response: { 200: DeviceType, 404: ErrorResponse } } },
+    { config: { permission: 'read' }, schema: { summary: 'One device type', tags: ['device types'], params: TypeNameParams, response: { 200: DeviceType, 404: ErrorResponse } } },
     async (request, reply) => {
-      const type = registry.deviceType(request.params.name);
+      const type = typeVisible(request.principal, request.params.name);
       if (!type) return reply.code(404).send({ statusCode: 404, error: 'Not Found', message: `no device type "${request.params.name}"` });
       return type;
     },
@@ -34,7 +44,7 @@ export const deviceTypesRoutes: FastifyPluginAsyncTypebox<{ registry: DeviceRegi
   app.post(
     '/device-types',
     {
-      schema: {
+      config: { permission: 'devices:write' }, schema: {
         summary: 'Create a custom device type',
         description:
           'Its domain, telemetry keys (unit, plausible range min..max), whether its devices move (position from telemetry) and whether undeclared keys are stored. ' +
@@ -50,7 +60,7 @@ export const deviceTypesRoutes: FastifyPluginAsyncTypebox<{ registry: DeviceRegi
   app.put(
     '/device-types/:name',
     {
-      schema: {
+      config: { permission: 'devices:write' }, schema: {
         summary: "Replace a custom device type's declaration",
         description:
           "Connected devices of the type are checked against the new declaration from their next message. Built-in types are read-only (403). The domain can change only while no device has the type (409).",
@@ -66,7 +76,7 @@ export const deviceTypesRoutes: FastifyPluginAsyncTypebox<{ registry: DeviceRegi
   app.delete(
     '/device-types/:name',
     {
-      schema: {
+      config: { permission: 'devices:write' }, schema: {
         summary: 'Delete a custom device type',
         description: 'Only when no device has it (409 otherwise). Built-in types are read-only (403).',
         tags: ['device types'],

@@ -3,7 +3,8 @@ import { Type, type Static } from 'typebox';
 import { Label } from '../../core/device-types.ts';
 import { DOMAINS, DOMAIN_LABELS, Domain } from '../../core/domains.ts';
 import type { DeviceRegistry } from '../../core/registry.ts';
-import { DeviceFilterQuery, badRequest, toDeviceFilter } from '../device-filter.ts';
+import { DeviceFilterQuery, badRequest, toDeviceFilter, withinScope } from '../device-filter.ts';
+import type { Access } from '../../core/access/access.ts';
 import { noDevice, registryErrorHandler } from '../registry-errors.ts';
 import { Device, DeviceIdParams, DeviceLabel, DeviceName, ErrorResponse, Location } from '../schemas.ts';
 
@@ -51,7 +52,12 @@ function credentialsView(c: { clientId: string | null; username: string | null; 
 }
 
 /** Devices: registration, description, deletion, access token and MQTT basic credentials; domains. */
-export const devicesRoutes: FastifyPluginAsyncTypebox<{ registry: DeviceRegistry }> = async (app, { registry }) => {
+export const devicesRoutes: FastifyPluginAsyncTypebox<{ registry: DeviceRegistry; access: Access }> = async (app, { registry, access }) => {
+  /** A scoped writer registers and moves devices only within its scope. */
+  const requirePlace = (request: { principal: Parameters<Access['requirePlace']>[0] }, type: string, location: { lat: number; lng: number } | null | undefined) => {
+    const domain = registry.deviceType(type)?.domain;
+    if (domain) access.requirePlace(request.principal, domain, location);
+  };
   app.setErrorHandler(registryErrorHandler);
 
   /** A sub-device's gateway must exist and be a gateway. */
@@ -66,7 +72,7 @@ export const devicesRoutes: FastifyPluginAsyncTypebox<{ registry: DeviceRegistry
   app.post(
     '/devices',
     {
-      schema: {
+      config: { permission: 'devices:write' }, schema: {
         summary: 'Register a device',
         tags: ['devices'],
         body: CreateDevice,
@@ -74,6 +80,7 @@ export const devicesRoutes: FastifyPluginAsyncTypebox<{ registry: DeviceRegistry
       },
     },
     async (request, reply) => {
+      requirePlace(request, request.body.type, request.body.location);
       await checkGateway(request.body.gatewayId);
       const { device, accessToken } = await registry.create(request.body);
       return reply.code(201).send({ ...device, accessToken });
@@ -83,7 +90,7 @@ export const devicesRoutes: FastifyPluginAsyncTypebox<{ registry: DeviceRegistry
   app.get(
     '/devices',
     {
-      schema: {
+      config: { permission: 'read' }, schema: {
         summary: 'List devices (cursor pagination by id), optionally filtered',
         tags: ['devices'],
         querystring: Type.Object({
@@ -96,7 +103,7 @@ export const devicesRoutes: FastifyPluginAsyncTypebox<{ registry: DeviceRegistry
     },
     async (request) => {
       const { limit, after, ...filter } = request.query;
-      const items = await registry.list({ ...toDeviceFilter(filter, registry), limit, afterId: after });
+      const items = await registry.list({ ...(await withinScope(toDeviceFilter(filter, registry), access, request.principal)), limit, afterId: after });
       return { items, nextAfter: items.length === limit ? items[items.length - 1]!.id : null };
     },
   );
@@ -104,7 +111,7 @@ export const devicesRoutes: FastifyPluginAsyncTypebox<{ registry: DeviceRegistry
   app.get(
     '/devices/:id',
     {
-      schema: { summary: 'One device', tags: ['devices'], params: DeviceIdParams, response: { 200: Device, 404: ErrorResponse } },
+      config: { permission: 'read' }, schema: { summary: 'One device', tags: ['devices'], params: DeviceIdParams, response: { 200: Device, 404: ErrorResponse } },
     },
     async (request, reply) => {
       const device = await registry.get(request.params.id);
@@ -116,7 +123,7 @@ export const devicesRoutes: FastifyPluginAsyncTypebox<{ registry: DeviceRegistry
   app.put(
     '/devices/:id',
     {
-      schema: {
+      config: { permission: 'devices:write' }, schema: {
         summary: "Replace a device's description",
         description:
           'Name, label, type, location, gateway flag and gateway. Credentials are kept; a connected device carries on with the new description. ' +
@@ -128,6 +135,7 @@ export const devicesRoutes: FastifyPluginAsyncTypebox<{ registry: DeviceRegistry
       },
     },
     async (request) => {
+      requirePlace(request, request.body.type, request.body.location);
       await checkGateway(request.body.gatewayId, request.params.id);
       return registry.update(request.params.id, request.body);
     },
@@ -136,7 +144,7 @@ export const devicesRoutes: FastifyPluginAsyncTypebox<{ registry: DeviceRegistry
   app.delete(
     '/devices/:id',
     {
-      schema: {
+      config: { permission: 'devices:write' }, schema: {
         summary: 'Delete a device',
         description: 'Its live MQTT session is closed at once and its credentials stop working. Stored readings are kept until retention drops them.',
         tags: ['devices'],
@@ -153,7 +161,7 @@ export const devicesRoutes: FastifyPluginAsyncTypebox<{ registry: DeviceRegistry
   app.post(
     '/devices/:id/token',
     {
-      schema: {
+      config: { permission: 'devices:write' }, schema: {
         summary: 'Rotate the access token',
         description: 'Returns the new token (shown only now). The old token is refused from now on and the live session is closed.',
         tags: ['devices'],
@@ -170,7 +178,7 @@ export const devicesRoutes: FastifyPluginAsyncTypebox<{ registry: DeviceRegistry
   app.get(
     '/devices/:id/credentials',
     {
-      schema: {
+      config: { permission: 'devices:write' }, schema: {
         summary: "A device's MQTT basic credentials (never the password)",
         tags: ['devices'],
         params: DeviceIdParams,
@@ -187,7 +195,7 @@ export const devicesRoutes: FastifyPluginAsyncTypebox<{ registry: DeviceRegistry
   app.put(
     '/devices/:id/credentials',
     {
-      schema: {
+      config: { permission: 'devices:write' }, schema: {
         summary: 'Set MQTT basic credentials',
         description:
           'Replaces any earlier basic credentials; the access token keeps working. The live session is closed (it reconnects with its credentials). ' +
@@ -213,7 +221,7 @@ export const devicesRoutes: FastifyPluginAsyncTypebox<{ registry: DeviceRegistry
   app.delete(
     '/devices/:id/credentials',
     {
-      schema: {
+      config: { permission: 'devices:write' }, schema: {
         summary: 'Remove MQTT basic credentials',
         description: 'The access token keeps working. A session opened with the basic credentials is closed.',
         tags: ['devices'],
@@ -232,7 +240,7 @@ export const devicesRoutes: FastifyPluginAsyncTypebox<{ registry: DeviceRegistry
   app.get(
     '/domains',
     {
-      schema: {
+      config: { permission: 'read' }, schema: {
         summary: 'The departments devices belong to, with their names in English and Chinese',
         tags: ['devices'],
         response: { 200: Type.Array(Type.Object({ name: Domain, label: Label })) },

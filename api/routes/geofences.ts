@@ -6,6 +6,8 @@ import type { DeviceRegistry } from '../../core/registry.ts';
 import { ErrorResponse, badRequest } from '../schemas.ts';
 import { noDevice } from '../registry-errors.ts';
 import { parseInstant } from './telemetry.ts';
+import { AccessError, type Access } from '../../core/access/access.ts';
+import type { Principal } from '../../core/access/principal.ts';
 
 // GeoJSON (RFC 7946) as the responses carry it.
 const Position = Type.Array(Type.Number(), { minItems: 2, maxItems: 3, description: '[longitude, latitude] (WGS 84)' });
@@ -98,7 +100,25 @@ const toEventFeature = (e: GeofenceEvent) => {
  * Geofences (core/geofences.ts): CRUD of fences as GeoJSON Features, and their enter / exit /
  * dwell events as GeoJSON Points. A change to a fence takes effect for the next reading.
  */
-export const geofencesRoutes: FastifyPluginAsyncTypebox<{ geofences: GeofenceService; registry: DeviceRegistry }> = async (app, { geofences, registry }) => {
+export const geofencesRoutes: FastifyPluginAsyncTypebox<{ geofences: GeofenceService; registry: DeviceRegistry; access: Access }> = async (app, { geofences, registry, access }) => {
+  /** A fence outside the principal's scope is answered as one that does not exist. */
+  const visibleFence = (p: Principal, id: number) => {
+    const fence = geofences.get(id);
+    return fence && access.geofenceVisible(p, fence) ? fence : undefined;
+  };
+  /** A scoped writer's fences lie in its domains and inside its area. */
+  const requireFencePlace = (p: Principal, body: { geometry: unknown; properties: { domain: Domain } }) => {
+    if (!access.domainVisible(p, body.properties.domain)) throw new AccessError(403, `domain "${body.properties.domain}" is outside this credential's scope`);
+    if (!p.scope.area) return;
+    const g = body.geometry as { type?: string; coordinates?: unknown };
+    const rings = (g.type === 'Polygon' ? [g.coordinates] : g.type === 'MultiPolygon' ? (g.coordinates as unknown[]) : []) as number[][][][];
+    const inside = rings.every((poly) => Array.isArray(poly) && poly.every((ring) => Array.isArray(ring) && ring.every((pt) => Array.isArray(pt) && access.positionVisible(p, pt[0]!, pt[1]!))));
+    if (!inside) throw new AccessError(403, "the geofence reaches outside this credential's area; a scoped credential draws fences only inside it");
+  };
+  const eventScope = (p: Principal) => ({
+    domains: p.scope.domains ?? undefined,
+    where: access.eventsSql(p, { lng: 'e.lng', lat: 'e.lat' }),
+  });
   const noFence = (id: number) => ({ statusCode: 404, error: 'Not Found', message: `no geofence ${id}` });
   const failure = (err: unknown) => {
     if (!(err instanceof GeofenceError)) throw err;
@@ -122,20 +142,23 @@ export const geofencesRoutes: FastifyPluginAsyncTypebox<{ geofences: GeofenceSer
   app.get(
     '/geofences',
     {
-      schema: {
+      config: { permission: 'read' }, schema: {
         summary: 'Geofences, as a GeoJSON FeatureCollection',
         tags: ['geofences'],
         querystring: Type.Object({ domain: Type.Optional(Domain) }),
         response: { 200: GeofenceCollection },
       },
     },
-    async (request) => ({ type: 'FeatureCollection' as const, features: geofences.list({ domain: request.query.domain }).map(toFeature) }),
+    async (request) => ({
+      type: 'FeatureCollection' as const,
+      features: geofences.list({ domain: request.query.domain }).filter((f) => access.geofenceVisible(request.principal, f)).map(toFeature),
+    }),
   );
 
   app.post(
     '/geofences',
     {
-      schema: {
+      config: { permission: 'geofences:write' }, schema: {
         summary: 'Create a geofence',
         description: 'Watched from the next reading on: devices already inside get an enter event with their next reading.',
         tags: ['geofences'],
@@ -144,6 +167,7 @@ export const geofencesRoutes: FastifyPluginAsyncTypebox<{ geofences: GeofenceSer
       },
     },
     async (request, reply) => {
+      requireFencePlace(request.principal, request.body);
       try {
         return reply.code(201).send(toFeature(await geofences.create(inputOf(request.body))));
       } catch (err) {
@@ -155,9 +179,9 @@ export const geofencesRoutes: FastifyPluginAsyncTypebox<{ geofences: GeofenceSer
 
   app.get(
     '/geofences/:id',
-    { schema: { summary: 'One geofence, as a GeoJSON Feature', tags: ['geofences'], params: IdParams, response: { 200: GeofenceFeature, 404: ErrorResponse } } },
+    { config: { permission: 'read' }, schema: { summary: 'One geofence, as a GeoJSON Feature', tags: ['geofences'], params: IdParams, response: { 200: GeofenceFeature, 404: ErrorResponse } } },
     async (request, reply) => {
-      const fence = geofences.get(request.params.id);
+      const fence = visibleFence(request.principal, request.params.id);
       return fence ? toFeature(fence) : reply.code(404).send(noFence(request.params.id));
     },
   );
@@ -165,7 +189,7 @@ export const geofencesRoutes: FastifyPluginAsyncTypebox<{ geofences: GeofenceSer
   app.put(
     '/geofences/:id',
     {
-      schema: {
+      config: { permission: 'geofences:write' }, schema: {
         summary: 'Replace a geofence',
         description: 'Takes effect for the next reading: a device inside that is outside the new polygon gets an exit event then.',
         tags: ['geofences'],
@@ -175,6 +199,8 @@ export const geofencesRoutes: FastifyPluginAsyncTypebox<{ geofences: GeofenceSer
       },
     },
     async (request, reply) => {
+      if (!visibleFence(request.principal, request.params.id)) return reply.code(404).send(noFence(request.params.id));
+      requireFencePlace(request.principal, request.body);
       try {
         return toFeature(await geofences.update(request.params.id, inputOf(request.body)));
       } catch (err) {
@@ -187,7 +213,7 @@ export const geofencesRoutes: FastifyPluginAsyncTypebox<{ geofences: GeofenceSer
   app.delete(
     '/geofences/:id',
     {
-      schema: {
+      config: { permission: 'geofences:write' }, schema: {
         summary: 'Delete a geofence',
         description: 'With its events and the record of who is inside; no exit events are produced.',
         tags: ['geofences'],
@@ -196,7 +222,9 @@ export const geofencesRoutes: FastifyPluginAsyncTypebox<{ geofences: GeofenceSer
       },
     },
     async (request, reply) => {
-      if (!geofences.get(request.params.id)) return reply.code(404).send(noFence(request.params.id));
+      const fence = visibleFence(request.principal, request.params.id);
+      if (!fence) return reply.code(404).send(noFence(request.params.id));
+      requireFencePlace(request.principal, { geometry: fence.geometry, properties: fence });
       try {
         await geofences.delete(request.params.id);
       } catch (err) {
@@ -210,7 +238,7 @@ export const geofencesRoutes: FastifyPluginAsyncTypebox<{ geofences: GeofenceSer
   app.get(
     '/geofences/:id/events',
     {
-      schema: {
+      config: { permission: 'read' }, schema: {
         summary: 'Enter, exit and dwell events of a geofence, newest first (GeoJSON Points)',
         tags: ['geofences'],
         params: IdParams,
@@ -223,8 +251,8 @@ export const geofencesRoutes: FastifyPluginAsyncTypebox<{ geofences: GeofenceSer
       const q = request.query;
       const w = window(q);
       if (typeof w === 'string') return reply.code(400).send(badRequest(w));
-      if (!geofences.get(id)) return reply.code(404).send(noFence(id));
-      const events = await geofences.events({ geofenceId: id, deviceId: q.device, kind: q.kind, ...w, limit: q.limit });
+      if (!visibleFence(request.principal, id)) return reply.code(404).send(noFence(id));
+      const events = await geofences.events({ geofenceId: id, deviceId: q.device, kind: q.kind, ...w, limit: q.limit, ...eventScope(request.principal) });
       return { type: 'FeatureCollection' as const, features: events.map(toEventFeature) };
     },
   );
@@ -232,7 +260,7 @@ export const geofencesRoutes: FastifyPluginAsyncTypebox<{ geofences: GeofenceSer
   app.get(
     '/geofence-events',
     {
-      schema: {
+      config: { permission: 'read' }, schema: {
         summary: 'Enter, exit and dwell events of every geofence, newest first (GeoJSON Points)',
         tags: ['geofences'],
         querystring: Type.Object({ ...EventFilters, device: Type.Optional(DeviceFilter) }),
@@ -243,8 +271,8 @@ export const geofencesRoutes: FastifyPluginAsyncTypebox<{ geofences: GeofenceSer
       const q = request.query;
       const w = window(q);
       if (typeof w === 'string') return reply.code(400).send(badRequest(w));
-      if (q.device !== undefined && !(await registry.get(q.device))) return reply.code(404).send(noDevice(q.device));
-      const events = await geofences.events({ deviceId: q.device, kind: q.kind, ...w, limit: q.limit });
+      if (q.device !== undefined && (!(await registry.get(q.device)) || !(await access.deviceVisible(request.principal, q.device)))) return reply.code(404).send(noDevice(q.device));
+      const events = await geofences.events({ deviceId: q.device, kind: q.kind, ...w, limit: q.limit, ...eventScope(request.principal) });
       return { type: 'FeatureCollection' as const, features: events.map(toEventFeature) };
     },
   );

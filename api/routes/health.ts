@@ -7,11 +7,11 @@ const Checks = Type.Object({ status: Type.Union([Type.Literal('ok'), Type.Litera
 
 /** Liveness (the process answers) and readiness (database, broker and HTTP all up). */
 export const healthRoutes: FastifyPluginAsyncTypebox<{ checks: ReadinessChecks }> = async (app, { checks }) => {
-  app.get('/healthz', { schema: { summary: 'Liveness', tags: ['operations'], response: { 200: Type.Object({ status: Type.Literal('ok') }) } } }, async () => ({
+  app.get('/healthz', { config: { permission: 'public' }, schema: { summary: 'Liveness', tags: ['operations'], response: { 200: Type.Object({ status: Type.Literal('ok') }) } } }, async () => ({
     status: 'ok' as const,
   }));
 
-  app.get('/readyz', { schema: { summary: 'Readiness', tags: ['operations'], response: { 200: Checks, 503: Checks } } }, async (_request, reply) => {
+  app.get('/readyz', { config: { permission: 'public' }, schema: { summary: 'Readiness', tags: ['operations'], response: { 200: Checks, 503: Checks } } }, async (_request, reply) => {
     const results: Record<string, boolean> = {};
     await Promise.all(
       Object.entries(checks).map(async ([name, check]) => {

@@ -35,7 +35,7 @@ export const provisionKeysRoutes: FastifyPluginAsyncTypebox<{ provisioning: Prov
   app.post(
     '/provision-keys',
     {
-      schema: {
+      config: { permission: 'platform:admin' }, schema: {
         summary: 'Create a provision key; its secret is shown only in this answer',
         tags: ['provisioning'],
         body: CreateProvisionKey,
@@ -53,13 +53,13 @@ export const provisionKeysRoutes: FastifyPluginAsyncTypebox<{ provisioning: Prov
     },
   );
 
-  app.get('/provision-keys', { schema: { summary: 'Provision keys (without their secrets)', tags: ['provisioning'], response: { 200: Type.Array(ProvisionKey) } } }, async () =>
+  app.get('/provision-keys', { config: { permission: 'platform:admin' }, schema: { summary: 'Provision keys (without their secrets)', tags: ['provisioning'], response: { 200: Type.Array(ProvisionKey) } } }, async () =>
     provisioning.listKeys(),
   );
 
   app.get(
     '/provision-keys/:id',
-    { schema: { summary: 'One provision key', tags: ['provisioning'], params: KeyIdParams, response: { 200: ProvisionKey, 404: ErrorResponse } } },
+    { config: { permission: 'platform:admin' }, schema: { summary: 'One provision key', tags: ['provisioning'], params: KeyIdParams, response: { 200: ProvisionKey, 404: ErrorResponse } } },
     async (request, reply) => {
       const key = await provisioning.getKey(request.params.id);
       return key ?? reply.code(404).send({ statusCode: 404, error: 'Not Found', message: `no provision key ${request.params.id}` });
@@ -69,7 +69,7 @@ export const provisionKeysRoutes: FastifyPluginAsyncTypebox<{ provisioning: Prov
   app.delete(
     '/provision-keys/:id',
     {
-      schema: {
+      config: { permission: 'platform:admin' }, schema: {
         summary: 'Revoke a provision key (devices it provisioned keep their credentials)',
         tags: ['provisioning'],
         params: KeyIdParams,
@@ -106,7 +106,7 @@ export const provisionRoutes: FastifyPluginAsyncTypebox<{ provisioning: Provisio
   app.post(
     '/provision',
     {
-      schema: {
+      config: { permission: 'public', limitByAddress: true }, schema: {
         summary: 'Device provisioning (ThingsBoard-compatible; no admin key): answers {credentialsValue, credentialsType, status} or {errorMsg, status}',
         tags: ['provisioning'],
         security: [],

@@ -21,14 +21,14 @@ const daysErrorFormatter = (errors: { keyword: string; instancePath: string; mes
 export const retentionRoutes: FastifyPluginAsyncTypebox<{ retention: Retention }> = async (app, { retention }) => {
   app.get(
     '/retention',
-    { schema: { summary: 'Retention policy of every domain', tags: ['retention'], response: { 200: Type.Array(RetentionPolicy) } } },
+    { config: { permission: 'platform:admin' }, schema: { summary: 'Retention policy of every domain', tags: ['retention'], response: { 200: Type.Array(RetentionPolicy) } } },
     async () => retention.list(),
   );
 
   app.put(
     '/retention/:domain',
     {
-      schema: {
+      config: { permission: 'platform:admin' }, schema: {
         summary: "Replace one domain's retention policy",
         description: 'Days each level is kept (null: forever). 1-minute rollups must be kept at least as long as raw readings, 1-hour rollups at least as long as 1-minute ones.',
         tags: ['retention'],
@@ -51,7 +51,7 @@ export const retentionRoutes: FastifyPluginAsyncTypebox<{ retention: Retention }
   app.post(
     '/retention/apply',
     {
-      schema: {
+      config: { permission: 'platform:admin' }, schema: {
         summary: 'Apply every retention policy now',
         description: 'TimescaleDB: drops whole chunks older than each cutoff. PostgreSQL: deletes older rows in bounded batches. Runs hourly anyway (RETENTION_INTERVAL_MS).',
         tags: ['retention'],

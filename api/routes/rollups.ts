@@ -24,7 +24,7 @@ const RefreshReport = Type.Object({
 export const rollupsRoutes: FastifyPluginAsyncTypebox<{ rollups: Rollups }> = async (app, { rollups }) => {
   const iso = (d: Date | null) => (d ? d.toISOString() : null);
 
-  app.get('/rollups', { schema: { summary: 'Rollup watermark and pending late data', tags: ['rollups'], response: { 200: RollupState } } }, async () => {
+  app.get('/rollups', { config: { permission: 'platform:admin' }, schema: { summary: 'Rollup watermark and pending late data', tags: ['rollups'], response: { 200: RollupState } } }, async () => {
     const s = await rollups.state();
     return { done: iso(s.done), announced: iso(s.announced), pendingInvalidations: s.pendingInvalidations };
   });
@@ -32,7 +32,7 @@ export const rollupsRoutes: FastifyPluginAsyncTypebox<{ rollups: Rollups }> = as
   app.post(
     '/rollups/refresh',
     {
-      schema: {
+      config: { permission: 'platform:admin' }, schema: {
         summary: 'Roll up every closed minute and late reading now',
         description: 'Runs every ROLLUP_REFRESH_MS anyway; useful after a bulk import.',
         tags: ['rollups'],

@@ -87,7 +87,7 @@ export const rpcRoutes: FastifyPluginAsyncTypebox<{ registry: DeviceRegistry; rp
   app.post(
     '/devices/:id/rpc',
     {
-      schema: {
+      config: { permission: 'rpc' }, schema: {
         summary: 'Send a command (server-side RPC) to a device',
         description:
           'Two-way (default): waits for the answer, 200 with status answered, 504 with status timeout. One-way: 200 once the device acknowledged it ' +
@@ -146,7 +146,7 @@ export const rpcRoutes: FastifyPluginAsyncTypebox<{ registry: DeviceRegistry; rp
   app.get(
     '/devices/:id/rpc',
     {
-      schema: {
+      config: { permission: 'rpc' }, schema: {
         summary: "A device's commands, newest first",
         tags: ['rpc'],
         params: DeviceIdParams,
@@ -183,7 +183,7 @@ export const rpcRoutes: FastifyPluginAsyncTypebox<{ registry: DeviceRegistry; rp
   app.get(
     '/devices/:id/rpc/:rpcId',
     {
-      schema: {
+      config: { permission: 'rpc' }, schema: {
         summary: 'One command: its status and the answer',
         tags: ['rpc'],
         params: RpcIdParams,
@@ -202,7 +202,7 @@ export const rpcRoutes: FastifyPluginAsyncTypebox<{ registry: DeviceRegistry; rp
   app.delete(
     '/devices/:id/rpc/:rpcId',
     {
-      schema: {
+      config: { permission: 'rpc' }, schema: {
         summary: 'Cancel a queued command (one the device has not been sent yet)',
         tags: ['rpc'],
         params: RpcIdParams,

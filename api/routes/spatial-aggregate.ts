@@ -7,7 +7,8 @@ import { Type, type Static } from 'typebox';
 import { POSITION_KEYS } from '../../core/device-types.ts';
 import { BUCKET_ORIGIN, formatInterval, parseInterval } from '../../db/buckets.ts';
 import { spatialAggregate, type AggregateRow, type PositionColumn } from '../../db/spatial-aggregate.ts';
-import { QUERY_CANCELED, resolveSelection, selectsNothing, withSpatialSession, type SpatialDeps } from '../../db/spatial-query.ts';
+import { QUERY_CANCELED, resolveSelection, selectsNothing, withSpatialSession, withinScope, type SpatialDeps } from '../../db/spatial-query.ts';
+import type { Scope } from '../../core/access/scope.ts';
 import { bboxPolygon, type Area } from '../../geo/area.ts';
 import { SelectionError, SelectionFields, parseSelection, type SelectionInput } from '../spatial-selection.ts';
 
@@ -192,7 +193,7 @@ export const spatialAggregateRoutes: FastifyPluginAsyncTypebox<{ spatial: Spatia
     throw err;
   };
 
-  const handler = async (input: AggregateInput, reply: FastifyReply) => {
+  const handler = async (input: AggregateInput, reply: FastifyReply, scope: Scope) => {
     try {
       if (input.keys !== undefined) throw new AggregateError('invalid_selection', 'keys: not used here; name the one key to aggregate with key');
       const key = input.key.trim();
@@ -200,7 +201,7 @@ export const spatialAggregateRoutes: FastifyPluginAsyncTypebox<{ spatial: Spatia
       const keyId = spatial.keys.id(key);
       if (column === undefined && keyId === undefined) throw new AggregateError('unknown_key', `key: no device has ever sent "${key}"`);
       const stats = parseStats(input.stats, input.percentile);
-      const sel = parseSelection(input as SelectionInput, context, DEFAULT_SPAN_MS);
+      const sel = withinScope(parseSelection(input as SelectionInput, context, DEFAULT_SPAN_MS), scope);
       const from = sel.from.getTime();
       const to = sel.to.getTime();
 
@@ -234,7 +235,7 @@ export const spatialAggregateRoutes: FastifyPluginAsyncTypebox<{ spatial: Spatia
       const resolved = await resolveSelection(spatial, { ...sel, keys: keyId === undefined ? undefined : [key] });
       const result = selectsNothing(resolved)
         ? { rows: [] as AggregateRow[], sources: [], truncated: false }
-        : await withSpatialSession(spatial, (client) =>
+        : await withSpatialSession(spatial, resolved, (client) =>
             spatialAggregate(client, spatial, {
               sel: resolved,
               value: column !== undefined ? { column } : { keyId: keyId! },
@@ -300,6 +301,6 @@ export const spatialAggregateRoutes: FastifyPluginAsyncTypebox<{ spatial: Spatia
     const { statusCode = 500, code } = data as Error & { statusCode?: number; code?: string };
     return JSON.stringify({ statusCode, code, error: STATUS_CODES[statusCode] ?? 'Error', message: data.message });
   };
-  app.get('/spatial/aggregate', { schema: { ...schema, querystring: AggregateQuery }, serializerCompiler }, async (request, reply) => handler(request.query, reply));
-  app.post('/spatial/aggregate', { schema: { ...schema, body: AggregateQuery }, serializerCompiler }, async (request, reply) => handler(request.body, reply));
+  app.get('/spatial/aggregate', { config: { permission: 'read', concurrency: 'query' }, schema: { ...schema, querystring: AggregateQuery }, serializerCompiler }, async (request, reply) => handler(request.query, reply, request.principal.scope));
+  app.post('/spatial/aggregate', { config: { permission: 'read', concurrency: 'query' }, schema: { ...schema, body: AggregateQuery }, serializerCompiler }, async (request, reply) => handler(request.body, reply, request.principal.scope));
 };

@@ -4,7 +4,8 @@ import type { ServerResponse } from 'node:http';
 import { stringify } from 'csv-stringify/sync';
 import { Type, type Static } from 'typebox';
 import { exportBatches, selectionKeyIds, type ExportRow } from '../../db/spatial-export.ts';
-import { QUERY_CANCELED, resolveSelection, selectsNothing, withSpatialSession, type SpatialDeps } from '../../db/spatial-query.ts';
+import { QUERY_CANCELED, resolveSelection, selectsNothing, withSpatialSession, withinScope, type SpatialDeps } from '../../db/spatial-query.ts';
+import type { Scope } from '../../core/access/scope.ts';
 import { MAX_WINDOW_DAYS, SelectionError, SelectionFields, parseSelection, type SelectionInput } from '../spatial-selection.ts';
 
 /** Window when `from` is left out: the 24 hours before `to`. */
@@ -182,10 +183,10 @@ export const spatialExportRoutes: FastifyPluginAsyncTypebox<{ spatial: SpatialDe
     };
   };
 
-  const handler = async (input: SelectionInput, format: ExportFormat, reply: FastifyReply, log: FastifyBaseLogger) => {
+  const handler = async (input: SelectionInput, format: ExportFormat, reply: FastifyReply, log: FastifyBaseLogger, scope: Scope) => {
     let sel;
     try {
-      sel = parseSelection(input, context, DEFAULT_SPAN_MS);
+      sel = withinScope(parseSelection(input, context, DEFAULT_SPAN_MS), scope);
     } catch (err) {
       if (err instanceof SelectionError) return fail(reply, 400, 'invalid_selection', err.message);
       throw err;
@@ -199,7 +200,7 @@ export const spatialExportRoutes: FastifyPluginAsyncTypebox<{ spatial: SpatialDe
     let rowsSent = 0;
     try {
       const resolved = await resolveSelection(spatial, sel);
-      await withSpatialSession(spatial, async (client) => {
+      await withSpatialSession(spatial, resolved, async (client) => {
         // One snapshot for the whole export: its slices neither miss nor repeat rows written meanwhile.
         await client.query('SET TRANSACTION ISOLATION LEVEL REPEATABLE READ');
         const empty = selectsNothing(resolved);
@@ -243,6 +244,7 @@ export const spatialExportRoutes: FastifyPluginAsyncTypebox<{ spatial: SpatialDe
             for (let i = 0; i < batch.length; i += WRITE_ROWS) {
               await write(out.rows(batch.slice(i, i + WRITE_ROWS)));
               rowsSent += Math.min(WRITE_ROWS, batch.length - i);
+              reply.request.auditRows = rowsSent;
             }
             next = await batches!.next();
           }
@@ -305,15 +307,15 @@ export const spatialExportRoutes: FastifyPluginAsyncTypebox<{ spatial: SpatialDe
     },
   };
 
-  app.get('/spatial/export', { exposeHeadRoute: false, schema: { ...schema, querystring: ExportQuery } }, async (request, reply) =>
-    handler(request.query, request.query.format ?? 'ndjson', reply, request.log),
+  app.get('/spatial/export', { exposeHeadRoute: false, config: { permission: 'read', concurrency: 'export' }, schema: { ...schema, querystring: ExportQuery } }, async (request, reply) =>
+    handler(request.query, request.query.format ?? 'ndjson', reply, request.log, request.principal.scope),
   );
-  app.post('/spatial/export', { schema: { ...schema, querystring: FormatQuery, body: ExportQuery } }, async (request, reply) => {
+  app.post('/spatial/export', { config: { permission: 'read', concurrency: 'export' }, schema: { ...schema, querystring: FormatQuery, body: ExportQuery } }, async (request, reply) => {
     const { format: inBody, ...input } = request.body as Static<typeof ExportQuery>;
     const inQuery = request.query.format;
     if (inBody !== undefined && inQuery !== undefined && inBody !== inQuery) {
       return fail(reply, 400, 'invalid_selection', `format: ${inQuery} in the query string but ${inBody} in the body; give one`);
     }
-    return handler(input, inBody ?? inQuery ?? 'ndjson', reply, request.log);
+    return handler(input, inBody ?? inQuery ?? 'ndjson', reply, request.log, request.principal.scope);
   });
 };

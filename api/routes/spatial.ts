@@ -4,7 +4,8 @@ import { Type, type Static } from 'typebox';
 import { areaContains } from '../../geo/area.ts';
 import { bigIntToCell } from '../../geo/cell.ts';
 import { Params } from '../../db/area-query.ts';
-import { QUERY_CANCELED, resolveSelection, selectionRowsSql, selectsNothing, withSpatialSession, type SpatialDeps } from '../../db/spatial-query.ts';
+import { QUERY_CANCELED, resolveSelection, selectionRowsSql, selectsNothing, withSpatialSession, withinScope, type SpatialDeps } from '../../db/spatial-query.ts';
+import { scopeContains, type Scope } from '../../core/access/scope.ts';
 import type { LatestTracker } from '../../ingest/latest.ts';
 import { ErrorResponse, badRequest } from '../schemas.ts';
 import { MAX_WINDOW_DAYS, SelectionError, SelectionFields, parseSelection, type SelectionInput } from '../spatial-selection.ts';
@@ -81,14 +82,14 @@ export const spatialRoutes: FastifyPluginAsyncTypebox<{ spatial: SpatialDeps; la
     throw err;
   };
 
-  const latestHandler = async (input: Static<typeof LatestQuery>, reply: FastifyReply) => {
+  const latestHandler = async (input: Static<typeof LatestQuery>, reply: FastifyReply, scope: Scope) => {
     try {
       // The window only filters when asked: devices whose latest position is at least that recent.
-      const sel = parseSelection(input, context, MAX_WINDOW_DAYS * 86_400_000);
+      const sel = withinScope(parseSelection(input, context, MAX_WINDOW_DAYS * 86_400_000), scope);
       const since = input.from === undefined ? -Infinity : sel.from.getTime();
       const afterId = input.cursor === undefined ? 0 : Number(input.cursor);
       const all = await latest.all();
-      const candidates = all.filter((d) => d.deviceId > afterId && d.position && d.position.ts >= since && d.position.ts < sel.to.getTime() + 1 && areaContains(sel.area, d.position.lng, d.position.lat));
+      const candidates = all.filter((d) => d.deviceId > afterId && d.position && d.position.ts >= since && d.position.ts < sel.to.getTime() + 1 && areaContains(sel.area, d.position.lng, d.position.lat) && scopeContains(scope, d.position.lng, d.position.lat));
       const { rows } = await spatial.pool.query<{ id: number; name: string; type: string }>(`SELECT id, name, type FROM devices WHERE id = ANY ($1::int4[])`, [candidates.map((d) => d.deviceId)]);
       const described = new Map(rows.map((r) => [r.id, r]));
       const devices = candidates.flatMap((d) => {
@@ -113,6 +114,7 @@ export const spatialRoutes: FastifyPluginAsyncTypebox<{ spatial: SpatialDeps; la
       const limit = input.limit ?? DEFAULT_HISTORY_LIMIT;
       const next = devices.length > limit ? String(devices[limit - 1]!.deviceId) : null;
       devices.length = Math.min(devices.length, limit);
+      reply.request.auditRows = devices.length;
       if (input.format === 'json') return { devices, next };
       return {
         type: 'FeatureCollection',
@@ -129,15 +131,15 @@ export const spatialRoutes: FastifyPluginAsyncTypebox<{ spatial: SpatialDeps; la
     }
   };
 
-  const historyHandler = async (input: Static<typeof HistoryQuery>, reply: FastifyReply) => {
+  const historyHandler = async (input: Static<typeof HistoryQuery>, reply: FastifyReply, scope: Scope) => {
     try {
-      const sel = parseSelection(input as SelectionInput, context, DEFAULT_HISTORY_SPAN_MS);
+      const sel = withinScope(parseSelection(input as SelectionInput, context, DEFAULT_HISTORY_SPAN_MS), scope);
       const limit = input.limit ?? DEFAULT_HISTORY_LIMIT;
       const after = input.cursor === undefined ? undefined : decodeCursor(input.cursor);
       const resolved = await resolveSelection(spatial, sel);
       const rows: HistoryRow[] = [];
       if (!selectsNothing(resolved)) {
-        await withSpatialSession(spatial, async (client) => {
+        await withSpatialSession(spatial, resolved, async (client) => {
           // Newest first, one time slice at a time, so a page never sorts the whole window.
           let to = after ? Math.min(sel.to.getTime(), Date.parse(after.ts) + 1) : sel.to.getTime();
           let span = FIRST_SLICE_MS;
@@ -160,6 +162,7 @@ export const spatialRoutes: FastifyPluginAsyncTypebox<{ spatial: SpatialDeps; la
       }
       const last = rows[rows.length - 1];
       const next = rows.length === limit && last ? encodeCursor({ ts: last.pos, device: last.device_id }) : null;
+      reply.request.auditRows = rows.length;
       const readings = rows.map((r) => {
         const values: Record<string, number> = {};
         r.keys.forEach((id, i) => {
@@ -206,8 +209,8 @@ export const spatialRoutes: FastifyPluginAsyncTypebox<{ spatial: SpatialDeps; la
     },
   };
 
-  app.get('/spatial/latest', { schema: { ...latestSchema, querystring: LatestQuery } }, async (request, reply) => latestHandler(request.query, reply));
-  app.post('/spatial/latest', { schema: { ...latestSchema, body: LatestQuery } }, async (request, reply) => latestHandler(request.body, reply));
-  app.get('/spatial/history', { schema: { ...historySchema, querystring: HistoryQuery } }, async (request, reply) => historyHandler(request.query, reply));
-  app.post('/spatial/history', { schema: { ...historySchema, body: HistoryQuery } }, async (request, reply) => historyHandler(request.body, reply));
+  app.get('/spatial/latest', { config: { permission: 'read' }, schema: { ...latestSchema, querystring: LatestQuery } }, async (request, reply) => latestHandler(request.query, reply, request.principal.scope));
+  app.post('/spatial/latest', { config: { permission: 'read' }, schema: { ...latestSchema, body: LatestQuery } }, async (request, reply) => latestHandler(request.body, reply, request.principal.scope));
+  app.get('/spatial/history', { config: { permission: 'read', concurrency: 'query' }, schema: { ...historySchema, querystring: HistoryQuery } }, async (request, reply) => historyHandler(request.query, reply, request.principal.scope));
+  app.post('/spatial/history', { config: { permission: 'read', concurrency: 'query' }, schema: { ...historySchema, body: HistoryQuery } }, async (request, reply) => historyHandler(request.body, reply, request.principal.scope));
 };

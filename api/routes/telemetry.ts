@@ -1,5 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type pg from 'pg';
+import type { Access } from '../../core/access/access.ts';
 import { Type } from 'typebox';
 import type { DeviceRegistry } from '../../core/registry.ts';
 import type { KeyDictionary } from '../../db/keys.ts';
@@ -43,15 +44,15 @@ export function parseInstant(raw: string): Date | undefined {
 const parseKeys = (raw: string | undefined): string[] | undefined =>
   raw === undefined ? undefined : [...new Set(raw.split(',').map((k) => k.trim()).filter((k) => k.length > 0))];
 
-export const telemetryRoutes: FastifyPluginAsyncTypebox<{ registry: DeviceRegistry; pool: pg.Pool; keys: KeyDictionary; latest: LatestTracker }> = async (
+export const telemetryRoutes: FastifyPluginAsyncTypebox<{ registry: DeviceRegistry; pool: pg.Pool; keys: KeyDictionary; latest: LatestTracker; access: Access }> = async (
   app,
-  { registry, pool, keys: dictionary, latest },
+  { registry, pool, keys: dictionary, latest, access },
 ) => {
 
   app.get(
     '/devices/:id/telemetry',
     {
-      schema: {
+      config: { permission: 'read' }, schema: {
         summary: 'History of telemetry keys, newest first: raw, or aggregated per time bucket (interval, agg)',
         tags: ['telemetry'],
         params: DeviceIdParams,
@@ -91,7 +92,9 @@ export const telemetryRoutes: FastifyPluginAsyncTypebox<{ registry: DeviceRegist
       const device = await registry.get(id);
       if (!device) return reply.code(404).send(noDevice(id));
       keys ??= await keysInRange(pool, dictionary, id, from, to);
-      if (interval === undefined) return telemetryHistory(pool, dictionary, id, keys, from, to, q.limit ?? 100);
+      // A moving device seen through an area scope: only its readings positioned inside.
+      const where = registry.deviceType(device.type)?.moving ? access.readingsSql(request.principal) : undefined;
+      if (interval === undefined) return telemetryHistory(pool, dictionary, id, keys, from, to, q.limit ?? 100, where);
 
       let start = from;
       if (interval === 'auto' && q.from === undefined) {
@@ -100,7 +103,7 @@ export const telemetryRoutes: FastifyPluginAsyncTypebox<{ registry: DeviceRegist
       }
       const intervalMs = interval === 'auto' ? autoInterval(start.getTime(), to.getTime() + 1) : interval;
       const agg = (q.agg ?? 'avg') as Aggregate;
-      const result = await telemetryBuckets(pool, dictionary, { deviceId: id, domain: device.domain, keys, from: start, to, intervalMs, agg, limit: q.limit ?? DEFAULT_BUCKETS });
+      const result = await telemetryBuckets(pool, dictionary, { deviceId: id, domain: device.domain, keys, from: start, to, intervalMs, agg, limit: q.limit ?? DEFAULT_BUCKETS, where });
       void reply.header('guanlink-interval', formatInterval(intervalMs)).header('guanlink-sources', result.sources.join(','));
       return result.points;
     },
@@ -109,7 +112,7 @@ export const telemetryRoutes: FastifyPluginAsyncTypebox<{ registry: DeviceRegist
   app.get(
     '/devices/:id/latest',
     {
-      schema: {
+      config: { permission: 'read' }, schema: {
         summary: 'Latest value of each key',
         tags: ['telemetry'],
         params: DeviceIdParams,

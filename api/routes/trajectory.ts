@@ -1,5 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type pg from 'pg';
+import type { Access } from '../../core/access/access.ts';
 import { Type, type Static } from 'typebox';
 import type { DeviceRegistry } from '../../core/registry.ts';
 import { MAX_TRACK_POINTS, readTrack } from '../../db/trajectory.ts';
@@ -103,14 +104,14 @@ const roundOrNull = (x: number | null): number | null => (x === null ? null : ro
 const iso = (ms: number): string => new Date(ms).toISOString();
 
 /** The trajectory of a moving device between two times, with its distance, speeds and stops. */
-export const trajectoryRoutes: FastifyPluginAsyncTypebox<{ registry: DeviceRegistry; pool: pg.Pool }> = async (app, { registry, pool }) => {
+export const trajectoryRoutes: FastifyPluginAsyncTypebox<{ registry: DeviceRegistry; pool: pg.Pool; access: Access }> = async (app, { registry, pool, access }) => {
   const fail = (code: TrajectoryErrorCode, message: string) =>
     code === 'device_not_found' ? { statusCode: 404, code, error: 'Not Found', message } : { statusCode: 400, code, error: 'Bad Request', message };
 
   app.get(
     '/devices/:id/trajectory',
     {
-      schema: {
+      config: { permission: 'read', concurrency: 'query' }, schema: {
         summary: 'Track of a moving device (bus, drone, satellite) between two times as GeoJSON: line with per-vertex timestamps, distance, speeds, stops',
         description:
           `Positions are read oldest first, at most \`limit\` (maximum ${MAX_TRACK_POINTS}); beyond that the answer is truncated and says so ` +
@@ -166,7 +167,8 @@ export const trajectoryRoutes: FastifyPluginAsyncTypebox<{ registry: DeviceRegis
           .send(fail('device_not_moving', `device ${id} is a ${device.type}, a type that does not move: its position is its registered location (GET /api/v1/devices/${id})`));
       }
 
-      const { points, next } = await readTrack(pool, id, device.domain, from, to, q.limit ?? MAX_TRACK_POINTS);
+      // Through an area scope: only the positions inside it.
+      const { points, next } = await readTrack(pool, id, device.domain, from, to, q.limit ?? MAX_TRACK_POINTS, access.readingsSql(request.principal));
       const lengths = segmentLengths(points);
       const speed = speedStats(points, lengths);
       const stopCriteria = { minutes: q.stopMinutes ?? DEFAULT_STOP_MINUTES, radiusMetres: q.stopRadius ?? DEFAULT_STOP_RADIUS };

@@ -294,7 +294,7 @@ describe('alarms', () => {
     await bad('limit=0', /limit/);
     expect((await t.api('GET', '/api/v1/alarms/999999')).status).toBe(404);
     expect((await t.api('POST', '/api/v1/alarms/999999/ack', { by: 'x' })).status).toBe(404);
-    expect((await t.api('POST', '/api/v1/alarms/1/ack', {})).status).toBe(400);
+    expect((await t.api('POST', '/api/v1/alarms/1/ack', { by: 'x', colour: 'red' })).status).toBe(400);
     expect((await t.api('POST', '/api/v1/alarms/1/clear', { by: '' })).status).toBe(400);
 
     const all = (await t.api<Page>('GET', '/api/v1/alarms')).body.items;

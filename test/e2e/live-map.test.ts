@@ -1,24 +1,8 @@
-import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
-import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import { readFile } from 'node:fs/promises';
+import type { Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { launchChromium, type Chromium } from '../support/chromium.ts';
 import { startTestPlatform, type TestPlatform } from '../support/platform.ts';
-
-/** Debian's chromium; CI installs it (`apt-get install chromium`). Never downloaded by the test. */
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--enable-unsafe-swiftshader', // WebGL through SwiftShader (software) in headless mode
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 
 interface Rendered {
   lng: number;
@@ -44,26 +28,15 @@ declare global {
 
 describe('live map page', () => {
   let t: TestPlatform;
-  let userDataDir: string;
-  let context: BrowserContext;
+  let browser: Chromium;
   let page: Page;
   const pageErrors: string[] = [];
   const foreignRequests: string[] = [];
 
   beforeAll(async () => {
-    if (!existsSync(CHROMIUM)) {
-      throw new Error(`chromium not found at ${CHROMIUM}: install it (apt-get install -y chromium) or set CHROMIUM_PATH`);
-    }
     t = await startTestPlatform();
-    userDataDir = await mkdtemp(path.join(os.tmpdir(), 'guanlink-chromium-'));
-    context = await chromium.launchPersistentContext(userDataDir, {
-      executablePath: CHROMIUM,
-      headless: true,
-      args: CHROMIUM_ARGS,
-      locale: 'en-US',
-      viewport: { width: 1280, height: 800 },
-    });
-    page = context.pages()[0] ?? (await context.newPage());
+    browser = await launchChromium();
+    page = browser.context.pages()[0] ?? (await browser.context.newPage());
     page.on('pageerror', (err) => pageErrors.push(err.message));
     page.on('request', (req) => {
       const url = req.url();
@@ -72,8 +45,7 @@ describe('live map page', () => {
   });
 
   afterAll(async () => {
-    await context?.close();
-    if (userDataDir) await rm(userDataDir, { recursive: true, force: true });
+    await browser?.close();
     await t?.stop();
   });
 
@@ -90,12 +62,15 @@ describe('live map page', () => {
     return (await handle.jsonValue()) as Rendered;
   }
 
-  it('loads with the key from the URL hash, then hides the key', async () => {
+  it('loads with the key of an old #key= link, then hides the key', async () => {
     await page.goto(`${t.httpUrl}/#key=${t.adminKey}`);
     await page.waitForFunction(() => window.guanlinkMap?.ready(), null, { timeout: 30_000 });
     expect(new URL(page.url()).hash).toBe('');
-    expect(await page.evaluate(() => localStorage.getItem('guanlink.adminKey'))).toBe(t.adminKey);
+    // Kept for this tab only, never in localStorage.
+    expect(await page.evaluate(() => sessionStorage.getItem('guanlink.credential'))).toBe(t.adminKey);
+    expect(await page.evaluate(() => JSON.stringify(localStorage))).not.toContain(t.adminKey);
     await expect.poll(() => page.textContent('#status-text')).toBe('Connected');
+    expect(await page.textContent('#principal-name')).toBe('bootstrap admin key');
   });
 
   it('draws a moving device where its telemetry puts it, and moves it', async () => {

@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import mqtt from 'mqtt';
@@ -73,10 +73,15 @@ describe('guanlink process', () => {
       const p = await spawnGuanlink({ DATA_DIR: dataDir, GUANLINK_ADMIN_KEY: undefined }, undefined, undefined, { processGroup: true });
       cleanups.push(async () => void p.child.kill('SIGKILL'));
       await waitReady(p);
-      const adminKey = (await readFile(path.join(dataDir, 'admin-key'), 'utf8')).trim();
+      const keyFile = path.join(dataDir, 'admin-key');
+      const adminKey = (await readFile(keyFile, 'utf8')).trim();
       expect(adminKey.length).toBeGreaterThanOrEqual(16);
-      expect(p.output()).toContain(adminKey);
-      expect(p.output()).toContain(`http://127.0.0.1:${p.httpPort}`);
+      // Readable by its owner only; the banner says where it is, never the key itself (output ends up in logs).
+      expect((await stat(keyFile)).mode & 0o777).toBe(0o600);
+      expect(p.output()).not.toContain(adminKey);
+      expect(p.output()).toContain(`Admin key     in ${path.resolve(keyFile)} (mode 0600; not printed)`);
+      expect(p.output()).toContain(`Live map      http://127.0.0.1:${p.httpPort}/ `);
+      expect(p.output()).toContain(`POST http://127.0.0.1:${p.httpPort}/api/v1/keys`);
       expect(existsSync(path.join(dataDir, 'postgres', 'PG_VERSION'))).toBe(true);
 
       // Ctrl-C in a terminal: SIGINT to the whole process group, the embedded PostgreSQL included.
@@ -111,11 +116,13 @@ describe('guanlink process', () => {
     cleanups.push(async () => void p.child.kill('SIGKILL'));
     await waitReady(p);
     expect(existsSync(path.join(dataDir, 'postgres'))).toBe(false);
+    expect(p.output()).toContain('Admin key     from GUANLINK_ADMIN_KEY (not printed)');
     const { id, acked, code } = await streamUntilSignal(p, adminKey, 'SIGTERM');
     expect(code).toBe(0);
     const stored = await storedNs(db.url, id);
     expect(acked.length).toBeGreaterThanOrEqual(200);
     expect(acked.filter((n) => !stored.has(n))).toEqual([]);
+    expect(p.output()).not.toContain(adminKey);
   });
 
   it('refuses to start with a clear message when configuration is invalid', async () => {

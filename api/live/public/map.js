@@ -13,6 +13,14 @@
 // second circle layer on the same source); `geofence` events → a short pulse on the map (a small
 // source of at most MAX_PULSES points) and the last few in a log. Both lists are re-read on every
 // (re)connection, so nothing missed while disconnected stays shown.
+//
+// Sign-in: staff paste their API key into the sign-in panel, or — when GET /auth/config.json names
+// an OpenID provider — sign in there (authorization code + PKCE, done in the page). The credential
+// is kept in sessionStorage only (never in the URL: an old `#key=` link is read once and removed
+// from the address bar), and is the socket's `auth.token` and the REST bearer. The server says who
+// it is (`hello`); the map shows it, shows only the domains of its scope and hides the actions it
+// lacks. A refused, revoked or expired credential clears the map and returns to the sign-in panel
+// with the reason.
 
 import { DOMAIN_LABELS, defaultLang, formatAge, locale, pick, t } from './i18n.js';
 
@@ -27,7 +35,12 @@ const DOMAIN_COLORS = {
 const CENTER = [113.75, 23.02];
 const ZOOM = 9.5;
 const GLIDE_MAX_MS = 1500; // moving devices glide to a new position over the gap between reports, at most this long
-const STORE = { key: 'guanlink.adminKey', lang: 'guanlink.lang', hidden: 'guanlink.hiddenDomains', operator: 'guanlink.operator', geofences: 'guanlink.showGeofences' };
+const STORE = { lang: 'guanlink.lang', hidden: 'guanlink.hiddenDomains', operator: 'guanlink.operator', geofences: 'guanlink.showGeofences' };
+// Credentials live in sessionStorage (this tab, until it closes), never in localStorage or the URL.
+const SESSION = { credential: 'guanlink.credential', oidc: 'guanlink.oidcPending' };
+const LEGACY_KEY = 'guanlink.adminKey'; // where earlier versions kept the admin key (localStorage): removed
+const OIDC_PARAMS = ['code', 'state', 'session_state', 'iss', 'error', 'error_description', 'error_uri'];
+const RETRY_MS = 2000; // a connection refused for a reason other than the credential is tried again after this
 const SEVERITIES = ['critical', 'major', 'minor', 'warning']; // worst first
 const SEVERITY_COLORS = { critical: '#ef4444', major: '#f97316', minor: '#facc15', warning: '#38bdf8' };
 const STATUS_RANK = { raised: 0, acknowledged: 1, cleared: 2 }; // an alarm only moves forward
@@ -45,7 +58,12 @@ const $ = (id) => document.getElementById(id);
 
 const state = {
   lang: storageGet(STORE.lang) ?? defaultLang(),
-  key: null,
+  key: null, // the credential: an API key, an OpenID Connect access token or the admin key
+  session: 0, // incremented at every sign-in and sign-out: answers to an earlier session are dropped
+  principal: null, // who the server says we are (`hello`): name, roles, permissions, scope
+  canAck: false, // the principal may acknowledge alarms
+  oidc: null, // the OpenID provider from /auth/config.json, or null
+  loginMessage: null, // why the sign-in panel is shown: {key: i18n key, detail: text from the server}
   types: new Map(), // type name → device type from the REST API
   devices: new Map(), // id → device record (see newDevice)
   enabled: new Set(),
@@ -113,46 +131,183 @@ function storageSet(name, value) {
   }
 }
 
-/** The admin key from `#key=…` (then removed from the address bar), else from localStorage. */
-function readKey() {
-  const match = location.hash.match(/(?:^#|&)key=([^&]+)/);
-  if (match) {
-    const key = decodeURIComponent(match[1]);
-    storageSet(STORE.key, key);
-    history.replaceState(null, '', location.pathname + location.search);
-    return key;
+function sessionGet(name) {
+  try {
+    return sessionStorage.getItem(name);
+  } catch {
+    return null;
   }
-  return storageGet(STORE.key);
 }
 
-function showLogin(refused) {
+function sessionSet(name, value) {
+  try {
+    if (value === null) sessionStorage.removeItem(name);
+    else sessionStorage.setItem(name, value);
+  } catch {
+    /* storage disabled: the credential lasts until the page is reloaded */
+  }
+}
+
+/**
+ * The key of an old `#key=…` link, taken at once and removed from the address bar (so that it
+ * stays out of history, bookmarks and screenshots); kept in this tab's sessionStorage.
+ */
+function takeKeyFromLink() {
+  // Earlier versions kept the admin key in localStorage: moved to this tab's session, then gone from disk.
+  const legacy = storageGet(LEGACY_KEY);
+  if (legacy !== null) {
+    storageSet(LEGACY_KEY, null);
+    if (!sessionGet(SESSION.credential)) sessionSet(SESSION.credential, legacy);
+  }
+  const match = location.hash.match(/(?:^#|&)key=([^&]+)/);
+  if (!match) return null;
+  history.replaceState(null, '', location.pathname + location.search);
+  let key;
+  try {
+    key = decodeURIComponent(match[1]).trim();
+  } catch {
+    return null;
+  }
+  if (key) sessionSet(SESSION.credential, key);
+  return key || null;
+}
+
+/** The sign-in panel, with why it is shown (`messageKey` + the server's `detail`), or none. */
+function showLogin(messageKey = null, detail = '') {
+  state.loginMessage = messageKey ? { key: messageKey, detail } : null;
+  renderLoginMessage();
+  $('login-key').value = '';
+  $('oidc-signin').hidden = !state.oidc;
   $('login').hidden = false;
-  $('login-error').hidden = !refused;
   $('login-key').focus();
+}
+
+function renderLoginMessage() {
+  const m = state.loginMessage;
+  const el = $('login-error');
+  el.hidden = !m;
+  el.textContent = m ? `${t(state.lang, m.key)}${m.detail ? ` ${m.detail}` : ''}` : '';
+  if (state.oidc) $('oidc-button').textContent = t(state.lang, 'oidcSignIn', issuerHost(state.oidc.issuer));
 }
 
 function onLoginSubmit(event) {
   event.preventDefault();
   const key = $('login-key').value.trim();
   if (!key) return;
-  storageSet(STORE.key, key);
-  location.reload();
+  $('login-key').value = '';
+  signIn(key);
 }
 
-function onUnauthorized() {
-  storageSet(STORE.key, null);
+/** Starts a session with a credential: the live stream (which says who we are) and the REST reads. */
+function signIn(credential) {
+  sessionSet(SESSION.credential, credential);
+  state.key = credential;
+  state.session++;
+  $('login').hidden = true;
+  state.loginMessage = null;
+  setConnection('connecting');
+  loadTypes().catch(showError);
+  connectLive();
+}
+
+/**
+ * Ends the session: the credential is forgotten, the stream closed, everything it showed cleared
+ * (a next sign-in may see less), and the sign-in panel says why.
+ */
+function signOut(messageKey, detail = '') {
+  sessionSet(SESSION.credential, null);
+  state.key = null;
+  state.session++;
+  const old = socket;
+  socket = null;
+  old?.disconnect();
   setConnection('unauthorized');
-  socket?.disconnect();
-  showLogin(true);
+  setPrincipal(null);
+  clearData();
+  showLogin(messageKey, detail);
 }
 
-/** A REST call with the admin key; a JSON `body` is sent as such. Errors carry the HTTP `status`. */
+/** The server refused the credential (401 over REST, a refused or ended stream). */
+function onUnauthorized(reason) {
+  if (state.connection === 'unauthorized') return;
+  signOut('signInRefused', reason ?? '');
+}
+
+/** Who we are, from the stream's `hello`: shown in the panel; the domains and actions follow from it. */
+function setPrincipal(p) {
+  state.principal = p;
+  const canAck = Boolean(p?.permissions?.includes('alarms:ack'));
+  if (canAck !== state.canAck) {
+    state.canAck = canAck;
+    alarmElements.clear(); // rebuilt with or without their acknowledge button
+    render.alarmsDirty = true;
+  }
+  $('operator-field').hidden = !canAck;
+  $('principal').hidden = !p;
+  if (p) {
+    $('principal-name').textContent = p.name;
+    $('principal-name').title = p.owner ?? '';
+    $('principal-roles').textContent = p.roles.join(', ');
+    $('principal-scope').textContent = scopeSummary(p.scope ?? {});
+  }
+  buildDomainList();
+  schedule();
+}
+
+/** The domains the principal may see (all before it is known). */
+const visibleDomains = () => (state.principal?.scope?.domains ? DOMAINS.filter((d) => state.principal.scope.domains.includes(d)) : DOMAINS);
+
+/** "Water, Traffic · towns: 虎门镇" / "everything". */
+function scopeSummary(scope) {
+  const lang = state.lang;
+  const parts = [];
+  if (Array.isArray(scope.domains)) parts.push(scope.domains.map((d) => pick(DOMAIN_LABELS[d], lang, d)).join(', '));
+  if (Array.isArray(scope.towns)) parts.push(t(lang, 'scopeTowns', scope.towns.join(', ')));
+  else if (scope.area) parts.push(t(lang, 'scopeArea'));
+  return parts.length ? parts.join(' · ') : t(lang, 'scopeEverything');
+}
+
+/** Forgets every device, alarm and event shown (a new session reads them again within its scope). */
+function clearData() {
+  state.devices.clear();
+  state.fetching.clear();
+  render.animating.clear();
+  state.alarms.clear();
+  state.alarmsByDevice.clear();
+  state.alarmSync = null;
+  state.acking.clear();
+  alarmElements.clear();
+  state.geofences = { type: 'FeatureCollection', features: [] };
+  state.geofenceIds = new Set();
+  state.geofenceEvents = [];
+  render.pulses = [];
+  state.snapshotLoaded = false;
+  state.alarmsLoaded = false;
+  state.geofencesLoaded = false;
+  state.readingsTotal = 0;
+  state.lastUpdate = null;
+  map?.getSource('geofences')?.setData(state.geofences);
+  buildGeofenceLabels();
+  $('geofence-count').textContent = '0';
+  popup?.remove();
+  $('error').hidden = true;
+  render.dirty = true;
+  render.panelDirty = true;
+  render.alarmsDirty = true;
+  render.eventsDirty = true;
+  schedule();
+}
+
+/** A REST call with the credential; a JSON `body` is sent as such. Errors carry the HTTP `status`. */
 async function api(path, { method = 'GET', body } = {}) {
+  const session = state.session;
   const headers = { authorization: `Bearer ${state.key}` };
   if (body !== undefined) headers['content-type'] = 'application/json';
   const res = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  if (session !== state.session) throw new Error('stale'); // signed out or in again meanwhile: not ours any more
   if (res.status === 401) {
-    onUnauthorized();
+    const detail = await res.json().then((b) => b?.message, () => undefined);
+    onUnauthorized(detail);
     throw new Error('unauthorized');
   }
   if (!res.ok) {
@@ -161,7 +316,105 @@ async function api(path, { method = 'GET', body } = {}) {
     err.status = res.status;
     throw err;
   }
-  return res.json();
+  const json = await res.json();
+  if (session !== state.session) throw new Error('stale');
+  return json;
+}
+
+/* ------------------------------------------------------------------ OpenID Connect sign-in */
+
+/** The OpenID provider the server names (GET /auth/config.json), or null (none, or an older server). */
+async function loadAuthConfig() {
+  try {
+    const res = await fetch('/auth/config.json');
+    if (!res.ok) return null;
+    const body = await res.json();
+    const oidc = body?.oidc;
+    return oidc && typeof oidc.issuer === 'string' && typeof oidc.clientId === 'string' ? oidc : null;
+  } catch {
+    return null;
+  }
+}
+
+function issuerHost(issuer) {
+  try {
+    return new URL(issuer).host;
+  } catch {
+    return issuer;
+  }
+}
+
+const base64url = (bytes) => btoa(String.fromCharCode(...bytes)).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
+const randomToken = (bytes) => base64url(crypto.getRandomValues(new Uint8Array(bytes)));
+/** Where the provider sends the browser back: this page. */
+const redirectUri = () => location.origin + location.pathname;
+
+/** The provider's endpoints: as the server gave them, else from its discovery document. */
+async function oidcEndpoints(oidc) {
+  if (oidc.authorizationEndpoint && oidc.tokenEndpoint) return { authorizationEndpoint: oidc.authorizationEndpoint, tokenEndpoint: oidc.tokenEndpoint };
+  const res = await fetch(`${oidc.issuer.replace(/\/+$/, '')}/.well-known/openid-configuration`);
+  if (!res.ok) throw new Error(`${issuerHost(oidc.issuer)}: discovery answered HTTP ${res.status}`);
+  const doc = await res.json();
+  const authorizationEndpoint = oidc.authorizationEndpoint ?? doc.authorization_endpoint;
+  const tokenEndpoint = oidc.tokenEndpoint ?? doc.token_endpoint;
+  if (!authorizationEndpoint || !tokenEndpoint) throw new Error(`${issuerHost(oidc.issuer)}: its discovery document names no authorization or token endpoint`);
+  return { authorizationEndpoint, tokenEndpoint };
+}
+
+/** Authorization code + PKCE (S256): off to the provider; it sends the browser back here with a code. */
+async function startOidcSignIn() {
+  const oidc = state.oidc;
+  if (!oidc) return;
+  try {
+    if (!window.isSecureContext || !crypto.subtle) throw new Error(t(state.lang, 'oidcNeedsHttps'));
+    const { authorizationEndpoint, tokenEndpoint } = await oidcEndpoints(oidc);
+    const verifier = randomToken(32);
+    const challenge = base64url(new Uint8Array(await crypto.subtle.digest('SHA-256', new TextEncoder().encode(verifier))));
+    const stateParam = randomToken(16);
+    sessionSet(SESSION.oidc, JSON.stringify({ state: stateParam, verifier, tokenEndpoint, clientId: oidc.clientId, issuer: oidc.issuer, redirectUri: redirectUri() }));
+    const url = new URL(authorizationEndpoint);
+    for (const [k, v] of Object.entries({
+      response_type: 'code',
+      client_id: oidc.clientId,
+      redirect_uri: redirectUri(),
+      scope: oidc.scopes || 'openid',
+      state: stateParam,
+      code_challenge: challenge,
+      code_challenge_method: 'S256',
+    })) {
+      url.searchParams.set(k, v);
+    }
+    location.assign(url.href);
+  } catch (err) {
+    showLogin('oidcFailed', err?.message ?? String(err));
+  }
+}
+
+/**
+ * Back from the provider (`?code=…&state=…`, or `?error=…`): the code is exchanged for an access
+ * token at the provider's token endpoint, from this page. Returns the token; null when this is not
+ * a return from a sign-in started here. The address bar loses the code and state at once.
+ */
+async function finishOidcSignIn() {
+  const params = new URLSearchParams(location.search);
+  if (!params.has('code') && !params.has('error')) return null;
+  const pending = JSON.parse(sessionGet(SESSION.oidc) ?? 'null');
+  if (!pending) return null;
+  sessionSet(SESSION.oidc, null);
+  const rest = new URLSearchParams(location.search);
+  for (const name of OIDC_PARAMS) rest.delete(name);
+  history.replaceState(null, '', location.pathname + (rest.size ? `?${rest}` : '') + location.hash);
+  if (params.get('state') !== pending.state) throw new Error('the answer does not belong to this sign-in (state differs)');
+  if (params.has('iss') && params.get('iss') !== pending.issuer) throw new Error(`the answer comes from ${params.get('iss')}, not ${pending.issuer}`);
+  if (params.has('error')) throw new Error(params.get('error_description') || params.get('error'));
+  const res = await fetch(pending.tokenEndpoint, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ grant_type: 'authorization_code', code: params.get('code'), redirect_uri: pending.redirectUri, client_id: pending.clientId, code_verifier: pending.verifier }),
+  });
+  const body = await res.json().catch(() => ({}));
+  if (!res.ok || typeof body.access_token !== 'string') throw new Error(body.error_description || body.error || `token endpoint: HTTP ${res.status}`);
+  return body.access_token;
 }
 
 /* ------------------------------------------------------------------ device types and devices */
@@ -332,29 +585,51 @@ function applyReading(r, now) {
 /* ------------------------------------------------------------------ live connection */
 
 function connectLive() {
-  socket = io({ auth: { token: state.key }, transports: ['websocket'] });
-  socket.on('connect', () => {
-    setConnection('connected');
-    for (const domain of DOMAINS) socket.emit('subscribe', { domain }, () => {});
-    socket.emit('snapshot', null, applySnapshot);
+  const s = io({ auth: { token: state.key }, transports: ['websocket'] });
+  socket = s;
+  const mine = () => socket === s;
+  s.on('connect', () => {
+    if (mine()) setConnection('connected');
+  });
+  // Who we are, on every (re)connection: then subscribe to the domains of the scope and read what is there.
+  s.on('hello', (hello) => {
+    if (!mine()) return;
+    setPrincipal(hello?.principal ?? null);
+    for (const domain of visibleDomains()) s.emit('subscribe', { domain }, () => {});
+    s.emit('snapshot', null, (reply) => mine() && applySnapshot(reply));
     // Subscribed first: changes from now on arrive as events and win over the lists being read.
     loadAlarms().catch(showError);
     loadGeofences().catch(showError);
   });
-  socket.on('disconnect', (reason) => {
-    if (state.connection === 'unauthorized') return;
+  // The server ends the stream: the key was revoked, rotated or changed, or the credential expired.
+  s.on('access-ended', (e) => {
+    if (!mine()) return;
+    if (e?.code === 'updated') {
+      // Still valid, maybe with another scope: start over with what it now allows.
+      clearData();
+      setConnection('reconnecting');
+      return;
+    }
+    signOut('accessEnded', e?.reason ?? '');
+  });
+  s.on('disconnect', (reason) => {
+    if (!mine() || state.connection === 'unauthorized') return;
     setConnection('reconnecting');
-    if (reason === 'io server disconnect') socket.connect();
+    if (reason === 'io server disconnect') s.connect();
   });
-  socket.on('connect_error', (err) => {
-    if (/^unauthorized/i.test(err?.message ?? '')) onUnauthorized();
-    else setConnection('reconnecting');
+  s.on('connect_error', (err) => {
+    if (!mine()) return;
+    const refused = /^(unauthorized|forbidden): ([\s\S]*)$/.exec(err?.message ?? '');
+    if (refused) return onUnauthorized(err.data?.reason ?? refused[2]);
+    setConnection('reconnecting');
+    // Refused for another reason (the server could not check the credential now): try again later.
+    if (!s.active) setTimeout(() => mine() && !s.connected && s.connect(), RETRY_MS);
   });
-  socket.on('readings', applyReadings);
-  socket.on('device', applyNewDevice);
-  socket.on('connectivity', applyConnectivity);
-  socket.on('alarm', applyAlarm);
-  socket.on('geofence', applyGeofenceEvent);
+  s.on('readings', (batch) => mine() && applyReadings(batch));
+  s.on('device', (info) => mine() && applyNewDevice(info));
+  s.on('connectivity', (change) => mine() && applyConnectivity(change));
+  s.on('alarm', (change) => mine() && applyAlarm(change));
+  s.on('geofence', (e) => mine() && applyGeofenceEvent(e));
 }
 
 /** A device connected or disconnected: drawn bright when online, dimmed when offline. */
@@ -587,10 +862,12 @@ function pushDevices() {
 
 /* ------------------------------------------------------------------ panel */
 
+/** The legend: the domains of the principal's scope, each with its toggle. */
 function buildDomainList() {
   const hidden = (storageGet(STORE.hidden) ?? '').split(',').filter(Boolean);
   for (const h of hidden) state.enabled.delete(h);
-  $('domains').replaceChildren(...DOMAINS.map(domainItem));
+  $('domains').replaceChildren(...visibleDomains().map(domainItem));
+  render.panelDirty = true;
 }
 
 function domainItem(domain) {
@@ -653,7 +930,7 @@ function tick() {
 }
 
 function showError(err, what = 'loadFailed') {
-  if (err?.message === 'unauthorized') return;
+  if (err?.message === 'unauthorized' || err?.message === 'stale') return;
   console.error(err);
   const el = $('error');
   el.textContent = `${t(state.lang, what)}: ${err?.message ?? err}`;
@@ -779,7 +1056,7 @@ function alarmElement(a) {
 function alarmHtml(a) {
   const lang = state.lang;
   const status = a.status === 'acknowledged' ? (a.acknowledgedBy ? t(lang, 'acknowledgedBy', a.acknowledgedBy) : t(lang, 'acknowledged')) : t(lang, 'raised');
-  const ack = a.status === 'raised' ? `<button type="button" class="ack"${state.acking.has(a.id) ? ' disabled' : ''}>${esc(t(lang, 'acknowledge'))}</button>` : '';
+  const ack = a.status === 'raised' && state.canAck ? `<button type="button" class="ack"${state.acking.has(a.id) ? ' disabled' : ''}>${esc(t(lang, 'acknowledge'))}</button>` : '';
   return `<button type="button" class="show" title="${esc(t(lang, 'showDevice'))}">
 <span class="line"><span class="severity">${esc(t(lang, `severity_${a.severity}`))}</span> <span class="device">${esc(a.device.name)}</span></span>
 <span class="rule">${esc(a.ruleName)} · ${esc(alarmCondition(a))}</span>
@@ -1125,7 +1402,9 @@ function applyLang() {
   const button = $('lang');
   button.textContent = t(lang, 'switchLang');
   button.title = t(lang, 'switchLangTitle');
-  $('login-key').placeholder = t(lang, 'loginTitle');
+  $('login-key').placeholder = 'glk_…';
+  renderLoginMessage();
+  if (state.principal) $('principal-scope').textContent = scopeSummary(state.principal.scope ?? {});
   $('operator').placeholder = t(lang, 'operatorDefault');
   $('geofence-toggle').title = t(lang, 'showGeofences');
   setConnection(state.connection);
@@ -1149,6 +1428,8 @@ function exposeForTests() {
     /** Map drawn, snapshot applied, live stream connected. */
     ready: () =>
       state.mapLoaded && state.snapshotLoaded && state.alarmsLoaded && state.geofencesLoaded && state.connection === 'connected' && Boolean(map?.getLayer('devices')),
+    /** Who the server says is signed in (its `hello`), or null. */
+    principal: () => state.principal,
     /** Where the device is drawn now (null if not on the map). */
     shown: (id) => state.devices.get(id)?.shown ?? null,
     /** The device's rendered feature as MapLibre sees it (null if not rendered). */
@@ -1171,6 +1452,7 @@ function exposeForTests() {
 }
 
 async function main() {
+  takeKeyFromLink();
   exposeForTests();
   $('lang').addEventListener('click', () => setLang(state.lang === 'zh' ? 'en' : 'zh'));
   $('login-form').addEventListener('submit', onLoginSubmit);
@@ -1180,6 +1462,7 @@ async function main() {
   $('operator').addEventListener('change', () => storageSet(STORE.operator, $('operator').value.trim() || null));
   $('geofence-toggle').checked = state.showGeofences;
   $('geofence-toggle').addEventListener('change', () => setGeofencesShown($('geofence-toggle').checked));
+  const authConfig = loadAuthConfig();
   const config = await loadMapConfig();
   DOMAINS = config.domains.map((d) => d.name);
   for (const d of config.domains) DOMAIN_LABELS[d.name] = d.label;
@@ -1189,13 +1472,26 @@ async function main() {
   setInterval(tick, 1000);
   createMap(config.styleUrl ?? null);
 
-  state.key = readKey();
-  if (!state.key) {
-    showLogin(false);
+  $('sign-out').addEventListener('click', () => signOut('signedOut'));
+  $('oidc-button').addEventListener('click', () => void startOidcSignIn());
+  setPrincipal(null);
+  state.oidc = await authConfig;
+  renderLoginMessage();
+
+  let credential;
+  try {
+    credential = (await finishOidcSignIn()) ?? sessionGet(SESSION.credential);
+  } catch (err) {
+    setConnection('unauthorized');
+    showLogin('oidcFailed', err?.message ?? String(err));
     return;
   }
-  loadTypes().catch(showError);
-  connectLive();
+  if (!credential) {
+    setConnection('unauthorized');
+    showLogin();
+    return;
+  }
+  signIn(credential);
 }
 
 void main();
