@@ -221,6 +221,17 @@ export async function startPlatform(config: Config, log: Logger): Promise<Platfo
       onSessionEnd: (session, end) => {
         for (const hook of sessionEnded) hook(session, end);
       },
+      onApplicationAccess: (e) =>
+        audit.record({
+          kind: 'mqtt',
+          principal: e.principal,
+          route: e.action,
+          status: e.status,
+          essentials: e.topic === undefined ? undefined : { topic: e.topic },
+          reason: e.reason ?? (e.status === 403 ? 'topic outside guanlink/events/' : null),
+          sourceIp: e.address ?? null,
+          userAgent: `mqtt client ${e.clientId}`,
+        }),
       handlers: (deliver, deliverToSession) => ({
         provision: provisionHandler({ provisioning, deliverToSession, closeAfterMs: config.provisionSessionCloseMs, log: log.child({ module: 'provisioning' }) }),
         telemetry: telemetryHandler(ingest, deliver),

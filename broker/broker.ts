@@ -9,7 +9,7 @@ import type { Logger } from '../core/log.ts';
 import type { Metrics } from '../core/metrics.ts';
 import { RateLimiter, type RateLimitSpec } from '../core/rate-limit.ts';
 import type { DeviceContext } from '../core/registry.ts';
-import type { AuthResult, ConnectCredentials } from './auth.ts';
+import { APPLICATION_USERNAME, type AuthResult, type ConnectCredentials } from './auth.ts';
 import { PLATFORM_EVENTS_PREFIX, maySubscribe, outboundTopic, routePublish, type DeviceApiHandlers } from './device-api.ts';
 import { ERRORS_TOPIC } from './handlers/telemetry.ts';
 import type { ApplicationSession, Deliver, DeliverToSession, DeliverTracked, DeviceSession, Outbound, Session } from './session.ts';
@@ -32,6 +32,19 @@ export interface BrokerOptions {
   /** Told when a device session starts and ends (connection state, events, live streams). */
   onSessionStart?: (session: DeviceSession) => void;
   onSessionEnd?: (session: DeviceSession, end: SessionEnd) => void;
+  /** Told of every application session's connect (accepted or refused) and subscription, for the audit log. */
+  onApplicationAccess?: (event: ApplicationAccess) => void;
+}
+
+/** An application session connected, was refused, or subscribed (status as in HTTP: 200, 401, 403). */
+export interface ApplicationAccess {
+  action: 'connect' | 'subscribe';
+  principal: Principal | null;
+  status: 200 | 401 | 403;
+  clientId: string;
+  address: string | undefined;
+  topic?: string;
+  reason?: string;
 }
 
 /** Why a device's session ended. */
@@ -198,6 +211,9 @@ export function createBroker(opts: BrokerOptions): Broker {
         .authenticate({ clientId: client.id, username, password })
         .then((result) => {
           if (result.kind === 'refused') {
+            if (username === APPLICATION_USERNAME) {
+              opts.onApplicationAccess?.({ action: 'connect', principal: null, status: 401, clientId: client.id, address, reason: result.reason });
+            }
             refuse(result.returnCode === 2 ? 'no_credentials' : 'bad_credentials');
             log.info({ clientId: client.id, address, reason: result.reason }, 'MQTT connect refused');
             return done(connackError(result.reason, result.returnCode), false);
@@ -220,6 +236,7 @@ export function createBroker(opts: BrokerOptions): Broker {
             sessions.set(client, { ...base, kind: 'application', principal: result.principal });
             (client as { id: string }).id = `app:${client.id}`; // never collides with device:<id> sessions
             log.info({ clientId: base.clientId, address, principal: result.principal.id }, 'application session connected');
+            opts.onApplicationAccess?.({ action: 'connect', principal: result.principal, status: 200, clientId: base.clientId, address });
             return done(null, true);
           }
           const previous = byDevice.get(result.device.id);
@@ -284,7 +301,12 @@ export function createBroker(opts: BrokerOptions): Broker {
     },
     authorizeSubscribe(client, sub, done) {
       const session = sessions.get(client);
-      if (session && maySubscribe(session, sub.topic)) {
+      const allowed = session !== undefined && maySubscribe(session, sub.topic);
+      if (session?.kind === 'application') {
+        const { principal, clientId, address } = session;
+        opts.onApplicationAccess?.({ action: 'subscribe', principal, status: allowed ? 200 : 403, clientId, address, topic: sub.topic });
+      }
+      if (session && allowed) {
         const qos = Math.min(sub.qos, 1) as 0 | 1;
         session.subscriptions.set(sub.topic, qos);
         return done(null, { ...sub, qos });

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import mqtt from 'mqtt';
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { testPool } from '../support/database.ts';
@@ -197,6 +198,27 @@ describe('audit log', () => {
     await find(`principal=key:${water.id}&status=403`, (x) => x.route === '/api/v1/devices/:id' && x.method === 'DELETE' && x.deviceId === station.id);
   });
 
+  it('records MQTT application sessions: connects (refused too) and subscriptions', async () => {
+    const app = await mqtt.connectAsync(t.mqttUrl, { username: 'guanlink-app', password: water.key, clientId: 'audit-app', reconnectPeriod: 0 });
+    await app.subscribeAsync('guanlink/events/alarms/water', { qos: 1 });
+    await expect(app.subscribeAsync('v1/devices/me/telemetry', { qos: 1 })).rejects.toThrow(/Subscribe error/); // SUBACK 0x80
+    await app.endAsync();
+    await mqtt.connectAsync(t.mqttUrl, { username: 'guanlink-app', password: badKey, clientId: 'audit-app-2', reconnectPeriod: 0 }).then(
+      (c) => c.endAsync().then(() => expect.unreachable('a bad key was accepted')),
+      () => undefined,
+    );
+    const connect = await find('kind=mqtt', (e) => e.route === 'connect' && e.principal === `key:${water.id}`);
+    expect(connect).toMatchObject({ status: 200, principalName: 'flood dashboard', userAgent: 'mqtt client audit-app' });
+    const allowed = await find('kind=mqtt', (e) => e.route === 'subscribe' && e.status === 200);
+    expect(allowed.essentials).toEqual({ topic: 'guanlink/events/alarms/water' });
+    const refused = await find('kind=mqtt', (e) => e.route === 'subscribe' && e.status === 403);
+    expect(refused.essentials).toEqual({ topic: 'v1/devices/me/telemetry' });
+    const bad = await find('kind=mqtt', (e) => e.route === 'connect' && e.status === 401);
+    expect(bad).toMatchObject({ principal: null, reason: 'guanlink-app: unknown API key' });
+    const { rows } = await db.query(`SELECT count(*)::int AS n FROM audit_log WHERE audit_log::text LIKE $1`, [`%${badKey.slice(4)}%`]);
+    expect(rows[0].n).toBe(0);
+  });
+
   it('never holds a secret: no key, wherever it was sent', async () => {
     // Keys sent where they do not belong: in the query string, in a body, in the user agent.
     await call('GET', `/api/v1/devices?key=${water.key}&token=${ops.key}`, water.key);
@@ -243,7 +265,7 @@ describe('audit log', () => {
     const recent = (await audit(`from=${new Date(Date.now() - 3_600_000).toISOString()}&to=${Date.now() + 1000}&limit=1000`)).entries;
     expect(recent.length).toBeGreaterThan(mine.length);
     expect((await audit('kind=http&limit=5')).entries.every((e) => e.kind === 'http')).toBe(true);
-    expect((await audit('kind=mqtt')).entries).toEqual([]);
+    expect((await audit('kind=stream')).entries).toEqual([]);
 
     // Pages of 2 walk the same entries as one page of 1000, in the same order.
     const walked: Entry[] = [];
