@@ -43,13 +43,22 @@ describe('rate limits', () => {
   });
 
   let keys = 0;
-  /** A new key; `rateLimit` is its own limit, written before its first use (the key API does not set it). */
+  /** A new key; `rateLimit` is its own limit. */
   const createKey = async (roles: string[], rateLimit?: string) => {
-    const res = await t.api<Key>('POST', '/api/v1/keys', { name: `key ${++keys}`, owner: 'rate tests', roles });
+    const res = await t.api<Key>('POST', '/api/v1/keys', { name: `key ${++keys}`, owner: 'rate tests', roles, rateLimit });
     if (res.status !== 201) throw new Error(`key creation failed: ${res.status} ${JSON.stringify(res.body)}`);
-    if (rateLimit !== undefined) await db.query('UPDATE api_keys SET rate_limit = $2 WHERE id = $1', [res.body.id, rateLimit]);
     return res.body;
   };
+
+  it('takes a key\'s own limit through the key API, and refuses a malformed one', async () => {
+    const bad = await t.api<{ message: string }>('POST', '/api/v1/keys', { name: 'x', owner: 'o', roles: ['agency'], rateLimit: 'lots' });
+    expect(bad.status).toBe(400);
+    expect(bad.body.message).toMatch(/^rateLimit: "lots" is not a rate limit/);
+    const k = await createKey(['agency'], '3/min');
+    expect((await t.api<{ rateLimit: string }>('GET', `/api/v1/keys/${k.id}`)).body.rateLimit).toBe('3/min');
+    const patched = await t.api<{ rateLimit: string | null }>('PATCH', `/api/v1/keys/${k.id}`, { rateLimit: null });
+    expect(patched.body.rateLimit).toBeNull();
+  });
 
   const get = async (path: string, credential: string) => {
     const res = await fetch(`${t.httpUrl}${path}`, { headers: { authorization: `Bearer ${credential}` } });
