@@ -6,6 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { buildApi } from './api/server.ts';
 import { attachLive } from './api/live/live.ts';
+import { httpConnections, type HttpConnections } from './api/http-connections.ts';
 import { createAuthenticator } from './broker/auth.ts';
 import { createBroker, type SessionEnd } from './broker/broker.ts';
 import { provisionHandler } from './broker/handlers/provision.ts';
@@ -22,8 +23,11 @@ import { Connectivity } from './core/connectivity.ts';
 import { Provisioning } from './core/provisioning.ts';
 import type { Logger } from './core/log.ts';
 import { createMetrics } from './core/metrics.ts';
+import { connectionBudget, DescriptorWatch, readDescriptorLimits, watchAcceptErrors } from './core/descriptors.ts';
 import { parseRateLimit } from './core/rate-limit.ts';
 import { DeviceRegistry } from './core/registry.ts';
+import { AuthThrottle, type AuthWorkCounters } from './core/auth-throttle.ts';
+import { parseRequestLimit } from './core/access/rate-limits.ts';
 import { detectDialect, type Dialect } from './db/dialect.ts';
 import { startEmbeddedPostgres } from './db/embedded.ts';
 import { migrate } from './db/migrate.ts';
@@ -38,6 +42,7 @@ import { Ingest } from './ingest/ingest.ts';
 import { GeofenceService, eventJson, geofenceEventTopic } from './core/geofences.ts';
 import { AlarmService, alarmEventTopic } from './core/alarms.ts';
 import { DevicePositions } from './db/spatial-query.ts';
+import { GeometryPool } from './core/geometry-pool.ts';
 import { Access } from './core/access/access.ts';
 import { ApiKeyStore } from './core/access/api-keys.ts';
 import { RoleStore } from './core/access/roles.ts';
@@ -68,6 +73,7 @@ export interface Platform {
 export async function startPlatform(config: Config, log: Logger): Promise<Platform> {
   const started = Date.now();
   const cleanups: (() => Promise<void>)[] = [];
+  let http: HttpConnections | undefined;
   try {
     const oidcConfig = oidcSettings(config); // ConfigError (OIDC_ISSUER without OIDC_AUDIENCE, …) before anything starts
     const adminKey = config.adminKey ?? (await loadOrCreateAdminKey(config.dataDir));
@@ -85,14 +91,27 @@ export async function startPlatform(config: Config, log: Logger): Promise<Platfo
     const dialect = await detectDialect(pool);
     log.info({ dialect }, `database: ${dialect.kind}${dialect.timescaledb ? ` ${dialect.timescaledb.version} (${dialect.timescaledb.license} licence)` : ''}, PostgreSQL ${dialect.serverVersion}`);
 
-    const registry = new DeviceRegistry(pool);
+    const metrics = createMetrics();
+    // Failed credential checks (MQTT CONNECT, API keys, provisioning): throttled per source address and per credential.
+    const authWork: AuthWorkCounters = { lookup: (store) => metrics.authLookups.inc({ store }), hashCheck: (store) => metrics.authHashChecks.inc({ store }) };
+    const throttle = new AuthThrottle(
+      {
+        perSource: parseRequestLimit(config.authFailuresPerSource),
+        perCredential: parseRequestLimit(config.authFailuresPerCredential),
+        backoffMaxMs: config.authBackoffMaxMs,
+        maxEntries: 100_000,
+      },
+      { failures: metrics.authFailures, throttled: metrics.authThrottled },
+    );
+    metrics.liveGauge('guanlink_auth_throttle_entries', 'Source addresses and credentials with failed checks being tracked.', () => throttle.entries);
+    const registry = new DeviceRegistry(pool, { work: authWork, negativeCacheMs: config.authNegativeCacheMs });
     await registry.init();
     const attributes = new AttributeService(pool, log.child({ module: 'attributes' }));
 
     // Access: who may see and do what (core/access/access.ts), for REST, live streams and MQTT application sessions.
     const roles = new RoleStore(pool);
     await roles.start();
-    const apiKeys = new ApiKeyStore(pool);
+    const apiKeys = new ApiKeyStore(pool, undefined, { work: authWork, negativeCacheMs: config.authNegativeCacheMs });
     apiKeys.start();
     cleanups.unshift(async () => {
       roles.stop();
@@ -102,7 +121,7 @@ export async function startPlatform(config: Config, log: Logger): Promise<Platfo
     // OpenID Connect: bearer JWTs from the city's identity provider (discovery starts now, in the background).
     const oidc = oidcConfig && createOidcVerifier(oidcConfig, log.child({ module: 'oidc' }));
     oidc?.discover().catch(() => {});
-    const access = new Access({ pool, registry, roles, keys: apiKeys, towns, bootstrapKey: adminKey, oidc });
+    const access = new Access({ pool, registry, roles, keys: apiKeys, towns, bootstrapKey: adminKey, oidc, throttle });
     // The audit log: written in batches; stopped (last entries written) after the HTTP server and live streams closed.
     const audit = new AuditLog({ pool, log: log.child({ module: 'audit' }), secrets: [adminKey] });
     audit.start();
@@ -126,7 +145,6 @@ export async function startPlatform(config: Config, log: Logger): Promise<Platfo
       auditDays: config.auditRetentionDays === 0 ? null : config.auditRetentionDays,
     });
 
-    const metrics = createMetrics();
     const ingest = new Ingest({
       pool,
       keys,
@@ -143,9 +161,18 @@ export async function startPlatform(config: Config, log: Logger): Promise<Platfo
       inTransaction: rollups.recordLate,
     });
     await ingest.start();
+    // Geometry work (requests' areas, geofences' polygons) runs on worker threads; stopped after the HTTP server and geofences.
+    const geometry = new GeometryPool(
+      { threads: config.geometryThreads, maxQueue: config.geometryQueue, taskTimeoutMs: config.geometryTaskTimeoutMs },
+      (err) => log.error({ err }, 'geometry worker failed'),
+    );
+    cleanups.unshift(() => geometry.close());
+    metrics.liveGauge('guanlink_geometry_threads', 'Worker threads running for geometry work (GEOMETRY_THREADS at most; they stop after a minute idle).', () => geometry.threads);
+    metrics.liveGauge('guanlink_geometry_tasks_waiting', 'Geometry tasks waiting for a free worker thread (GEOMETRY_QUEUE at most; beyond, 503).', () => geometry.load.waiting);
+
     // Geofences: committed readings of moving devices are evaluated off the ingest path; stopped
     // (queue drained) after ingest stops and before the broker closes, so final events are published.
-    const geofences = new GeofenceService({ pool, registry, log: log.child({ module: 'geofences' }), metrics });
+    const geofences = new GeofenceService({ pool, registry, log: log.child({ module: 'geofences' }), metrics, geometry });
     await geofences.start();
     ingest.onCommitted((rows) => geofences.enqueue(rows));
     // Alarms: committed readings and geofence events against the alarm rules, off the ingest path.
@@ -179,7 +206,15 @@ export async function startPlatform(config: Config, log: Logger): Promise<Platfo
     });
     await connectivity.start();
     cleanups.unshift(() => connectivity.stop());
-    const provisioning = new Provisioning({ pool, registry, log: log.child({ module: 'provisioning' }), counter: metrics.provisioning });
+    const provisioning = new Provisioning({
+      pool,
+      registry,
+      log: log.child({ module: 'provisioning' }),
+      counter: metrics.provisioning,
+      throttle,
+      work: authWork,
+      negativeCacheMs: config.authNegativeCacheMs,
+    });
     // The broker's session hooks fan out to everyone following device sessions.
     const sessionStarted: ((session: DeviceSession) => void)[] = [(session) => connectivity.sessionStarted(session)];
     const sessionEnded: ((session: DeviceSession, end: SessionEnd) => void)[] = [(session, end) => connectivity.sessionEnded(session, end)];
@@ -207,14 +242,30 @@ export async function startPlatform(config: Config, log: Logger): Promise<Platfo
     };
     const countRefusal = (reason: string) => metrics.rejections.inc({ reason });
 
+    // The connection budget: the open-file limit shared out between MQTT, HTTP, the database pool
+    // and everything else, so that no flood of connections takes the last descriptor (core/descriptors.ts).
+    const openFiles = readDescriptorLimits();
+    const budget = connectionBudget({ limit: openFiles?.soft ?? Infinity, maxMqtt: config.maxConnections, maxHttp: config.httpMaxConnections, databasePool: config.ingestWriters + 10 });
+    log.info(
+      { openFileLimit: openFiles ?? 'unknown', mqtt: budget.mqtt, http: budget.http, database: budget.database, other: budget.other, refusalSlots: budget.refusalSlots },
+      `connection budget: ${budget.mqtt} MQTT and ${budget.http} HTTP connections (open-file limit ${openFiles ? openFiles.soft : 'unknown'})`,
+    );
+    if (budget.warning) log.warn(budget.warning);
+    const connectRate = parseRequestLimit(config.mqttConnectRatePerAddress);
     const brokerLog = log.child({ module: 'broker' });
     const broker = createBroker({
       log: brokerLog,
       metrics,
       maxPacketBytes: config.maxPacketBytes,
-      maxConnections: config.maxConnections,
+      maxConnections: budget.mqtt,
+      refusalSlots: budget.refusalSlots,
+      connectTimeoutMs: config.mqttConnectTimeoutMs,
+      provisionTimeoutMs: config.provisionSessionTimeoutMs,
+      maxUnauthenticatedPacketBytes: config.mqttMaxConnectBytes,
+      unauthenticatedPerAddress: config.mqttUnauthenticatedPerAddress,
+      connectRatePerAddress: connectRate.max === Infinity ? undefined : { max: connectRate.max, windowMs: connectRate.windowMs },
       publishRate: config.devicePublishRate === 'off' ? undefined : parseRateLimit(config.devicePublishRate),
-      authenticate: createAuthenticator(registry, { access }),
+      authenticate: createAuthenticator(registry, { access, throttle }),
       onSessionStart: (session) => {
         for (const hook of sessionStarted) hook(session);
       },
@@ -282,6 +333,19 @@ export async function startPlatform(config: Config, log: Logger): Promise<Platfo
     metrics.liveGauge('guanlink_ingest_paused', '1 while ingest holds new messages (queue at its byte bound): publishers are not read.', () => (ingest.underPressure ? 1 : 0));
     metrics.liveGauge('guanlink_database_writable', '0 while ingest cannot write to the database.', () => (ingest.databaseDown ? 0 : 1));
     metrics.liveGauge('guanlink_mqtt_connected_clients', 'MQTT clients connected.', () => broker.connectedClients);
+    metrics.liveGauge('guanlink_open_file_limit', "The process's open-file limit (soft; -1: unknown or unlimited).", () => (openFiles && Number.isFinite(openFiles.soft) ? openFiles.soft : -1));
+    metrics.liveGauge('guanlink_mqtt_connection_budget', 'MQTT sessions held at once: MQTT_MAX_CONNECTIONS or, when smaller, what the open-file limit leaves.', () => budget.mqtt);
+    metrics.liveGauge('guanlink_http_connection_budget', 'HTTP connections held at once: HTTP_MAX_CONNECTIONS or, when smaller, what the open-file limit leaves.', () => budget.http);
+    metrics.liveGauge('guanlink_mqtt_connections', 'MQTT connections held (TCP, TLS and WebSocket), authenticated or not.', () => broker.connections.open);
+    metrics.liveGauge('guanlink_mqtt_unauthenticated_connections', 'MQTT connections not authenticated as a device or application: no CONNECT answered yet, or provisioning.', () => broker.connections.unauthenticated);
+    const descriptorWatch = new DescriptorWatch({
+      log,
+      limit: openFiles?.soft ?? Infinity,
+      onExhausted: () => metrics.descriptorsExhausted.inc(),
+      holders: () => ({ mqttConnections: broker.connections.open, databaseConnections: pool.totalCount }),
+    });
+    descriptorWatch.start();
+    cleanups.unshift(async () => descriptorWatch.stop());
     metrics.liveGauge('guanlink_geofence_queue_readings', 'Committed readings waiting for geofence evaluation.', () => geofences.queued);
     geofences.onEvent((event) => {
       // Application sessions get only the events inside their scope (core/access/visibility.ts).
@@ -311,6 +375,7 @@ export async function startPlatform(config: Config, log: Logger): Promise<Platfo
       access,
       audit,
       limits: config,
+      http: { ...config, httpMaxConnections: budget.http }, // the HTTP share of the connection budget
       apiKeys,
       roles,
       towns,
@@ -329,7 +394,7 @@ export async function startPlatform(config: Config, log: Logger): Promise<Platfo
       alarms,
       mapStyleUrl: config.mapStyleUrl,
       oidc,
-      spatial: { pool, registry, keys, positions: new DevicePositions(ingest.latest), statementTimeoutMs: config.spatialStatementTimeoutMs },
+      spatial: { pool, registry, keys, positions: new DevicePositions(ingest.latest), statementTimeoutMs: config.spatialStatementTimeoutMs, geometry },
       checks: {
         database: async () => (await pool.query('SELECT 1')).rowCount === 1,
         broker: () => broker.listening,
@@ -369,13 +434,19 @@ export async function startPlatform(config: Config, log: Logger): Promise<Platfo
     attributes.onChange((change) => live.attributes(change));
     geofences.onEvent((event) => live.geofence(event));
     alarms.onChange((change) => live.alarm(change));
-    app.server.on('upgrade', (req, socket, head) => {
-      if (req.url?.split('?')[0] === '/mqtt') broker.handleUpgrade(req, socket, head);
+    // Upgrades: MQTT over WebSocket at /mqtt, socket.io's own; any other is answered 400 and closed.
+    http = httpConnections(app.server, {
+      log: log.child({ module: 'http' }),
+      graceMs: config.httpShutdownGraceMs,
+      handlers: { '/mqtt': (req, socket, head) => broker.handleUpgrade(req, socket, head) },
+      passThrough: [live.path],
     });
+    const httpServer = http;
     cleanups.unshift(async () => {
       // Together: socket.io's close waits for every HTTP connection, and only app.close() ends
-      // long responses (its preClose hooks cut running exports).
-      await Promise.all([live.close(), app.close()]);
+      // long responses (its preClose hooks cut running exports). Requests in progress get
+      // HTTP_SHUTDOWN_GRACE_MS, then their connections are closed (api/http-connections.ts).
+      await httpServer.drain(() => Promise.all([live.close(), app.close()]));
     });
     // Before the HTTP server closes (it waits for open requests): callers waiting on a command are answered.
     cleanups.unshift(() => rpc.stop());
@@ -389,6 +460,7 @@ export async function startPlatform(config: Config, log: Logger): Promise<Platfo
       throw new ConfigError('MQTT_TLS_CERT and MQTT_TLS_KEY must be set together');
     }
     await app.listen({ port: config.httpPort, host: config.host });
+    watchAcceptErrors(app.server, 'http', { log, count: (listener, code) => metrics.acceptFailures.inc({ listener, code }) });
     httpListening = true;
     const httpPort = (app.server.address() as AddressInfo).port;
     log.info({ mqttPort, mqttsPort, httpPort, ms: Date.now() - started }, 'GuanLink ready');
@@ -411,6 +483,8 @@ export async function startPlatform(config: Config, log: Logger): Promise<Platfo
           await new Promise((r) => setImmediate(r));
           await ingest.stop();
           await runCleanups(cleanups, log);
+          // Last: WebSocket connections the broker and socket.io closed (or left) are gone; the HTTP server is closed.
+          await httpServer.finish();
           log.info('stopped');
         })();
         return stopping;
@@ -418,6 +492,7 @@ export async function startPlatform(config: Config, log: Logger): Promise<Platfo
     };
   } catch (err) {
     await runCleanups(cleanups, log);
+    await http?.finish();
     throw err;
   }
 }
@@ -443,7 +518,7 @@ async function loadOrCreateAdminKey(dataDir: string): Promise<string> {
       return key;
     }
   }
-  await mkdir(dataDir, { recursive: true });
+  await mkdir(dataDir, { recursive: true, mode: 0o700 }); // a folder created here is its owner's only
   const key = randomBytes(24).toString('base64url');
   await writeFile(file, `${key}\n`, { mode: 0o600 });
   await chmod(file, 0o600); // mode applies to a new file only: a short key being replaced keeps its old mode otherwise

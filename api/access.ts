@@ -67,7 +67,7 @@ export const accessPlugin = fp<{ access: Access }>(async (app, { access }) => {
     try {
       const credential = presentedCredential(request);
       if (credential === undefined) throw new AccessError(401, 'a credential is required: Authorization: Bearer <API key or token>');
-      request.principal = await access.authenticate(credential);
+      request.principal = await access.authenticate(credential, { source: request.ip, via: 'rest' });
       access.require(request.principal, permission);
       const url = request.routeOptions.url ?? '';
       if (DEVICE_ROUTE.test(url)) {
@@ -77,6 +77,7 @@ export const accessPlugin = fp<{ access: Access }>(async (app, { access }) => {
     } catch (err) {
       if (!(err instanceof AccessError)) throw err;
       if (err.statusCode === 401) reply.header('www-authenticate', 'Bearer realm="guanlink"');
+      if (err.retryAfterSeconds !== undefined) reply.header('retry-after', String(err.retryAfterSeconds)); // RFC 6585 §4
       await reply.code(err.statusCode).send(accessErrorBody(err));
     }
   });
@@ -84,7 +85,7 @@ export const accessPlugin = fp<{ access: Access }>(async (app, { access }) => {
 
 export const accessErrorBody = (err: AccessError) => ({
   statusCode: err.statusCode,
-  error: err.statusCode === 401 ? 'Unauthorized' : err.statusCode === 403 ? 'Forbidden' : 'Not Found',
+  error: err.statusCode === 401 ? 'Unauthorized' : err.statusCode === 403 ? 'Forbidden' : err.statusCode === 429 ? 'Too Many Requests' : 'Not Found',
   message: err.message,
   ...(err.permission ? { permission: err.permission } : {}),
 });

@@ -3,15 +3,16 @@ import { Domain } from '../core/domains.ts';
 import type { DeviceFilter, DeviceRegistry } from '../core/registry.ts';
 import type { Access } from '../core/access/access.ts';
 import type { Principal } from '../core/access/principal.ts';
+import { SafeText } from './schemas.ts';
 
 /** Query parameters filtering the device list and the export (combined with AND). */
 export const DeviceFilterQuery = Type.Object({
   domain: Type.Optional(Domain),
-  type: Type.Optional(Type.String({ minLength: 1, maxLength: 64, description: 'device type name' })),
-  namePrefix: Type.Optional(Type.String({ minLength: 1, maxLength: 200, description: 'names starting with this (case-sensitive)' })),
+  type: Type.Optional(SafeText(64, { minLength: 1, description: 'device type name' })),
+  namePrefix: Type.Optional(SafeText(200, { minLength: 1, description: 'names starting with this (case-sensitive)' })),
   online: Type.Optional(Type.Boolean({ description: 'connected now (true) or not (false); a device that never connected is offline' })),
   bbox: Type.Optional(
-    Type.String({ maxLength: 200, description: 'minLng,minLat,maxLng,maxLat in WGS84 degrees: devices whose registered location is inside (edges included)' }),
+    SafeText(200, { description: 'minLng,minLat,maxLng,maxLat in WGS84 degrees: devices whose registered location is inside (edges included)' }),
   ),
 });
 export type DeviceFilterQuery = Static<typeof DeviceFilterQuery>;

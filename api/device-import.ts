@@ -3,7 +3,7 @@ import { Type, type Static } from 'typebox';
 import { Compile } from 'typebox/compile';
 import type { DeviceInput } from '../core/registry.ts';
 import { badRequest } from './device-filter.ts';
-import { DeviceLabel, DeviceName, Location } from './schemas.ts';
+import { DeviceLabel, DeviceName, Location, SafeText } from './schemas.ts';
 
 /** What one import row asks for. */
 export type ImportInput = Omit<DeviceInput, 'gatewayId'>;
@@ -23,7 +23,7 @@ export const MAX_IMPORT_ROWS = 50_000;
 export const ImportRow = Type.Object(
   {
     name: DeviceName,
-    type: Type.Optional(Type.String({ minLength: 1, maxLength: 64, description: 'default generic' })),
+    type: Type.Optional(SafeText(64, { minLength: 1, description: 'default generic' })),
     label: Type.Optional(Type.Union([Type.Null(), DeviceLabel])),
     location: Type.Optional(Type.Union([Type.Null(), Location])),
     lat: Type.Optional(Location.properties.lat),

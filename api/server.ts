@@ -1,8 +1,10 @@
+import { randomUUID } from 'node:crypto';
 import path from 'node:path';
 import { createRequire } from 'node:module';
-import Fastify, { LogController } from 'fastify';
+import Fastify, { LogController, type FastifyReply, type FastifyRequest } from 'fastify';
 import fastifyStatic from '@fastify/static';
 import fastifySwagger from '@fastify/swagger';
+import fastifySwaggerUi from '@fastify/swagger-ui';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type pg from 'pg';
 import { DOMAINS, DOMAIN_LABELS } from '../core/domains.ts';
@@ -19,6 +21,10 @@ import { accessPlugin, documentPermissions } from './access.ts';
 import type { AuditLog } from '../core/audit.ts';
 import { auditPlugin } from './audit.ts';
 import { rateLimitsPlugin, type ApiLimitSettings } from './rate-limits.ts';
+import { inputGuard } from './input-guard.ts';
+import { problem, problemDetailsPlugin, PROBLEM_CONTENT_TYPE } from './problem.ts';
+import { clientErrorHandler, httpServerOptions, idleTimeoutPlugin, unauthenticatedLimitPlugin, type HttpSettings } from './http-limits.ts';
+import { documentProblems, toOpenApi30 } from './openapi.ts';
 import { auditRoutes } from './routes/audit.ts';
 import type { ApiKeyStore } from '../core/access/api-keys.ts';
 import type { RoleStore } from '../core/access/roles.ts';
@@ -59,6 +65,8 @@ export interface ApiDeps {
   /** The audit log (core/audit.ts) and the request rate and concurrency limits (api/rate-limits.ts). */
   audit: AuditLog;
   limits: ApiLimitSettings;
+  /** The HTTP server's timeouts and connection limits (api/http-limits.ts). */
+  http: HttpSettings & { httpMaxConnections: number };
   apiKeys: ApiKeyStore;
   roles: RoleStore;
   towns: TownIndex;
@@ -91,8 +99,30 @@ export async function buildApi(deps: ApiDeps) {
     loggerInstance: deps.log.child({ module: 'http' }),
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: 1_048_576,
-    ajv: { customOptions: { coerceTypes: 'array', removeAdditional: false, allErrors: false } },
+    // coerceTypes true, not 'array': ajv's array coercion inside a null-first union (`["x"]` for
+    // string-or-null) passes validation with the array left in place, which a handler then takes for a string.
+    ajv: { customOptions: { coerceTypes: true, removeAdditional: false, allErrors: false } },
+    // Random request ids: the `instance` of an error's problem details and the log's reqId (api/problem.ts).
+    genReqId: () => randomUUID(),
+    ...httpServerOptions(deps.http),
+    clientErrorHandler,
+    frameworkErrors: (err, request, reply) => {
+      const status = err.statusCode && err.statusCode < 500 ? err.statusCode : 400;
+      void (reply as unknown as FastifyReply).code(status).type(PROBLEM_CONTENT_TYPE).send(problem(status, err.message, request as FastifyRequest, { code: err.code }));
+    },
   }).withTypeProvider<TypeBoxTypeProvider>();
+  app.server.maxConnections = deps.http.httpMaxConnections;
+
+  // First: one error shape (RFC 9457 problem details) for every route, the idle timeout per request,
+  // and the budget of requests without a verified credential (before the access plugin checks it).
+  await app.register(problemDetailsPlugin);
+  await app.register(idleTimeoutPlugin);
+  await app.register(unauthenticatedLimitPlugin, {
+    max: deps.http.httpMaxUnauthenticated,
+    perAddress: deps.http.httpMaxUnauthenticatedPerAddress,
+    registry: deps.metrics.registry,
+    onInFlight: (read) => deps.metrics.liveGauge('guanlink_http_unauthenticated_in_flight', 'HTTP requests without a verified credential in progress.', read),
+  });
 
   app.addHook('onResponse', async (request, reply) => {
     const entry = { method: request.method, url: request.url.split('?')[0], status: reply.statusCode, ms: Math.round(reply.elapsedTime) };
@@ -114,11 +144,22 @@ export async function buildApi(deps: ApiDeps) {
     transformObject: (document) => {
       const openapiObject = (document as { openapiObject: Parameters<typeof documentPermissions>[1] }).openapiObject;
       documentPermissions(app, openapiObject);
-      return openapiObject as never;
+      return documentProblems(toOpenApi30(openapiObject)) as never;
     },
+  });
+  // A page for people at /docs (Swagger UI, its files served from here: no internet needed). Public,
+  // like the document it shows; its "Authorize" takes a bearer credential for "Try it out".
+  await app.register(fastifySwaggerUi, {
+    routePrefix: '/docs',
+    uiConfig: { deepLinking: true },
+    // Everything from this server; no upgrade-insecure-requests (GuanLink is often reached over plain HTTP).
+    staticCSP: "default-src 'self'; base-uri 'self'; connect-src 'self'; font-src 'self' data:; frame-ancestors 'self'; img-src 'self' data:; object-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'",
+    theme: { title: 'GuanLink API' },
   });
   await app.register(accessPlugin, { access: deps.access });
   await app.register(auditPlugin, { audit: deps.audit });
+  // No NUL or unpaired surrogate in any string, no non-finite number, in any request (api/input-guard.ts).
+  await app.register(inputGuard);
   await app.register(rateLimitsPlugin, { settings: deps.limits });
 
   await app.register(healthRoutes, { checks: deps.checks });

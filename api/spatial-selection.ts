@@ -1,8 +1,11 @@
 import { Type, type Static } from 'typebox';
 import { DOMAINS, type Domain } from '../core/domains.ts';
-import { AreaError, parseBbox, parseCells, parseCircle, parsePolygon, type Area } from '../geo/area.ts';
+import { AREA_LIMITS, AreaError, parseBbox, parseCells, parseCircle, parsePolygon, type Area } from '../geo/area.ts';
+import { polygonIndexOf } from '../geo/polygon-index.ts';
+import { GeometryBusyError, GeometryTimeoutError, type GeometryWork } from '../core/geometry-pool.ts';
 import type { Selection } from '../db/spatial-query.ts';
 import { parseInstant } from './routes/telemetry.ts';
+import { SafeText } from './schemas.ts';
 
 /**
  * What every spatial request selects (latest, history, aggregates, export): an area — exactly one
@@ -26,8 +29,8 @@ const AreaFields = {
 };
 
 const FilterFields = {
-  from: Type.Optional(Type.String({ maxLength: 40, description: 'ISO 8601 date-time or epoch ms; start of the window (inclusive)' })),
-  to: Type.Optional(Type.String({ maxLength: 40, description: 'ISO 8601 date-time or epoch ms; end of the window (exclusive); default now' })),
+  from: Type.Optional(SafeText(40, { description: 'ISO 8601 date-time or epoch ms; start of the window (inclusive)' })),
+  to: Type.Optional(SafeText(40, { description: 'ISO 8601 date-time or epoch ms; end of the window (exclusive); default now' })),
   domain: Type.Optional(Type.Unknown({ description: `${DOMAINS.join(', ')}; several comma-separated (POST: array); default all` })),
   type: Type.Optional(Type.Unknown({ description: 'device types, comma-separated (POST: array); default all' })),
   keys: Type.Optional(Type.Unknown({ description: 'telemetry keys, comma-separated (POST: array); default all. An unknown key is an error.' })),
@@ -58,33 +61,105 @@ function numbers(raw: unknown, what: string): number[] {
   return items as number[];
 }
 
-/** The area of a request: exactly one of bbox, lat+lng+radius, cells or geometry. */
-export function parseArea(input: Pick<SelectionInput, 'bbox' | 'lat' | 'lng' | 'radius' | 'cells' | 'geometry'>): Area {
+/** Which area a request gives, not yet checked. */
+type AreaRequest =
+  | { kind: 'circle'; lat: number; lng: number; radius: number }
+  | { kind: 'bbox'; raw: unknown }
+  | { kind: 'cells'; raw: unknown }
+  | { kind: 'geometry'; geometry: unknown };
+
+function areaRequest(input: Pick<SelectionInput, 'bbox' | 'lat' | 'lng' | 'radius' | 'cells' | 'geometry'>): AreaRequest {
   const given = (['bbox', 'cells', 'geometry'] as const).filter((k) => input[k] !== undefined);
   const circle = input.lat !== undefined || input.lng !== undefined || input.radius !== undefined;
   if (given.length + (circle ? 1 : 0) !== 1) {
     throw new SelectionError('give exactly one area: bbox, lat+lng+radius, cells or geometry');
   }
+  if (circle) {
+    if (input.lat === undefined || input.lng === undefined || input.radius === undefined) throw new SelectionError('a circle needs lat, lng and radius (metres)');
+    return { kind: 'circle', lat: input.lat, lng: input.lng, radius: input.radius };
+  }
+  if (input.bbox !== undefined) return { kind: 'bbox', raw: input.bbox };
+  if (input.cells !== undefined) return { kind: 'cells', raw: input.cells };
+  let geometry = input.geometry;
+  if (typeof geometry === 'string') {
+    try {
+      geometry = JSON.parse(geometry);
+    } catch {
+      throw new SelectionError('geometry: not JSON (URL-encode the GeoJSON text, or POST it in the body)');
+    }
+  }
+  return { kind: 'geometry', geometry };
+}
+
+function parseAreaRequest(req: AreaRequest): Area {
   try {
-    if (circle) {
-      if (input.lat === undefined || input.lng === undefined || input.radius === undefined) throw new SelectionError('a circle needs lat, lng and radius (metres)');
-      return parseCircle(input.lat, input.lng, input.radius);
+    switch (req.kind) {
+      case 'circle':
+        return parseCircle(req.lat, req.lng, req.radius);
+      case 'bbox':
+        return parseBbox(numbers(req.raw, 'bbox'));
+      case 'cells':
+        return parseCells(list(req.raw, 'cells') ?? []);
+      case 'geometry':
+        return { kind: 'polygon', geometry: parsePolygon(req.geometry) };
     }
-    if (input.bbox !== undefined) return parseBbox(numbers(input.bbox, 'bbox'));
-    if (input.cells !== undefined) return parseCells(list(input.cells, 'cells') ?? []);
-    let geometry = input.geometry;
-    if (typeof geometry === 'string') {
-      try {
-        geometry = JSON.parse(geometry);
-      } catch {
-        throw new SelectionError('geometry: not JSON (URL-encode the GeoJSON text, or POST it in the body)');
-      }
-    }
-    return { kind: 'polygon', geometry: parsePolygon(geometry) };
   } catch (err) {
     if (err instanceof AreaError) throw new SelectionError(err.message);
     throw err;
   }
+}
+
+/** The area of a request: exactly one of bbox, lat+lng+radius, cells or geometry. */
+export function parseArea(input: Pick<SelectionInput, 'bbox' | 'lat' | 'lng' | 'radius' | 'cells' | 'geometry'>): Area {
+  return parseAreaRequest(areaRequest(input));
+}
+
+/**
+ * Most polygon edges one test of a position may have to examine (the edges of its latitude band,
+ * geo/polygon-index.ts): what testing a reading costs, in the database and here. A boundary that a
+ * line of latitude crosses this often is not a real area; it is refused (413) before any work.
+ */
+export const MAX_TEST_EDGES = 2000;
+
+/** An area whose cost is beyond the documented limits (HTTP 413, code area_too_complex); the message says which and by how much. */
+export class AreaCostError extends Error {
+  override readonly name = 'AreaCostError';
+  readonly statusCode = 413;
+  readonly code = 'area_too_complex';
+}
+
+/** Refuses an area too costly to test (AreaCostError). */
+export function checkAreaCost(area: Area): void {
+  if (area.kind !== 'polygon') return;
+  const index = polygonIndexOf(area.geometry);
+  if (index.maxBandEdges > MAX_TEST_EDGES) {
+    throw new AreaCostError(
+      `the area is too complex to test: a line of latitude meets up to ${index.maxBandEdges} of its ${index.edges} edges, and testing a position examines them all; ` +
+        `at most ${MAX_TEST_EDGES}: simplify the boundary or split the area into several requests`,
+    );
+  }
+}
+
+/**
+ * parseArea with the costly checks (a polygon's validity, H3 cells) on `geometry`'s worker
+ * threads, then the cost limit (checkAreaCost); boxes and circles are cheap and checked here.
+ */
+export async function parseAreaWith(input: Pick<SelectionInput, 'bbox' | 'lat' | 'lng' | 'radius' | 'cells' | 'geometry'>, geometry: GeometryWork | undefined): Promise<Area> {
+  const req = areaRequest(input);
+  let area: Area;
+  if (!geometry || req.kind === 'circle' || req.kind === 'bbox') area = parseAreaRequest(req);
+  else {
+    let cells: string[] | undefined;
+    if (req.kind === 'cells') {
+      cells = list(req.raw, 'cells') ?? [];
+      if (cells.length > AREA_LIMITS.maxCells) throw new SelectionError(`cells: at most ${AREA_LIMITS.maxCells} cells`);
+    }
+    const parsed = await geometry.parseArea(cells ? { cells } : { geometry: (req as { geometry: unknown }).geometry });
+    if ('error' in parsed) throw new SelectionError(parsed.error);
+    area = parsed.area;
+  }
+  checkAreaCost(area);
+  return area;
 }
 
 /** The time window: `to` defaults to now, `from` to `to` minus `defaultSpanMs`; inverted, empty or longer than MAX_WINDOW_DAYS is an error. */
@@ -106,7 +181,15 @@ export interface SelectionContext {
 }
 
 export function parseSelection(input: SelectionInput, ctx: SelectionContext, defaultSpanMs: number): Selection {
-  const area = parseArea(input);
+  return selectionIn(parseArea(input), input, ctx, defaultSpanMs);
+}
+
+/** parseSelection with the area's geometry work on `geometry`'s threads and its cost checked (parseAreaWith). */
+export async function parseSelectionWith(input: SelectionInput, ctx: SelectionContext, defaultSpanMs: number, geometry: GeometryWork | undefined): Promise<Selection> {
+  return selectionIn(await parseAreaWith(input, geometry), input, ctx, defaultSpanMs);
+}
+
+function selectionIn(area: Area, input: SelectionInput, ctx: SelectionContext, defaultSpanMs: number): Selection {
   const { from, to } = parseWindow(input, defaultSpanMs);
   const domains = list(input.domain, 'domain') ?? [...DOMAINS];
   const badDomain = domains.find((d) => !(DOMAINS as readonly string[]).includes(d));
@@ -118,4 +201,12 @@ export function parseSelection(input: SelectionInput, ctx: SelectionContext, def
   const badKey = keys?.find((k) => !ctx.knownKey(k));
   if (badKey !== undefined) throw new SelectionError(`keys: no device has ever sent "${badKey}"`);
   return { area, from, to, domains: domains as Domain[], types, keys };
+}
+
+/** How a spatial route answers an area too costly (413) or geometry workers busy or too slow (503, Retry-After when busy); undefined for other errors. */
+export function geometryRefusal(err: unknown): { statusCode: 413 | 503; code: string; error: string; message: string; retryAfterS?: number } | undefined {
+  if (err instanceof AreaCostError) return { statusCode: 413, code: err.code, error: 'Content Too Large', message: err.message };
+  if (err instanceof GeometryBusyError) return { statusCode: 503, code: err.code, error: 'Service Unavailable', message: err.message, retryAfterS: err.retryAfterS };
+  if (err instanceof GeometryTimeoutError) return { statusCode: 503, code: err.code, error: 'Service Unavailable', message: err.message };
+  return undefined;
 }

@@ -2,6 +2,7 @@
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig, settings } from '../core/config.ts';
+import { raiseDescriptorLimit, type DescriptorLimits } from '../core/descriptors.ts';
 import { createLogger } from '../core/log.ts';
 import { startPlatform } from '../platform.ts';
 import { startFleet, type Fleet } from '../simulators/fleet.ts';
@@ -32,6 +33,11 @@ async function main(): Promise<void> {
   const config = loadConfig(process.env);
   if (values['no-simulators']) config.simulators = false;
   const log = createLogger(config.logLevel);
+  // The open-file limit bounds the connections GuanLink can hold (README "Connection budget"): the
+  // soft limit raised to the hard limit where allowed, before anything is opened.
+  const limits = await raiseDescriptorLimit();
+  const show = (l: DescriptorLimits | undefined) => (l ? { soft: String(l.soft), hard: String(l.hard) } : 'unknown');
+  log.info({ before: show(limits.before), after: show(limits.after) }, `open-file limit: ${limits.note}`);
   const platform = await startPlatform(config, log);
 
   const host = config.host === '0.0.0.0' || config.host === '::' ? 'localhost' : config.host;
@@ -46,7 +52,7 @@ async function main(): Promise<void> {
       '',
       `  GuanLink (莞联) is running on ${platform.dialect.kind}${platform.embeddedDatabase ? ' (embedded, data in ' + config.dataDir + ')' : ''}`,
       `  Live map      ${httpUrl}/   (paste an API key, or the admin key, into its sign-in panel)`,
-      `  REST API      ${httpUrl}/api/v1   (OpenAPI: ${httpUrl}/api/v1/openapi.json)`,
+      `  REST API      ${httpUrl}/api/v1   (docs: ${httpUrl}/docs, OpenAPI: ${httpUrl}/api/v1/openapi.json)`,
       `  MQTT          mqtt://${host}:${platform.mqttPort}   ws://${host}:${platform.httpPort}/mqtt`,
       fromEnv ? '  Admin key     from GUANLINK_ADMIN_KEY (not printed)' : `  Admin key     in ${keyFile} (mode 0600; not printed)`,
       `  Staff keys    POST ${httpUrl}/api/v1/keys with the admin key, e.g.`,

@@ -1,6 +1,7 @@
 import { AccessError, type Access } from '../core/access/access.ts';
 import type { Principal } from '../core/access/principal.ts';
-import type { DeviceRegistry, DeviceContext } from '../core/registry.ts';
+import { credentialId, describeRefusal, type Attempt, type AuthThrottle } from '../core/auth-throttle.ts';
+import type { DeviceAuthOutcome, DeviceRegistry, DeviceContext } from '../core/registry.ts';
 
 /** The MQTT username of application sessions (operators' systems subscribing to platform events). */
 export const APPLICATION_USERNAME = 'guanlink-app';
@@ -17,6 +18,8 @@ export interface ConnectCredentials {
   clientId: string;
   username: string | undefined;
   password: Buffer | undefined;
+  /** The client's address (failed attempts are throttled per address). */
+  address?: string | undefined;
 }
 
 /**
@@ -29,9 +32,28 @@ export interface ConnectCredentials {
  * - neither: a client id registered alone as basic credentials.
  * Refusals use ThingsBoard's codes: 5 (not authorized) for bad credentials, 2 (identifier
  * rejected) for a client id that matches nothing when no username was given.
+ *
+ * Failed attempts are throttled (core/auth-throttle.ts) per source address and per credential (the
+ * token, the username, the client id): once blocked, a CONNECT whose credentials this node has not
+ * verified before is refused at once with CONNACK 5 — no database query, no scrypt — until the
+ * backoff ends. (5, not 3 "server unavailable": the credentials were not accepted, and clients
+ * retry 3 at once; the CONNACK carries no reason in MQTT 3.1.1, the log says why.)
  */
-export function createAuthenticator(registry: DeviceRegistry, options: { access?: Access } = {}) {
-  return async ({ clientId, username, password }: ConnectCredentials): Promise<AuthResult> => {
+export function createAuthenticator(registry: DeviceRegistry, options: { access?: Access; throttle?: AuthThrottle } = {}) {
+  const throttle = options.throttle;
+  /** The registry's outcome as an AuthResult; failures and successes reported to the throttle. */
+  const settle = (attempt: Attempt, method: 'token' | 'basic', outcome: DeviceAuthOutcome, refusal: { returnCode: 2 | 5; reason: string }): AuthResult => {
+    if (outcome.ok) {
+      throttle?.succeeded(attempt);
+      return { kind: 'device', device: outcome.device, method };
+    }
+    if (outcome.reason === 'throttled') return { kind: 'refused', returnCode: 5, reason: `throttled: ${describeRefusal(outcome.admission, 'credential')}` };
+    throttle?.failed(attempt, outcome.reason);
+    return { kind: 'refused', ...refusal };
+  };
+  const gate = (attempt: Attempt) => (throttle ? { admit: () => throttle.admit(attempt) } : {});
+
+  return async ({ clientId, username, password, address }: ConnectCredentials): Promise<AuthResult> => {
     const secret = password && password.length > 0 ? password.toString('utf8') : undefined;
     // GuanLink's application session: username `guanlink-app`, a credential as password (checked
     // by core/access like any REST request). The username is reserved: it never falls through to
@@ -42,7 +64,7 @@ export function createAuthenticator(registry: DeviceRegistry, options: { access?
         return { kind: 'refused', returnCode: 5, reason: `${APPLICATION_USERNAME}: no password: send an API key, an OpenID Connect access token or the admin key` };
       }
       try {
-        const principal = await options.access.authenticate(secret);
+        const principal = await options.access.authenticate(secret, { source: address, via: 'mqtt' });
         options.access.require(principal, 'live');
         return { kind: 'application', principal };
       } catch (err) {
@@ -52,16 +74,19 @@ export function createAuthenticator(registry: DeviceRegistry, options: { access?
     }
     if ((username === 'provision' || clientId === 'provision') && secret === undefined) return { kind: 'provision' };
     if (username && secret !== undefined) {
-      const device = await registry.authenticateBasic(clientId, username, secret);
-      return device ? { kind: 'device', device, method: 'basic' } : { kind: 'refused', returnCode: 5, reason: 'unknown username or wrong password' };
+      const attempt: Attempt = { via: 'mqtt', source: address, credential: credentialId('username', username) };
+      return settle(attempt, 'basic', await registry.authenticateBasic(clientId, username, secret, gate(attempt)), { returnCode: 5, reason: 'unknown username or wrong password' });
     }
     if (username) {
-      const device = await registry.authenticate(username);
-      return device ? { kind: 'device', device, method: 'token' } : { kind: 'refused', returnCode: 5, reason: 'unknown access token' };
+      const attempt: Attempt = { via: 'mqtt', source: address, credential: credentialId('token', username) };
+      return settle(attempt, 'token', await registry.authenticate(username, gate(attempt)), { returnCode: 5, reason: 'unknown access token' });
     }
-    const device = clientId ? await registry.authenticateBasic(clientId, undefined, undefined) : undefined;
-    return device
-      ? { kind: 'device', device, method: 'basic' }
-      : { kind: 'refused', returnCode: 2, reason: 'no credentials: send the access token as the MQTT username' };
+    const refusal = { returnCode: 2, reason: 'no credentials: send the access token as the MQTT username' } as const;
+    if (!clientId) {
+      throttle?.counted('mqtt', 'no_credentials');
+      return { kind: 'refused', ...refusal };
+    }
+    const attempt: Attempt = { via: 'mqtt', source: address, credential: credentialId('client', clientId) };
+    return settle(attempt, 'basic', await registry.authenticateBasic(clientId, undefined, undefined, gate(attempt)), refusal);
   };
 }

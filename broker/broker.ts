@@ -3,11 +3,13 @@ import tls from 'node:tls';
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { Aedes, type AuthenticateError, type Client, type PublishPacket } from 'aedes';
-import { WebSocketServer, createWebSocketStream } from 'ws';
+import { WebSocketServer, createWebSocketStream, type WebSocket } from 'ws';
 import type { Principal } from '../core/access/principal.ts';
 import type { Logger } from '../core/log.ts';
 import type { Metrics } from '../core/metrics.ts';
 import { RateLimiter, type RateLimitSpec } from '../core/rate-limit.ts';
+import { watchAcceptErrors } from '../core/descriptors.ts';
+import { Admission, type Eviction, type Refusal, type Ticket } from './admission.ts';
 import type { DeviceContext } from '../core/registry.ts';
 import { APPLICATION_USERNAME, type AuthResult, type ConnectCredentials } from './auth.ts';
 import { PLATFORM_EVENTS_PREFIX, maySubscribe, outboundTopic, routePublish, type DeviceApiHandlers } from './device-api.ts';
@@ -25,8 +27,26 @@ export interface BrokerOptions {
    * ingest limit are answered with a reason instead (see ingest).
    */
   maxPacketBytes: number;
-  /** Connections beyond this get CONNACK 3 (server unavailable). */
+  /**
+   * Sessions held at once — the connection budget (core/descriptors.ts derives it from the
+   * open-file limit); beyond it CONNACK 3 (server unavailable). See admission.ts.
+   */
   maxConnections: number;
+  /** Connections beyond maxConnections held until their CONNECT is answered with CONNACK 3 (default 32). */
+  refusalSlots?: number;
+  /** A connection not authenticated this long after it was opened (no CONNECT, or no answer yet) is closed (default 10 s). */
+  connectTimeoutMs?: number;
+  /** A provisioning session is closed this long after it connected (default 20 s). */
+  provisionTimeoutMs?: number;
+  /**
+   * Largest packet before the connection is authenticated (its CONNECT) and in provisioning
+   * sessions, and the WebSocket frame limit meanwhile (default min(maxPacketBytes, 16 KiB)).
+   */
+  maxUnauthenticatedPacketBytes?: number;
+  /** Unauthenticated connections (no session yet, or provisioning) held per source address (default 64). */
+  unauthenticatedPerAddress?: number;
+  /** New connections per source address that do not authenticate as a device or application (token bucket); unset: no limit. */
+  connectRatePerAddress?: { max: number; windowMs: number };
   /** Per-device publish rate; beyond it the connection is closed, the publish unacknowledged. */
   publishRate?: RateLimitSpec[];
   /** Told when a device session starts and ends (connection state, events, live streams). */
@@ -101,11 +121,48 @@ export interface Broker {
    */
   closeApplicationSessions(keyId: number, reason: string): number;
   readonly connectedClients: number;
+  /** MQTT connections held on every transport: all, sessions (devices, applications, provisioning), unauthenticated (no session yet, or provisioning). */
+  readonly connections: { open: number; sessions: number; unauthenticated: number };
   readonly listening: boolean;
   /** Stops taking new connections and new messages; in-flight publishes still complete. */
   stopAccepting(): Promise<void>;
   /** Disconnects everyone and closes the broker. */
   close(): Promise<void>;
+}
+
+/** What the broker keeps per connection from its arrival on (before aedes has a Client for it). */
+interface Connection {
+  ticket: Ticket;
+  /** The TCP socket underneath (TLS and WebSocket included): destroying it closes the connection. */
+  socket: net.Socket;
+  /** The deadline: for the CONNECT to be answered, then for a provisioning session. */
+  timer: NodeJS.Timeout | undefined;
+  /** MQTT over WebSocket: the WebSocket (its frame limit grows once authenticated). */
+  ws: WebSocket | undefined;
+}
+
+/** Why the broker closed or refused a connection (guanlink_mqtt_refusals_total{reason}), and its log line. */
+type ConnectionRefusal = Refusal | Eviction | 'max_connections' | 'connect_timeout' | 'provision_timeout';
+const CONNECTION_REFUSALS: Record<ConnectionRefusal, string> = {
+  max_connections: 'MQTT connect refused (CONNACK 3): the connection budget is full',
+  budget_full: 'MQTT connection closed on arrival: the connection budget and its refusal slots are held by sessions',
+  displaced: 'unauthenticated MQTT connection closed to make room: the connection budget is full',
+  address_limit: 'unauthenticated MQTT connection closed: its source address holds MQTT_UNAUTHENTICATED_PER_ADDRESS unauthenticated connections',
+  address_rate: 'MQTT connection closed on arrival: its source address is over MQTT_CONNECT_RATE_PER_ADDRESS',
+  connect_timeout: 'MQTT connection closed: not authenticated within MQTT_CONNECT_TIMEOUT_MS (no CONNECT, or not answered yet)',
+  provision_timeout: 'provisioning session closed: PROVISION_SESSION_TIMEOUT_MS reached',
+};
+
+/** The longest MQTT fixed header: one byte, and a remaining length of at most four (MQTT 3.1.1 §2.2.3). */
+const MQTT_FIXED_HEADER_MAX = 5;
+
+/**
+ * A WebSocket's frame (message) limit, changed on a live connection: ws reads it from its
+ * receiver at each frame header (an internal of ws 8, as the parser hooks are of aedes).
+ */
+function setFrameLimit(ws: WebSocket | undefined, packetBytes: number): void {
+  const receiver = (ws as (WebSocket & { _receiver?: { _maxPayload: number } | null }) | undefined)?._receiver;
+  if (receiver) receiver._maxPayload = packetBytes + MQTT_FIXED_HEADER_MAX;
 }
 
 /** Stops reading a client's socket (aedes: no further batches are parsed until resume()). */
@@ -151,7 +208,70 @@ export function createBroker(opts: BrokerOptions): Broker {
   const trackedPayloads = new WeakMap<Buffer, (messageId: number) => void>();
   const awaitingAck = new WeakMap<Client, Map<number, (acked: boolean) => void>>();
   let accepting = true;
-  let connections = 0;
+  // The connection budget and the per-address limits (admission.ts); each connection's deadline.
+  const preAuthBytes = Math.min(opts.maxPacketBytes, opts.maxUnauthenticatedPacketBytes ?? 16_384);
+  const connectTimeoutMs = opts.connectTimeoutMs ?? 10_000;
+  const provisionTimeoutMs = opts.provisionTimeoutMs ?? 20_000;
+  const admission = new Admission({
+    budget: opts.maxConnections,
+    refusalSlots: opts.refusalSlots ?? 32,
+    perAddress: opts.unauthenticatedPerAddress ?? 64,
+    rate: opts.connectRatePerAddress,
+  });
+  const forgetAddresses = setInterval(() => admission.sweep(), 60_000);
+  forgetAddresses.unref();
+  const connectionOf = new WeakMap<Client, Connection>();
+  const acceptErrors = { log, count: (listener: string, code: string) => metrics.acceptFailures.inc({ listener, code }) };
+  // Refused and closed connections come in floods: each is counted, the log says so at most every 10 s per reason.
+  const refusalLog = new Map<string, { at: number; suppressed: number }>();
+  const refuseConnection = (reason: ConnectionRefusal, address: string | undefined) => {
+    metrics.mqttRefusals.inc({ reason });
+    const now = Date.now();
+    const last = refusalLog.get(reason);
+    if (last && now - last.at < 10_000) {
+      last.suppressed++;
+      return;
+    }
+    refusalLog.set(reason, { at: now, suppressed: 0 });
+    log.warn({ reason, address, suppressedSinceLastLine: last?.suppressed ?? 0 }, CONNECTION_REFUSALS[reason]);
+  };
+  /**
+   * A new connection on any transport, seen on its TCP socket (before a TLS handshake or a
+   * WebSocket upgrade): admitted, with the deadline for its CONNECT, or refused (`onRefused`
+   * closes it the transport's way).
+   */
+  const arrive = (socket: net.Socket, onRefused: (reason: Refusal) => void): Connection | undefined => {
+    const address = socket.remoteAddress;
+    const outcome = admission.arrive(address, (reason) => {
+      refuseConnection(reason, address);
+      socket.destroy();
+    });
+    if (typeof outcome === 'string') {
+      refuseConnection(outcome, address);
+      onRefused(outcome);
+      return undefined;
+    }
+    const connection: Connection = { ticket: outcome, socket, timer: undefined, ws: undefined };
+    // A CONNECT must be read and answered in time: a connection that never sends one, trickles it,
+    // or waits on its authentication holds a descriptor for at most connectTimeoutMs.
+    connection.timer = setTimeout(() => {
+      if (outcome.state !== 'pending') return;
+      refuseConnection('connect_timeout', address);
+      socket.destroy();
+    }, connectTimeoutMs);
+    connection.timer.unref();
+    socket.once('close', () => {
+      clearTimeout(connection.timer);
+      admission.left(outcome);
+    });
+    return connection;
+  };
+  /** Authenticated as a device or application: no deadline any more, and the full packet (and frame) size. */
+  const authenticated = (connection: Connection | undefined) => {
+    if (!connection) return;
+    clearTimeout(connection.timer);
+    setFrameLimit(connection.ws, opts.maxPacketBytes);
+  };
   // Sessions with publishes waiting on us (ingest holding them under backpressure, or the
   // database down). aedes reads nothing more from such a connection until they complete — that
   // is the backpressure — so it would not see the device's PINGREQ either: we keep its
@@ -197,19 +317,24 @@ export function createBroker(opts: BrokerOptions): Broker {
   };
 
   const aedes = new Aedes({
-    connectTimeout: 10_000,
+    connectTimeout: connectTimeoutMs + 1000, // a backstop: the connection's own deadline (arrive) comes first
     authenticate(client, username, password, done) {
       if (!accepting) return done(connackError('server is shutting down', 3), false);
-      if (connections > opts.maxConnections) {
-        refuse('max_connections');
-        log.warn({ limit: opts.maxConnections, address: (client.conn as net.Socket).remoteAddress }, 'MQTT connect refused: connection limit reached');
-        return done(connackError('server unavailable: connection limit reached', 3), false);
-      }
-      const address = (client.conn as net.Socket).remoteAddress ?? client.req?.socket.remoteAddress;
+      const connection = connectionOf.get(client);
+      const address = connection?.socket.remoteAddress ?? (client.conn as net.Socket).remoteAddress ?? client.req?.socket.remoteAddress;
+      // Beyond the connection budget: CONNACK 3, server unavailable (MQTT 3.1.1 §3.2.2.3, Table 3.1).
+      const admitted = (kind: 'session' | 'anonymous', replacing = false) => {
+        if (!connection || admission.startSession(connection.ticket, kind, { replacing })) return true;
+        if (connection.ticket.state === 'closed') return false; // evicted meanwhile: already being closed
+        refuseConnection('max_connections', address);
+        done(connackError('server unavailable: connection limit reached', 3), false);
+        return false;
+      };
       authSeqs.set(client, keySeq);
       opts
-        .authenticate({ clientId: client.id, username, password })
+        .authenticate({ clientId: client.id, username, password, address })
         .then((result) => {
+          if (client.closed) return; // closed meanwhile (its deadline, an eviction): nothing to answer
           if (result.kind === 'refused') {
             if (username === APPLICATION_USERNAME) {
               opts.onApplicationAccess?.({ action: 'connect', principal: null, status: 401, clientId: client.id, address, reason: result.reason });
@@ -221,6 +346,18 @@ export function createBroker(opts: BrokerOptions): Broker {
           const now = Date.now();
           const base = { client, clientId: client.id, address, connectedAt: now, lastActivity: now, waiting: 0, subscriptions: new Map<string, 0 | 1>() };
           if (result.kind === 'provision') {
+            if (!admitted('anonymous')) return;
+            // Anonymous, and anyone can open one: closed provisionTimeoutMs after it connected,
+            // whether or not it asked anything (its answer closes it sooner: provision.ts).
+            if (connection) {
+              clearTimeout(connection.timer);
+              connection.timer = setTimeout(() => {
+                if (connection.ticket.state !== 'anonymous') return;
+                refuseConnection('provision_timeout', address);
+                connection.socket.destroy();
+              }, provisionTimeoutMs);
+              connection.timer.unref();
+            }
             sessions.set(client, { ...base, kind: 'provision' });
             (client as { id: string }).id = `provision:${Math.random().toString(36).slice(2)}`;
             return done(null, true);
@@ -233,6 +370,8 @@ export function createBroker(opts: BrokerOptions): Broker {
               log.info({ clientId: client.id, address }, 'MQTT connect refused: application sessions must be clean sessions');
               return done(connackError('application sessions must be clean sessions (clean session flag set)', 2), false);
             }
+            if (!admitted('session', (aedes as unknown as { clients: Record<string, Client | undefined> }).clients[`app:${client.id}`] !== undefined)) return;
+            authenticated(connection);
             sessions.set(client, { ...base, kind: 'application', principal: result.principal });
             (client as { id: string }).id = `app:${client.id}`; // never collides with device:<id> sessions
             log.info({ clientId: base.clientId, address, principal: result.principal.id }, 'application session connected');
@@ -240,6 +379,8 @@ export function createBroker(opts: BrokerOptions): Broker {
             return done(null, true);
           }
           const previous = byDevice.get(result.device.id);
+          if (!admitted('session', previous !== undefined)) return;
+          authenticated(connection);
           if (previous) endReasons.set(previous.client, 'taken_over');
           // Sessions are keyed by device, not by the client id the firmware chose: two devices
           // sharing a hard-coded client id must not knock each other off, and one device gets one session.
@@ -449,17 +590,20 @@ export function createBroker(opts: BrokerOptions): Broker {
   const handlers = opts.handlers(deliver, deliverToSession);
 
   /** Hands a connection to aedes, refusing oversized packets as soon as their header is read. */
-  function handle(conn: Duplex, req?: IncomingMessage, address?: string): void {
-    connections++;
-    conn.once('close', () => connections--);
+  function handle(conn: Duplex, req: IncomingMessage | undefined, address: string | undefined, connection: Connection): void {
     type Parser = {
       parse(buf: Buffer): number;
+      _parseHeader(): boolean;
       _parseLength(): boolean;
+      _list: { length: number };
       packet: { length: number };
       on(event: 'packet', listener: (packet: { cmd: string; messageId?: number }) => void): void;
     };
-    const client = aedes.handle(conn, req) as Client & { _parser: Parser };
+    const client = aedes.handle(conn, req) as Client & { _parser: Parser; connackSent: boolean };
+    connectionOf.set(client, connection);
+    let firstPacketRead = false;
     client._parser.on('packet', (packet) => {
+      firstPacketRead = true;
       if (packet.cmd === 'puback') pubackReceived(client, packet.messageId);
     });
     // aedes 1.2 has no packet-size limit for MQTT 3.1.1 and would buffer a 256 MB body. mqtt-packet
@@ -467,19 +611,34 @@ export function createBroker(opts: BrokerOptions): Broker {
     // one state of its parse loop): refuse there. Checking only after parse(buf) returned missed
     // every oversized packet that arrived whole in one socket read (up to ~64 kB): it had already
     // been parsed and handed to aedes.
+    // Until the connection is authenticated as a device or application (a CONNECT, a provisioning
+    // session's requests) the limit is the unauthenticated one: what anyone may make the broker hold.
     const parser = client._parser;
     const parse = parser.parse.bind(parser);
+    const parseHeader = parser._parseHeader.bind(parser);
     const parseLength = parser._parseLength.bind(parser);
     let refused = false;
     parser._parseLength = () => {
       const complete = parseLength();
-      if (!complete || parser.packet.length <= opts.maxPacketBytes) return complete;
+      const limit = connection.ticket.state === 'session' ? opts.maxPacketBytes : preAuthBytes;
+      if (!complete || parser.packet.length <= limit) return complete;
       refused = true;
       refuse('packet_too_large');
-      log.info({ clientId: client.id, address, announced: parser.packet.length, limit: opts.maxPacketBytes }, 'MQTT packet too large: connection closed');
+      log.info({ clientId: client.id, address, announced: parser.packet.length, limit, authenticated: connection.ticket.state === 'session' }, 'MQTT packet too large: connection closed');
       conn.destroy();
       return false; // stops this parse loop: the body is never read
     };
+    // The first packet must be the CONNECT [MQTT-3.1.0-1]; a client may send more without waiting
+    // for the CONNACK, and if the CONNECT is refused none of it may be processed [MQTT-3.1.4-5].
+    // aedes would meanwhile parse whatever follows into a queue (up to 42 packets, each up to the
+    // packet limit): here parsing stops after the first packet, what follows waits as bytes (the
+    // socket's backpressure), and once the CONNACK is sent it is parsed, in order.
+    parser._parseHeader = () => (firstPacketRead && !client.connackSent ? false : parseHeader());
+    client.once('connected', () =>
+      setImmediate(() => {
+        if (!client.closed && !refused && parser._list.length > 0) parser.parse(Buffer.alloc(0));
+      }),
+    );
     parser.parse = (buf: Buffer) => {
       if (refused) return 0;
       // Last seen: the time of the client's last packet (one store per socket read, not per message).
@@ -490,11 +649,17 @@ export function createBroker(opts: BrokerOptions): Broker {
   }
 
   const tcp = net.createServer((socket) => {
+    const connection = arrive(socket, () => socket.destroy());
+    if (!connection) return;
     socket.setNoDelay(true);
-    handle(socket, undefined, socket.remoteAddress);
+    handle(socket, undefined, socket.remoteAddress, connection);
   });
   let tlsServer: tls.Server | undefined;
-  const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false });
+  // A WebSocket frame carries at most one MQTT packet here: its limit is the packet limit (plus the
+  // fixed header, at most 5 bytes: MQTT 3.1.1 §2.2), and before authentication the unauthenticated
+  // one (setFrameLimit). ws refuses a longer frame from its header (close code 1009), before
+  // buffering it: its default, 100 MiB, let a client make the broker hold 100 MiB per connection.
+  const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: opts.maxPacketBytes + MQTT_FIXED_HEADER_MAX });
 
   const listenOn = (server: net.Server, port: number, host: string) =>
     new Promise<number>((resolve, reject) => {
@@ -508,25 +673,53 @@ export function createBroker(opts: BrokerOptions): Broker {
   return {
     async listen(port, host) {
       await aedes.listen(); // aedes 1.x: starts the broker (it refuses connections until then)
-      return listenOn(tcp, port, host);
+      const bound = await listenOn(tcp, port, host);
+      watchAcceptErrors(tcp, 'mqtt', acceptErrors);
+      return bound;
     },
     async listenTls(port, host, credentials) {
-      tlsServer = tls.createServer({ cert: credentials.cert, key: credentials.key, minVersion: 'TLSv1.2' }, (socket) => {
+      // Admitted on the TCP connection, before the handshake (which holds a descriptor and costs
+      // CPU too), and the handshake is bounded by the CONNECT deadline (Node's default: 120 s).
+      const handshaking = new Map<string, Connection>();
+      const keyOf = (s: net.Socket) => `${s.remoteAddress}|${s.remotePort}`;
+      tlsServer = tls.createServer({ cert: credentials.cert, key: credentials.key, minVersion: 'TLSv1.2', handshakeTimeout: connectTimeoutMs }, (socket) => {
+        const connection = handshaking.get(keyOf(socket));
+        handshaking.delete(keyOf(socket));
+        if (!connection || connection.ticket.state === 'closed') return void socket.destroy();
         socket.setNoDelay(true);
-        handle(socket, undefined, socket.remoteAddress);
+        handle(socket, undefined, socket.remoteAddress, connection);
+      });
+      tlsServer.on('connection', (raw: net.Socket) => {
+        const connection = arrive(raw, () => raw.destroy());
+        if (!connection) return;
+        const key = keyOf(raw);
+        handshaking.set(key, connection);
+        raw.once('close', () => handshaking.get(key) === connection && handshaking.delete(key));
       });
       tlsServer.on('tlsClientError', (err) => {
         refuse('tls_error');
         log.debug({ err: err.message }, 'TLS handshake failed');
       });
-      return listenOn(tlsServer, port, host);
+      const bound = await listenOn(tlsServer, port, host);
+      watchAcceptErrors(tlsServer, 'mqtts', acceptErrors);
+      return bound;
     },
     handleUpgrade(req, socket, head) {
       if (!accepting) return void socket.destroy();
+      const raw = req.socket;
+      // Refused before the handshake, with an HTTP status a WebSocket client can report.
+      const connection = arrive(raw, (reason) => {
+        const status = reason === 'address_rate' ? '429 Too Many Requests' : '503 Service Unavailable';
+        socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`, () => socket.destroy());
+      });
+      if (!connection) return;
       wss.handleUpgrade(req, socket, head, (ws) => {
+        if (connection.ticket.state === 'closed') return void ws.terminate();
+        connection.ws = ws;
+        if (connection.ticket.state !== 'session') setFrameLimit(ws, preAuthBytes);
         const stream = createWebSocketStream(ws);
         stream.on('error', () => stream.destroy());
-        handle(stream, req, req.socket.remoteAddress);
+        handle(stream, req, raw.remoteAddress, connection);
       });
     },
     deliver,
@@ -599,6 +792,9 @@ export function createBroker(opts: BrokerOptions): Broker {
     get connectedClients() {
       return aedes.connectedClients;
     },
+    get connections() {
+      return { open: admission.connections, sessions: admission.sessions, unauthenticated: admission.unauthenticatedCount };
+    },
     get listening() {
       return tcp.listening;
     },
@@ -615,6 +811,7 @@ export function createBroker(opts: BrokerOptions): Broker {
       accepting = false;
       clearInterval(keepHeldAlive);
       clearInterval(forgetRefilled);
+      clearInterval(forgetAddresses);
       if (tcp.listening) tcp.close();
       if (tlsServer?.listening) tlsServer.close();
       await new Promise<void>((resolve) => aedes.close(() => resolve()));

@@ -97,6 +97,54 @@ export const settings = {
     default: 8080,
     parse: integer(0, 65535),
   } as Setting<number>,
+  httpHeadersTimeoutMs: {
+    env: 'HTTP_HEADERS_TIMEOUT_MS',
+    description: "A request's headers must have arrived within this many milliseconds, else 408 and the connection is closed (slow-header clients).",
+    default: 10_000,
+    parse: integer(100, 600_000),
+  } as Setting<number>,
+  httpRequestTimeoutMs: {
+    env: 'HTTP_REQUEST_TIMEOUT_MS',
+    description: 'A whole request, headers and body, must have arrived within this many milliseconds, else 408 (slow-body clients). Only receiving counts: a long answer (an export) is not cut.',
+    default: 60_000,
+    parse: integer(100, 3_600_000),
+  } as Setting<number>,
+  httpIdleTimeoutMs: {
+    env: 'HTTP_IDLE_TIMEOUT_MS',
+    description: 'A connection on which the client moves nothing for this long — a body that stopped arriving, an answer it stopped reading — is closed. Not while the server prepares an answer.',
+    default: 60_000,
+    parse: integer(100, 3_600_000),
+  } as Setting<number>,
+  httpKeepAliveTimeoutMs: {
+    env: 'HTTP_KEEPALIVE_TIMEOUT_MS',
+    description: 'An idle keep-alive connection is closed after this many milliseconds. Behind a load balancer, set it above the balancer\'s idle timeout.',
+    default: 5_000,
+    parse: integer(100, 600_000),
+  } as Setting<number>,
+  httpMaxConnections: {
+    env: 'HTTP_MAX_CONNECTIONS',
+    description: 'HTTP connections held at once (REST, socket.io, MQTT over WebSocket); beyond it new ones are closed at once. Also bounded by the open-file limit.',
+    default: 10_000,
+    parse: integer(1, 1_000_000),
+  } as Setting<number>,
+  httpMaxUnauthenticated: {
+    env: 'HTTP_MAX_UNAUTHENTICATED',
+    description: 'Requests without a verified credential in progress at once (public routes for their whole duration, others until their credential is checked); beyond it 503 with Retry-After.',
+    default: 256,
+    parse: integer(1, 1_000_000),
+  } as Setting<number>,
+  httpMaxUnauthenticatedPerAddress: {
+    env: 'HTTP_MAX_UNAUTHENTICATED_PER_ADDRESS',
+    description: 'The same from one source address; beyond it 429 with Retry-After (one client cannot take the whole budget).',
+    default: 64,
+    parse: integer(1, 1_000_000),
+  } as Setting<number>,
+  httpShutdownGraceMs: {
+    env: 'HTTP_SHUTDOWN_GRACE_MS',
+    description: 'On shutdown, HTTP requests in progress get this long to finish before their connections are closed.',
+    default: 10_000,
+    parse: integer(0, 600_000),
+  } as Setting<number>,
   adminKey: {
     env: 'GUANLINK_ADMIN_KEY',
     description: 'The bootstrap admin key (every permission, no scope), for first start and for creating API keys. Unset: generated once and kept in DATA_DIR/admin-key (mode 0600).',
@@ -192,10 +240,40 @@ export const settings = {
   mqttTlsKey: { env: 'MQTT_TLS_KEY', description: 'PEM private key file for the mqtts listener.', default: undefined, parse: optionalText } as Setting<string | undefined>,
   maxConnections: {
     env: 'MQTT_MAX_CONNECTIONS',
-    description: 'MQTT connections accepted at once; beyond it CONNACK 3 (server unavailable).',
+    description: "MQTT sessions held at once; beyond it CONNACK 3 (server unavailable). Also bounded by the open-file limit: the connection budget is the smaller (logged at start, guanlink_mqtt_connection_budget).",
     default: 100_000,
     parse: integer(1, 10_000_000),
   } as Setting<number>,
+  mqttConnectTimeoutMs: {
+    env: 'MQTT_CONNECT_TIMEOUT_MS',
+    description: 'An MQTT connection must have sent its CONNECT and been answered this soon after it opened (TLS handshake and WebSocket upgrade included), else it is closed.',
+    default: 10_000,
+    parse: integer(100, 600_000),
+  } as Setting<number>,
+  provisionSessionTimeoutMs: {
+    env: 'PROVISION_SESSION_TIMEOUT_MS',
+    description: 'A provisioning MQTT session (anonymous) is closed this long after it connected, whether or not it asked anything.',
+    default: 20_000,
+    parse: integer(100, 3_600_000),
+  } as Setting<number>,
+  mqttMaxConnectBytes: {
+    env: 'MQTT_MAX_CONNECT_BYTES',
+    description: 'Largest MQTT packet (and WebSocket frame) accepted before a connection is authenticated — its CONNECT — and in provisioning sessions; larger closes the connection before its body is read.',
+    default: 16_384,
+    parse: integer(256, 256 * 1024 * 1024),
+  } as Setting<number>,
+  mqttUnauthenticatedPerAddress: {
+    env: 'MQTT_UNAUTHENTICATED_PER_ADDRESS',
+    description: "MQTT connections one source address (an IPv6 /64) may hold before they are authenticated, provisioning sessions included; a new one closes that address's oldest. Authenticated devices behind the address (a NAT) do not count.",
+    default: 64,
+    parse: integer(1, 1_000_000),
+  } as Setting<number>,
+  mqttConnectRatePerAddress: {
+    env: 'MQTT_CONNECT_RATE_PER_ADDRESS',
+    description: 'New MQTT connections per source address (<count>/<window> token bucket, or off); a connection that authenticates as a device or application gives its token back, so this limits anonymous, refused and abandoned ones.',
+    default: '300/min',
+    parse: requestLimitText,
+  } as Setting<string>,
   devicePublishRate: {
     env: 'DEVICE_PUBLISH_RATE',
     description: 'Per-device publish limit as ThingsBoard writes it, capacity:seconds pairs ("500:1,20000:60"), or "off". Beyond it the connection is closed and the publish left unacknowledged.',
@@ -299,6 +377,31 @@ export const settings = {
     default: '20/min',
     parse: requestLimitText,
   } as Setting<string>,
+  authFailuresPerSource: {
+    env: 'AUTH_FAILURES_PER_SOURCE',
+    description:
+      'Failed credential checks (MQTT CONNECT, API keys, provisioning) one source address (an IPv6 /64) may make per window before it is blocked with exponential backoff (<count>/<window>, or off). Generous: devices share NAT addresses.',
+    default: '300/10min',
+    parse: requestLimitText,
+  } as Setting<string>,
+  authFailuresPerCredential: {
+    env: 'AUTH_FAILURES_PER_CREDENTIAL',
+    description: 'Failed checks per credential (token, MQTT username, client id, API key, provision key) per window before it is blocked with exponential backoff (<count>/<window>, or off).',
+    default: '5/10min',
+    parse: requestLimitText,
+  } as Setting<string>,
+  authBackoffMaxMs: {
+    env: 'AUTH_BACKOFF_MAX_MS',
+    description: 'Longest block after failed credential checks. The first lasts the limit\'s window/count (AUTH_FAILURES_PER_CREDENTIAL 5/10min: 2 min), each further failure doubles it.',
+    default: 900_000,
+    parse: integer(1000, 86_400_000),
+  } as Setting<number>,
+  authNegativeCacheMs: {
+    env: 'AUTH_NEGATIVE_CACHE_MS',
+    description: 'How long a token, username, client id, API key or provision key found not to exist is answered from memory without a database query (0: never).',
+    default: 30_000,
+    parse: integer(0, 3_600_000),
+  } as Setting<number>,
   exportConcurrencyPerPrincipal: {
     env: 'EXPORT_CONCURRENCY_PER_PRINCIPAL',
     description: 'Exports (spatial and device exports) one principal may run at once; beyond it 429.',
@@ -340,6 +443,24 @@ export const settings = {
     description: 'Longest a spatial query, aggregate or export statement may run before the database cancels it (the request gets 503).',
     default: 30_000,
     parse: integer(100, 3_600_000),
+  } as Setting<number>,
+  geometryThreads: {
+    env: 'GEOMETRY_THREADS',
+    description: "Worker threads for spatial requests' geometry work (checking polygons, H3 covers, testing positions), off the main thread; 0: the cores less one, at least 1.",
+    default: 0,
+    parse: integer(0, 64),
+  } as Setting<number>,
+  geometryQueue: {
+    env: 'GEOMETRY_QUEUE',
+    description: 'Geometry tasks that may wait for a free worker thread; beyond, the request gets 503 with Retry-After.',
+    default: 64,
+    parse: integer(0, 100_000),
+  } as Setting<number>,
+  geometryTaskTimeoutMs: {
+    env: 'GEOMETRY_TASK_TIMEOUT_MS',
+    description: 'Longest a geometry task may wait and run; past it its thread is stopped and the request gets 503.',
+    default: 10_000,
+    parse: integer(100, 600_000),
   } as Setting<number>,
   maxTelemetryKeys: {
     env: 'MAX_TELEMETRY_KEYS',

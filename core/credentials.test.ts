@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { generateToken, hashSecret, hashSecrets, safeEqual, tokenLookup, verifySecret } from './credentials.ts';
+import { createHash, randomBytes } from 'node:crypto';
+import { generateToken, hashSecret, hashSecrets, isLegacyLookup, legacyTokenLookup, safeEqual, tokenLookup, verifySecret } from './credentials.ts';
 
 describe('credentials', () => {
   it('generates distinct alphanumeric tokens', () => {
@@ -28,9 +29,24 @@ describe('credentials', () => {
   });
 
   it('derives a stable short lookup key', () => {
-    expect(tokenLookup('abc')).toBe(tokenLookup('abc'));
-    expect(tokenLookup('abc')).toHaveLength(16);
-    expect(tokenLookup('abc')).not.toBe(tokenLookup('abd'));
+    expect(legacyTokenLookup('abc')).toBe(legacyTokenLookup('abc'));
+    expect(legacyTokenLookup('abc')).toHaveLength(16);
+    expect(legacyTokenLookup('abc')).not.toBe(legacyTokenLookup('abd'));
+  });
+
+  it('keys the lookup with the server secret: nothing to test guesses against without it', () => {
+    const key = randomBytes(32);
+    const lookup = tokenLookup(key, 'dg-aq-0000-0000-0001');
+    expect(lookup).toBe(tokenLookup(key, 'dg-aq-0000-0000-0001'));
+    expect(lookup).toMatch(/^k1\.[A-Za-z0-9_-]{22}$/);
+    expect(lookup).not.toBe(tokenLookup(key, 'dg-aq-0000-0000-0002'));
+    expect(lookup).not.toBe(tokenLookup(randomBytes(32), 'dg-aq-0000-0000-0001'));
+    // Neither the unkeyed SHA-256 prefix nor any other plain digest of the token.
+    const sha = createHash('sha256').update('dg-aq-0000-0000-0001').digest();
+    expect(lookup).not.toContain(sha.toString('hex').slice(0, 16));
+    expect(lookup).not.toContain(sha.toString('base64url').slice(0, 16));
+    expect(isLegacyLookup(lookup)).toBe(false);
+    expect(isLegacyLookup(legacyTokenLookup('dg-aq-0000-0000-0001'))).toBe(true);
   });
 
   it('compares strings of any length in constant time', () => {

@@ -1,4 +1,4 @@
-import { createHash, randomBytes, randomInt, scrypt, timingSafeEqual } from 'node:crypto';
+import { createHash, createHmac, randomBytes, randomInt, scrypt, timingSafeEqual } from 'node:crypto';
 import os from 'node:os';
 
 const ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789';
@@ -10,10 +10,28 @@ export function generateToken(length = 32): string {
   return token;
 }
 
-/** Finds a credential row without storing the token: a 64-bit SHA-256 prefix (collisions are verified away). */
-export function tokenLookup(token: string): string {
+/** Keyed lookups start with this (version 1 of the lookup key); older rows hold a bare legacy lookup. */
+const KEYED_LOOKUP = 'k1.';
+
+/**
+ * Finds a credential row without storing the token: a 132-bit HMAC-SHA-256 of the token under the
+ * server's lookup key (table platform_secrets, shared by all nodes), prefixed `k1.`. Unlike an
+ * unsalted hash, it cannot be used to test guesses of a token offline without the key (the
+ * scrypt hash in token_hash proves the token; collisions are verified away).
+ */
+export function tokenLookup(key: Buffer, token: string): string {
+  return KEYED_LOOKUP + createHmac('sha256', key).update(token).digest('base64url').slice(0, 22);
+}
+
+/**
+ * The lookup of rows written before keyed lookups (migration 015): a 64-bit SHA-256 prefix. Still
+ * accepted, and replaced by the keyed form when the device next authenticates.
+ */
+export function legacyTokenLookup(token: string): string {
   return createHash('sha256').update(token).digest('hex').slice(0, 16);
 }
+
+export const isLegacyLookup = (lookup: string): boolean => !lookup.startsWith(KEYED_LOOKUP);
 
 // scrypt cost: N=2^10 costs ~2.5 ms here, so a city-wide reconnect storm (100k devices) takes minutes,
 // not hours, while a leaked table still gives nothing for ~190-bit random tokens. Stored with the hash,

@@ -5,6 +5,7 @@ import { coverArea, type Cover } from '../geo/cover.ts';
 import { GeofenceIndex } from '../geo/geofence-index.ts';
 import type { Reading } from '../ingest/readings.ts';
 import type { DeviceType } from './device-types.ts';
+import type { GeometryWork } from './geometry-pool.ts';
 import type { Domain } from './domains.ts';
 import type { Logger } from './log.ts';
 import type { Metrics } from './metrics.ts';
@@ -49,6 +50,9 @@ export const GEOFENCE_LIMITS = {
   /** Fence changes made on other nodes are picked up this often (ms). */
   refreshMs: 5_000,
 } as const;
+
+/** Boundary cells of a fence's cover (geo/cover.ts's default). */
+const GEOFENCE_EDGE_CELLS = 1500;
 
 export type GeofenceEventKind = 'enter' | 'exit' | 'dwell';
 
@@ -235,6 +239,8 @@ export class GeofenceService {
       metrics?: Pick<Metrics, 'geofenceEvents' | 'geofenceReadingsDropped'>;
       maxQueued?: number;
       refreshMs?: number;
+      /** Where a fence's polygon is checked and covered (core/geometry-pool.ts); without it, on this thread. */
+      geometry?: Pick<GeometryWork, 'parseArea' | 'cover'>;
     },
   ) {
     deps.registry.onChange((event) => {
@@ -282,20 +288,22 @@ export class GeofenceService {
   }
 
   async create(input: GeofenceInput): Promise<Geofence> {
-    const v = this.validate(input);
+    const v = this.validate(input, await this.geometryOf(input));
+    const cover = await this.coverOf(v.geometry);
     try {
       const { rows } = await this.deps.pool.query<GeofenceRow>(
         `INSERT INTO geofences (name, domain, device_types, geometry, dwell_seconds) VALUES ($1, $2, $3, $4, $5) RETURNING ${COLUMNS}`,
         [v.name, v.domain, v.deviceTypes, JSON.stringify(v.geometry), v.dwellSeconds],
       );
-      return this.changed(toGeofence(rows[0]!));
+      return this.changed(toGeofence(rows[0]!), cover);
     } catch (err) {
       throw this.conflict(err, v.name);
     }
   }
 
   async update(id: number, input: GeofenceInput): Promise<Geofence> {
-    const v = this.validate(input);
+    const v = this.validate(input, await this.geometryOf(input));
+    const cover = await this.coverOf(v.geometry);
     try {
       const { rows } = await this.deps.pool.query<GeofenceRow>(
         `UPDATE geofences SET name = $2, domain = $3, device_types = $4, geometry = $5, dwell_seconds = $6, updated_at = clock_timestamp()
@@ -303,7 +311,7 @@ export class GeofenceService {
         [id, v.name, v.domain, v.deviceTypes, JSON.stringify(v.geometry), v.dwellSeconds],
       );
       if (!rows[0]) throw new GeofenceError('not_found', `no geofence ${id}`);
-      return this.changed(toGeofence(rows[0]));
+      return this.changed(toGeofence(rows[0]), cover);
     } catch (err) {
       throw this.conflict(err, v.name);
     }
@@ -364,14 +372,27 @@ export class GeofenceService {
     }));
   }
 
-  private validate(input: GeofenceInput): Omit<Geofence, 'id' | 'createdAt' | 'updatedAt'> {
-    let geometry: Polygon | MultiPolygon;
+  /** The fence's polygon, checked (GeofenceError when invalid): on the geometry threads when there are. */
+  private async geometryOf(input: GeofenceInput): Promise<Polygon | MultiPolygon> {
+    if (this.deps.geometry) {
+      const parsed = await this.deps.geometry.parseArea({ geometry: input.geometry });
+      if ('error' in parsed) throw new GeofenceError('invalid', `geometry: ${parsed.error}`);
+      if (parsed.area.kind === 'polygon') return parsed.area.geometry;
+    }
     try {
-      geometry = parsePolygon(input.geometry);
+      return parsePolygon(input.geometry);
     } catch (err) {
       if (err instanceof AreaError) throw new GeofenceError('invalid', `geometry: ${err.message}`);
       throw err;
     }
+  }
+
+  /** A fence's cover, computed on the geometry threads when there are (else by rebuild, here). */
+  private async coverOf(geometry: Polygon | MultiPolygon): Promise<Cover | undefined> {
+    return this.deps.geometry?.cover({ kind: 'polygon', geometry }, GEOFENCE_EDGE_CELLS);
+  }
+
+  private validate(input: GeofenceInput, geometry: Polygon | MultiPolygon): Omit<Geofence, 'id' | 'createdAt' | 'updatedAt'> {
     const deviceTypes = [...new Set(input.deviceTypes ?? [])];
     if (deviceTypes.length > GEOFENCE_LIMITS.maxDeviceTypes) throw new GeofenceError('invalid', `deviceTypes: at most ${GEOFENCE_LIMITS.maxDeviceTypes}`);
     for (const name of deviceTypes) {
@@ -392,8 +413,9 @@ export class GeofenceService {
   }
 
   /** A fence was saved here: it takes effect now. */
-  private changed(fence: Geofence): Geofence {
+  private changed(fence: Geofence, cover?: Cover): Geofence {
     this.byId.set(fence.id, fence);
+    if (cover) this.covers.set(fence.id, { updatedAt: fence.updatedAt, cover });
     this.rebuild();
     return fence;
   }
@@ -404,7 +426,7 @@ export class GeofenceService {
       coverOf: (f) => {
         const kept = this.covers.get(f.id);
         if (kept && kept.updatedAt === f.updatedAt) return kept.cover;
-        const cover = coverArea({ kind: 'polygon', geometry: f.geometry });
+        const cover = coverArea({ kind: 'polygon', geometry: f.geometry }, { maxEdgeCells: GEOFENCE_EDGE_CELLS });
         this.covers.set(f.id, { updatedAt: f.updatedAt, cover });
         return cover;
       },
@@ -419,6 +441,18 @@ export class GeofenceService {
     this.byId.clear();
     for (const r of rows) this.byId.set(r.id, toGeofence(r));
     for (const id of this.covers.keys()) if (!this.byId.has(id)) this.covers.delete(id);
+    // Fences changed elsewhere are covered on the geometry threads first (rebuild would on this one).
+    const { geometry } = this.deps;
+    if (geometry) {
+      await Promise.all(
+        [...this.byId.values()]
+          .filter((f) => this.covers.get(f.id)?.updatedAt !== f.updatedAt)
+          .map(async (f) => {
+            const cover = await geometry.cover({ kind: 'polygon', geometry: f.geometry }, GEOFENCE_EDGE_CELLS).catch(() => undefined);
+            if (cover) this.covers.set(f.id, { updatedAt: f.updatedAt, cover });
+          }),
+      );
+    }
     this.rebuild();
     this.version = version;
   }

@@ -28,6 +28,17 @@ export function createMetrics() {
       labelNames: ['reason'] as const,
       registers,
     }),
+    acceptFailures: new Counter({
+      name: 'guanlink_accept_failures_total',
+      help: 'Connections a listener (mqtt, mqtts, http) failed to accept, by error code (EMFILE: out of file descriptors).',
+      labelNames: ['listener', 'code'] as const,
+      registers,
+    }),
+    descriptorsExhausted: new Counter({
+      name: 'guanlink_descriptors_exhausted_seconds_total',
+      help: 'Seconds in which the process was found at its open-file limit (new connections then go unanswered); see README "Connection budget".',
+      registers,
+    }),
     deviceConnects: new Counter({ name: 'guanlink_device_connects_total', help: 'Device sessions started.', registers }),
     deviceDisconnects: new Counter({
       name: 'guanlink_device_disconnects_total',
@@ -39,6 +50,30 @@ export function createMetrics() {
       name: 'guanlink_provisioning_total',
       help: 'Device provisioning requests, by outcome (SUCCESS, NOT_FOUND, FAILURE).',
       labelNames: ['status'] as const,
+      registers,
+    }),
+    authFailures: new Counter({
+      name: 'guanlink_auth_failures_total',
+      help: 'Credentials refused, by where (mqtt, rest, provision) and reason (unknown_token, wrong_password, unknown_api_key, wrong_provision_secret, …).',
+      labelNames: ['via', 'reason'] as const,
+      registers,
+    }),
+    authThrottled: new Counter({
+      name: 'guanlink_auth_throttled_total',
+      help: 'Credentials refused unchecked (no lookup, no hash) after too many failures, by where and by the limit reached (source, credential).',
+      labelNames: ['via', 'limit'] as const,
+      registers,
+    }),
+    authLookups: new Counter({
+      name: 'guanlink_auth_lookups_total',
+      help: 'Database lookups made to check a presented credential, by store (devices, api_keys, provision_keys).',
+      labelNames: ['store'] as const,
+      registers,
+    }),
+    authHashChecks: new Counter({
+      name: 'guanlink_auth_hash_checks_total',
+      help: 'scrypt checks of presented secrets, by store (devices, provision_keys).',
+      labelNames: ['store'] as const,
       registers,
     }),
     geofenceEvents: new Counter({

@@ -1,10 +1,18 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
 import type pg from 'pg';
+import { credentialId, describeRefusal, NegativeCache, noAuthWork, type Attempt, type AuthThrottle, type AuthWorkCounters } from './auth-throttle.ts';
 import { generateToken, hashSecret, verifySecret } from './credentials.ts';
 import type { Logger } from './log.ts';
 import { RegistryError, type Device, type DeviceRegistry, type Location } from './registry.ts';
 
-/** Shortest secret a device may choose for itself: a token, a password, or a client id used alone. */
+/** Shortest secret a device may choose for itself: a password, or a client id used alone. */
 export const MIN_CHOSEN_SECRET_LENGTH = 16;
+/**
+ * Shortest access token a device may choose. A token is its own lookup (no username to go with
+ * it): at least 20 characters, of which at least MIN_CHOSEN_TOKEN_DISTINCT different ones.
+ */
+export const MIN_CHOSEN_TOKEN_LENGTH = 20;
+export const MIN_CHOSEN_TOKEN_DISTINCT = 5;
 
 export interface ProvisionKey {
   id: number;
@@ -46,6 +54,12 @@ export interface ProvisioningOptions {
   registry: DeviceRegistry;
   log: Logger;
   counter?: { inc(labels: { status: string }): void };
+  /** Failed key/secret checks throttled per source address and per provision key. */
+  throttle?: AuthThrottle;
+  /** Counts key lookups and secret hash checks. */
+  work?: AuthWorkCounters;
+  /** How long an unknown provision key is answered from memory (0: never). */
+  negativeCacheMs?: number;
 }
 
 const NOT_FOUND: ProvisionResponse = { errorMsg: 'Provision data was not found!', status: 'NOT_FOUND' };
@@ -98,7 +112,16 @@ const toKey = (r: KeyRow): ProvisionKey => ({
  * credentials, and only once (a second claim is a FAILURE).
  */
 export class Provisioning {
-  constructor(private readonly opts: ProvisioningOptions) {}
+  /** Provision keys whose secret passed scrypt → (SHA-256 of the secret, the hash it passed, key id): a fleet provisioning with one key pays one scrypt. */
+  private readonly verified = new Map<string, { digest: Buffer; secretHash: string; id: number }>();
+  /** Provision keys that did not exist a moment ago. */
+  private readonly unknownKeys: NegativeCache;
+  private readonly work: AuthWorkCounters;
+
+  constructor(private readonly opts: ProvisioningOptions) {
+    this.work = opts.work ?? noAuthWork;
+    this.unknownKeys = new NegativeCache(opts.negativeCacheMs ?? 30_000);
+  }
 
   /** A new key; its secret is returned only here. */
   async createKey(input: ProvisionKeyInput): Promise<{ key: ProvisionKey; secret: string }> {
@@ -114,6 +137,7 @@ export class Provisioning {
           [generateToken(20), secretHash, input.name ?? null, input.deviceType, input.allowCreate ?? true, input.maxDevices ?? null],
         );
         const key = toKey(rows[0]!);
+        this.unknownKeys.forget(key.key);
         this.opts.log.info({ provisionKey: key.id, deviceType: key.deviceType, allowCreate: key.allowCreate }, 'provision key created');
         return { key, secret };
       } catch (err) {
@@ -136,6 +160,7 @@ export class Provisioning {
   /** Revokes a key (the devices it provisioned keep their credentials); false when there was none. */
   async deleteKey(id: number): Promise<boolean> {
     const { rowCount } = await this.opts.pool.query('DELETE FROM provision_keys WHERE id = $1', [id]);
+    for (const [text, v] of this.verified) if (v.id === id) this.verified.delete(text);
     if (rowCount) this.opts.log.info({ provisionKey: id }, 'provision key deleted');
     return (rowCount ?? 0) > 0;
   }
@@ -158,10 +183,45 @@ export class Provisioning {
     if (typeof keyText !== 'string' || keyText === '' || typeof secret !== 'string' || secret === '' || keyText.length > 256 || secret.length > 256) {
       return outcome(NOT_FOUND, { reason: 'provisionDeviceKey or provisionDeviceSecret missing' });
     }
+    // A key and secret that passed here before skip the throttle's gate and the hash; any other
+    // pair is first admitted, then looked up and proved. Throttled per source address and per
+    // key-and-secret pair, not per key: a secret is 190 random bits (nothing to guess per key), and
+    // whoever knows a batch's key (it is in the firmware) must not be able to block its rollout.
+    const throttle = this.opts.throttle;
+    const attempt: Attempt = { via: 'provision', source: context.address, credential: credentialId('provision', `${keyText}\n${secret}`) };
+    const digest = createHash('sha256').update(secret).digest();
+    const known = this.verified.get(keyText);
+    const recognised = known !== undefined && timingSafeEqual(known.digest, digest);
+    if (!recognised) {
+      const admission = throttle?.admit(attempt);
+      if (admission && !admission.ok) {
+        return outcome({ errorMsg: `Failed to provision device! ${describeRefusal(admission, 'provision key')}`, status: 'FAILURE' }, { reason: 'throttled' });
+      }
+      if (this.unknownKeys.has(keyText)) {
+        throttle?.failed(attempt, 'unknown_provision_key');
+        return outcome(NOT_FOUND, { reason: 'unknown provision key' });
+      }
+    }
+    this.work.lookup('provision_keys');
     const { rows } = await this.opts.pool.query<KeyRow>(`SELECT ${KEY_COLUMNS} FROM provision_keys WHERE key = $1`, [keyText]);
     const key = rows[0];
-    if (!key) return outcome(NOT_FOUND, { reason: 'unknown provision key' });
-    if (!(await verifySecret(secret, key.secret_hash))) return outcome(NOT_FOUND, { provisionKey: key.id, reason: 'wrong provision secret' });
+    if (!key) {
+      this.unknownKeys.add(keyText);
+      this.verified.delete(keyText);
+      throttle?.failed(attempt, 'unknown_provision_key');
+      return outcome(NOT_FOUND, { reason: 'unknown provision key' });
+    }
+    if (!(recognised && known.secretHash === key.secret_hash)) {
+      this.work.hashCheck('provision_keys');
+      if (!(await verifySecret(secret, key.secret_hash))) {
+        throttle?.failed(attempt, 'wrong_provision_secret');
+        return outcome(NOT_FOUND, { provisionKey: key.id, reason: 'wrong provision secret' });
+      }
+      this.verified.delete(keyText);
+      this.verified.set(keyText, { digest, secretHash: key.secret_hash, id: key.id });
+      if (this.verified.size > 10_000) this.verified.delete(this.verified.keys().next().value!);
+    }
+    throttle?.succeeded(attempt);
 
     try {
       const name = parseName(r.deviceName);
@@ -300,11 +360,24 @@ function optionalText(what: string, raw: unknown): string | null {
   return raw as string;
 }
 
+/**
+ * A token the device chooses: it is the whole credential (MQTT username, no password) and the key
+ * of its lookup, so a short or repetitive one is refused (ThingsBoard's FAILURE answer).
+ */
+function chosenToken(raw: unknown): string {
+  if (typeof raw !== 'string') refuse('token must be a string');
+  const value = raw as string;
+  if (value.length < MIN_CHOSEN_TOKEN_LENGTH) refuse(`token must be at least ${MIN_CHOSEN_TOKEN_LENGTH} characters (omit it to get a random one)`);
+  if (value.length > 256 || !CHOSEN.test(value)) refuse('token must be at most 256 printable characters without spaces');
+  if (new Set(value).size < MIN_CHOSEN_TOKEN_DISTINCT) refuse(`token is too repetitive: use at least ${MIN_CHOSEN_TOKEN_DISTINCT} different characters (omit it to get a random one)`);
+  return value;
+}
+
 /** `credentialsType` (default ACCESS_TOKEN) with `token`, or MQTT_BASIC with `clientId`/`username`/`password`. */
 function parseCredentials(r: Record<string, unknown>): Credentials {
   const type = r.credentialsType ?? 'ACCESS_TOKEN';
   if (type === 'ACCESS_TOKEN') {
-    return { type, token: r.token === undefined || r.token === null || r.token === '' ? undefined : chosenSecret('token', r.token) };
+    return { type, token: r.token === undefined || r.token === null || r.token === '' ? undefined : chosenToken(r.token) };
   }
   if (type === 'MQTT_BASIC') {
     const clientId = optionalText('clientId', r.clientId);

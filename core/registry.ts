@@ -1,8 +1,9 @@
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type pg from 'pg';
 import { BUILTIN_DEVICE_TYPES, POSITION_KEYS, type DeviceType, type DeviceTypeDefinition } from './device-types.ts';
 import type { Domain } from './domains.ts';
-import { generateToken, hashSecret, hashSecrets, tokenLookup, verifySecret } from './credentials.ts';
+import { generateToken, hashSecret, hashSecrets, legacyTokenLookup, tokenLookup, verifySecret } from './credentials.ts';
+import { NegativeCache, noAuthWork, type Admission, type AuthWorkCounters } from './auth-throttle.ts';
 import { storageCell } from '../geo/cell.ts';
 import { readingsTable } from '../db/readings-tables.ts';
 
@@ -101,6 +102,30 @@ export type RegistryEvent =
 /** A custom device type was created or replaced (`saved`) or deleted. */
 export type DeviceTypeEvent = { kind: 'saved'; type: DeviceType; previous: DeviceType | undefined } | { kind: 'deleted'; type: DeviceType };
 
+/** Why a device's credentials were refused (guanlink_auth_failures_total{reason}). */
+export type DeviceAuthFailure = 'malformed' | 'unknown_token' | 'unknown_username' | 'wrong_password' | 'wrong_client_id' | 'unknown_client_id';
+
+/** A device's credentials checked: the device, or why not; `throttled`: refused unchecked (the admit gate said no). */
+export type DeviceAuthOutcome =
+  | { ok: true; device: DeviceContext }
+  | { ok: false; reason: DeviceAuthFailure }
+  | { ok: false; reason: 'throttled'; admission: Extract<Admission, { ok: false }> };
+
+export interface DeviceAuthOptions {
+  /**
+   * Asked before a credential this node has not verified yet is looked up (a database query and a
+   * scrypt hash): a refusal is answered `throttled` at once. Credentials verified before skip it.
+   */
+  admit?: () => Admission;
+}
+
+export interface RegistryOptions {
+  /** Counts credential lookups and hash checks (guanlink_auth_lookups_total, guanlink_auth_hash_checks_total). */
+  work?: AuthWorkCounters;
+  /** How long an unknown token, username or client id is answered from memory (0: never). */
+  negativeCacheMs?: number;
+}
+
 /** Filters of the device list and export; all optional, combined with AND. */
 export interface DeviceFilter {
   domain?: Domain;
@@ -179,13 +204,30 @@ export class DeviceRegistry {
   private types = new Map<string, DeviceType>();
   private listeners: ((event: RegistryEvent) => void)[] = [];
   private typeListeners: ((event: DeviceTypeEvent) => Promise<void> | void)[] = [];
-  /** token lookup → (SHA-256 of a token that passed scrypt, device id): reconnects skip the slow hash. */
-  private verified = new Map<string, { digest: Buffer; deviceId: number }>();
+  /**
+   * Credentials that passed scrypt (`t:` token lookup, `u:` username, `c:` client id used alone) →
+   * (SHA-256 of the secret, device id, the stored hash or client id it was proved against):
+   * reconnects skip the slow hash and the throttle's gate while the device's row still holds it
+   * (a change made on another node is seen too).
+   */
+  private verified = new Map<string, { digest: Buffer; deviceId: number; proof: string }>();
+  /** Tokens (`t:` lookup), usernames (`u:`) and client ids (`c:`) that matched no device a moment ago. */
+  private readonly unknown: NegativeCache;
+  private readonly work: AuthWorkCounters;
+  /** The HMAC key of token lookups (platform_secrets), loaded by init(). */
+  private lookupKey: Buffer | undefined;
 
-  constructor(private readonly pool: pg.Pool) {}
+  constructor(
+    private readonly pool: pg.Pool,
+    options: RegistryOptions = {},
+  ) {
+    this.work = options.work ?? noAuthWork;
+    this.unknown = new NegativeCache(options.negativeCacheMs ?? 30_000);
+  }
 
-  /** Saves the built-in device types (code is their source of truth) and loads all types. */
+  /** Saves the built-in device types (code is their source of truth), loads all types and the token lookup key. */
   async init(): Promise<void> {
+    this.lookupKey = await loadSecret(this.pool, 'token_lookup');
     for (const t of BUILTIN_DEVICE_TYPES) {
       const { name, domain, ...definition } = t;
       await this.pool.query(
@@ -314,14 +356,17 @@ export class DeviceRegistry {
   /** Registers a device with a new random access token, or with `options.accessToken` (device provisioning: a token the device chose). */
   async create(input: DeviceInput, options: { accessToken?: string } = {}): Promise<{ device: Device; accessToken: string }> {
     const type = this.requireType(input.type);
+    if (options.accessToken !== undefined && (await this.takenByLegacyRow(options.accessToken))) throw new RegistryError('conflict', 'that access token is taken');
     for (let attempt = 0; ; attempt++) {
       const accessToken = options.accessToken ?? generateToken();
+      const lookup = this.lookup(accessToken);
       try {
         const { rows } = await this.pool.query<DeviceRow>(
           `INSERT INTO devices (name, label, type, lat, lng, alt, cell, is_gateway, gateway_id, token_lookup, token_hash)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING ${DEVICE_COLUMNS}`,
-          [...descriptionValues(input, type), tokenLookup(accessToken), await hashSecret(accessToken)],
+          [...descriptionValues(input, type), lookup, await hashSecret(accessToken)],
         );
+        this.unknown.forget(`t:${lookup}`);
         const device = this.toDevice(rows[0]!);
         this.emit({ kind: 'created', device });
         return { device, accessToken };
@@ -369,15 +414,18 @@ export class DeviceRegistry {
 
   /** A new access token (returned once); the old one stops working and the live session is closed. */
   async rotateToken(id: number, chosen?: string): Promise<{ device: Device; accessToken: string }> {
+    if (chosen !== undefined && (await this.takenByLegacyRow(chosen, id))) throw new RegistryError('conflict', 'that access token is taken');
     for (let attempt = 0; ; attempt++) {
       const accessToken = chosen ?? generateToken();
+      const lookup = this.lookup(accessToken);
       try {
         const { rows } = await this.pool.query<DeviceRow>(
           `UPDATE devices SET token_lookup = $2, token_hash = $3, updated_at = now() WHERE id = $1 RETURNING ${DEVICE_COLUMNS}`,
-          [id, tokenLookup(accessToken), await hashSecret(accessToken)],
+          [id, lookup, await hashSecret(accessToken)],
         );
         if (!rows[0]) throw new RegistryError('not_found', `no device ${id}`);
         this.forget(id);
+        this.unknown.forget(`t:${lookup}`);
         const device = this.toDevice(rows[0]);
         this.emit({ kind: 'credentials', device });
         return { device, accessToken };
@@ -405,6 +453,9 @@ export class DeviceRegistry {
         [id, clientId, username, password === null ? null : await hashSecret(password)],
       );
       if (!rows[0]) throw new RegistryError('not_found', `no device ${id}`);
+      this.forget(id);
+      if (username !== null) this.unknown.forget(`u:${username}`);
+      if (clientId !== null) this.unknown.forget(`c:${clientId}`);
       const device = this.toDevice(rows[0]);
       this.emit({ kind: 'credentials', device });
       return device;
@@ -552,12 +603,13 @@ export class DeviceRegistry {
           `INSERT INTO devices (name, label, type, lat, lng, alt, cell, is_gateway, token_lookup, token_hash)
            SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[], $5::float8[], $6::float8[], $7::bigint[], $8::bool[], $9::text[], $10::text[])
            ON CONFLICT (name) DO NOTHING RETURNING ${DEVICE_COLUMNS}`,
-          [cols.name, cols.label, cols.type, cols.lat, cols.lng, cols.alt, cols.cell, cols.isGateway, tokens.map(tokenLookup), hashes],
+          [cols.name, cols.label, cols.type, cols.lat, cols.lng, cols.alt, cols.cell, cols.isGateway, tokens.map((t) => this.lookup(t)), hashes],
         ));
+        for (const t of tokens) this.unknown.forget(`t:${this.lookup(t)}`);
         break;
       } catch (err) {
         const e = err as { code?: string; constraint?: string };
-        // Two tokens with the same 64-bit lookup prefix: new tokens for the batch.
+        // Two tokens with the same lookup: new tokens for the batch.
         if (!(e.code === '23505' && e.constraint === 'devices_token_lookup_key' && attempt < 3)) throw err;
         tokens = batch.map(() => generateToken());
         hashes = await hashSecrets(tokens);
@@ -619,41 +671,109 @@ export class DeviceRegistry {
     return row && this.toContext(row);
   }
 
-  /** The device an access token belongs to, or undefined. */
-  async authenticate(token: string): Promise<DeviceContext | undefined> {
-    if (token.length === 0 || token.length > 256) return undefined;
-    const lookup = tokenLookup(token);
-    const digest = sha256(token);
-    const cached = this.verified.get(lookup);
-    if (cached && timingSafeEqual(cached.digest, digest)) {
-      const row = await this.row(cached.deviceId);
-      if (row) return this.toContext(row);
-      this.verified.delete(lookup);
-      return undefined;
+  /**
+   * The device an access token belongs to, or why not. A token verified before is recognised in
+   * memory; any other is first put to `options.admit`, then answered from the negative cache or
+   * looked up (one query) and proved with scrypt. A row written before keyed lookups (migration
+   * 015) is found by its legacy SHA-256 prefix and given the keyed lookup once the token is proved.
+   */
+  async authenticate(token: string, options: DeviceAuthOptions = {}): Promise<DeviceAuthOutcome> {
+    if (token.length === 0 || token.length > 256) return { ok: false, reason: 'malformed' };
+    const lookup = this.lookup(token);
+    const known = await this.recognised(`t:${lookup}`, sha256(token), (row) => row.token_hash);
+    if (known !== undefined) return known ? { ok: true, device: this.toContext(known) } : { ok: false, reason: 'unknown_token' };
+    const admission = options.admit?.();
+    if (admission && !admission.ok) return { ok: false, reason: 'throttled', admission };
+    if (this.unknown.has(`t:${lookup}`)) return { ok: false, reason: 'unknown_token' };
+    this.work.lookup('devices');
+    const { rows } = await this.pool.query<DeviceRow & { token_lookup: string }>(`SELECT ${DEVICE_COLUMNS}, token_lookup FROM devices WHERE token_lookup = ANY ($1::text[])`, [
+      [lookup, legacyTokenLookup(token)],
+    ]);
+    if (rows.length === 0) {
+      this.unknown.add(`t:${lookup}`);
+      return { ok: false, reason: 'unknown_token' };
     }
-    const { rows } = await this.pool.query<DeviceRow>(`SELECT ${DEVICE_COLUMNS} FROM devices WHERE token_lookup = $1`, [lookup]);
-    const row = rows[0];
-    if (!row || !(await verifySecret(token, row.token_hash))) return undefined;
-    this.verified.set(lookup, { digest, deviceId: row.id });
-    return this.toContext(row);
+    for (const row of rows) {
+      this.work.hashCheck('devices');
+      if (!(await verifySecret(token, row.token_hash))) continue;
+      if (row.token_lookup !== lookup) {
+        // A legacy lookup: rewritten now that the token is proved (unless the token changed meanwhile).
+        await this.pool.query('UPDATE devices SET token_lookup = $2 WHERE id = $1 AND token_lookup = $3', [row.id, lookup, row.token_lookup]).catch(() => {});
+      }
+      this.verified.set(`t:${lookup}`, { digest: sha256(token), deviceId: row.id, proof: row.token_hash });
+      return { ok: true, device: this.toContext(row) };
+    }
+    return { ok: false, reason: 'unknown_token' };
   }
 
   /**
    * The device MQTT basic credentials identify (ThingsBoard's schemes): a username and password
-   * (the stored client id, if any, must match too), or a client id alone.
+   * (the stored client id, if any, must match too), or a client id alone. Verified credentials,
+   * `options.admit` and the negative cache as for tokens.
    */
-  async authenticateBasic(clientId: string, username: string | undefined, password: string | undefined): Promise<DeviceContext | undefined> {
+  async authenticateBasic(clientId: string, username: string | undefined, password: string | undefined, options: DeviceAuthOptions = {}): Promise<DeviceAuthOutcome> {
     if (username) {
-      if (password === undefined || username.length > 256 || password.length > 256) return undefined;
+      if (password === undefined || username.length > 256 || password.length > 256) return { ok: false, reason: 'malformed' };
+      const clientMatches = (row: DeviceRow): DeviceAuthOutcome =>
+        row.mqtt_client_id !== null && row.mqtt_client_id !== clientId ? { ok: false, reason: 'wrong_client_id' } : { ok: true, device: this.toContext(row) };
+      const known = await this.recognised(`u:${username}`, sha256(password), (row) => (row.mqtt_username === username ? row.mqtt_password_hash : null));
+      if (known !== undefined) return known ? clientMatches(known) : { ok: false, reason: 'unknown_username' };
+      const admission = options.admit?.();
+      if (admission && !admission.ok) return { ok: false, reason: 'throttled', admission };
+      if (this.unknown.has(`u:${username}`)) return { ok: false, reason: 'unknown_username' };
+      this.work.lookup('devices');
       const { rows } = await this.pool.query<DeviceRow>(`SELECT ${DEVICE_COLUMNS} FROM devices WHERE mqtt_username = $1`, [username]);
       const row = rows[0];
-      if (!row || !row.mqtt_password_hash || !(await verifySecret(password, row.mqtt_password_hash))) return undefined;
-      if (row.mqtt_client_id !== null && row.mqtt_client_id !== clientId) return undefined;
-      return this.toContext(row);
+      if (!row || !row.mqtt_password_hash) {
+        if (!row) this.unknown.add(`u:${username}`);
+        return { ok: false, reason: 'unknown_username' };
+      }
+      this.work.hashCheck('devices');
+      if (!(await verifySecret(password, row.mqtt_password_hash))) return { ok: false, reason: 'wrong_password' };
+      this.verified.set(`u:${username}`, { digest: sha256(password), deviceId: row.id, proof: row.mqtt_password_hash });
+      return clientMatches(row);
     }
-    if (!clientId || clientId.length > 256) return undefined;
+    if (!clientId || clientId.length > 256) return { ok: false, reason: 'unknown_client_id' };
+    const known = await this.recognised(`c:${clientId}`, sha256(clientId), (row) => (row.mqtt_username === null ? row.mqtt_client_id : null));
+    if (known !== undefined) return known ? { ok: true, device: this.toContext(known) } : { ok: false, reason: 'unknown_client_id' };
+    const admission = options.admit?.();
+    if (admission && !admission.ok) return { ok: false, reason: 'throttled', admission };
+    if (this.unknown.has(`c:${clientId}`)) return { ok: false, reason: 'unknown_client_id' };
+    this.work.lookup('devices');
     const { rows } = await this.pool.query<DeviceRow>(`SELECT ${DEVICE_COLUMNS} FROM devices WHERE mqtt_client_id = $1 AND mqtt_username IS NULL`, [clientId]);
-    return rows[0] && this.toContext(rows[0]);
+    if (!rows[0]) {
+      this.unknown.add(`c:${clientId}`);
+      return { ok: false, reason: 'unknown_client_id' };
+    }
+    this.verified.set(`c:${clientId}`, { digest: sha256(clientId), deviceId: rows[0].id, proof: clientId });
+    return { ok: true, device: this.toContext(rows[0]) };
+  }
+
+  /**
+   * A credential verified before (same secret digest): its device's current row (undefined when
+   * the credential is not known here; null when its device is gone or no longer holds what it was
+   * proved against: `proof` reads that from the row).
+   */
+  private async recognised(key: string, digest: Buffer, proof: (row: DeviceRow) => string | null): Promise<DeviceRow | null | undefined> {
+    const cached = this.verified.get(key);
+    if (!cached || !timingSafeEqual(cached.digest, digest)) return undefined;
+    this.work.lookup('devices');
+    const row = await this.row(cached.deviceId);
+    if (row && proof(row) === cached.proof) return row;
+    this.verified.delete(key);
+    return null;
+  }
+
+  /** The keyed lookup of a token (init() loads the key). */
+  private lookup(token: string): string {
+    if (!this.lookupKey) throw new Error('DeviceRegistry.init() must run first: the token lookup key is not loaded');
+    return tokenLookup(this.lookupKey, token);
+  }
+
+  /** Whether a device other than `exceptId` still has this token under its legacy lookup (a chosen token must be unique). */
+  private async takenByLegacyRow(token: string, exceptId?: number): Promise<boolean> {
+    const { rows } = await this.pool.query<{ id: number }>('SELECT id FROM devices WHERE token_lookup = $1', [legacyTokenLookup(token)]);
+    return rows.some((r) => r.id !== exceptId);
   }
 
   /** A device by its (unique) name. */
@@ -668,7 +788,7 @@ export class DeviceRegistry {
     return type;
   }
 
-  /** Drops cached token verifications of a device (its token changed or it is gone). */
+  /** Drops cached verifications of a device's credentials (they changed or it is gone). */
   private forget(id: number): void {
     for (const [lookup, v] of this.verified) if (v.deviceId === id) this.verified.delete(lookup);
   }
@@ -733,4 +853,14 @@ function throwDescriptionConflict(err: unknown, input: DeviceInput): void {
   const e = err as { code?: string; constraint?: string };
   if (e.code === '23505' && e.constraint === 'devices_name_key') throw new RegistryError('conflict', `a device named "${input.name}" already exists`);
   if (e.code === '23503') throw new RegistryError('invalid', `gateway ${input.gatewayId} does not exist`);
+}
+
+/**
+ * A server secret shared by every node (table platform_secrets): created by the first node to
+ * start (INSERT … ON CONFLICT DO NOTHING: nodes starting together agree on one), then read.
+ */
+async function loadSecret(pool: pg.Pool, name: string): Promise<Buffer> {
+  await pool.query('INSERT INTO platform_secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING', [name, randomBytes(32)]);
+  const { rows } = await pool.query<{ value: Buffer }>('SELECT value FROM platform_secrets WHERE name = $1', [name]);
+  return rows[0]!.value;
 }

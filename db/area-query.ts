@@ -32,7 +32,16 @@ export const SCAN_FRACTION = 0.25;
 export const MAX_RANGES = 4000;
 
 const COVER_CACHE_SIZE = 64;
+/** Covers by area text (the same area asked again), least recently used first. */
 const coverCache = new Map<string, Cover>();
+/** Covers of an area object, kept as long as it lives: a request's (or a scope's) area never loses its covers to other requests. */
+const coversOf = new WeakMap<Area, Map<number, Cover>>();
+const keys = new WeakMap<Area, string>();
+const keyOf = (area: Area): string => {
+  let key = keys.get(area);
+  if (key === undefined) keys.set(area, (key = JSON.stringify(area)));
+  return key;
+};
 
 /**
  * Boundary cells of the cover by window length. Each range costs an index probe per chunk; finer
@@ -41,27 +50,91 @@ const coverCache = new Map<string, Cover>();
  */
 export const edgeCellBudget = (windowMs: number): number => (windowMs <= 6 * 3_600_000 ? 400 : 1500);
 
-/** The area's cover, computed once for repeated queries (covering a city polygon takes ~0.1 s). */
-export function cachedCover(area: Area, maxEdgeCells = 1500): Cover {
-  const key = `${maxEdgeCells}:${JSON.stringify(area)}`;
+/** The area's cover when it has been computed (by this object, or for an equal area), else undefined. */
+export function knownCover(area: Area, maxEdgeCells = 1500): Cover | undefined {
+  const own = coversOf.get(area)?.get(maxEdgeCells);
+  if (own) return own;
+  const key = `${maxEdgeCells}:${keyOf(area)}`;
   const hit = coverCache.get(key);
   if (hit) {
     coverCache.delete(key);
     coverCache.set(key, hit);
-    return hit;
+    remember(area, maxEdgeCells, hit, undefined);
   }
-  const cover = coverArea(area, { maxEdgeCells });
+  return hit;
+}
+
+function remember(area: Area, maxEdgeCells: number, cover: Cover, key: string | undefined): void {
+  let own = coversOf.get(area);
+  if (!own) coversOf.set(area, (own = new Map()));
+  own.set(maxEdgeCells, cover);
+  if (key === undefined) return;
   coverCache.set(key, cover);
   if (coverCache.size > COVER_CACHE_SIZE) coverCache.delete(coverCache.keys().next().value!);
+}
+
+/** The area's cover, computed once for repeated queries (on this thread: see ensureCover for requests). */
+export function cachedCover(area: Area, maxEdgeCells = 1500): Cover {
+  const known = knownCover(area, maxEdgeCells);
+  if (known) return known;
+  const cover = coverArea(area, { maxEdgeCells });
+  remember(area, maxEdgeCells, cover, `${maxEdgeCells}:${keyOf(area)}`);
   return cover;
+}
+
+/** Computes a cover elsewhere (core/geometry-pool.ts: a worker thread). */
+export type CoverSource = (area: Area, maxEdgeCells: number) => Promise<Cover>;
+
+/** The area's cover, from the caches or `source`; afterwards cachedCover(area, maxEdgeCells) finds it without computing. */
+export async function ensureCover(area: Area, maxEdgeCells: number, source: CoverSource): Promise<Cover> {
+  const known = knownCover(area, maxEdgeCells);
+  if (known) return known;
+  const cover = await source(area, maxEdgeCells);
+  remember(area, maxEdgeCells, cover, `${maxEdgeCells}:${keyOf(area)}`);
+  return cover;
+}
+
+/** A cover the plan needs that is not computed yet (planScopedWith). */
+class MissingCover {
+  constructor(
+    readonly area: Area,
+    readonly maxEdgeCells: number,
+  ) {}
+}
+
+/**
+ * planScoped with every cover it needs computed by `source` (a worker thread) rather than here:
+ * planning runs with the known covers only; a missing one is computed and planning starts again
+ * (at most once per cover; covers stay with their area object). Also readies the covers that
+ * areaRowsSql and the scope's filter will ask for.
+ */
+export async function planScopedWith(source: CoverSource, request: Area, requestFraction: number, scope: Area | undefined, scopeFraction: number, windowMs: number): Promise<ScopedPlan> {
+  const known = (area: Area, maxEdgeCells = 1500): Cover => {
+    const cover = knownCover(area, maxEdgeCells);
+    if (!cover) throw new MissingCover(area, maxEdgeCells);
+    return cover;
+  };
+  for (;;) {
+    try {
+      const plan = planScoped(request, requestFraction, scope, scopeFraction, windowMs, known);
+      // A scan filters by the other area through its cover (areaFilterSql); so does a scope's filter elsewhere (scopeAreaSql).
+      for (const area of [plan.plan.strategy === 'scan' ? plan.also : undefined, scope]) {
+        if (area && area.kind !== 'cells' && !cheapExactTest(area)) await ensureCover(area, ALSO_EDGE_CELLS, source);
+      }
+      return plan;
+    } catch (err) {
+      if (!(err instanceof MissingCover)) throw err;
+      await ensureCover(err.area, err.maxEdgeCells, source);
+    }
+  }
 }
 
 const cheapExactTest = (area: Area): boolean => exactTestEdges(area) <= CHEAP_EXACT_EDGES;
 
 /** Chooses the strategy from the share (0…1) of devices whose latest position is inside the area, and the window's length. */
-export function planArea(area: Area, insideFraction: number, windowMs: number): AreaPlan {
+export function planArea(area: Area, insideFraction: number, windowMs: number, covers: (area: Area, maxEdgeCells?: number) => Cover = cachedCover): AreaPlan {
   if (insideFraction >= SCAN_FRACTION && cheapExactTest(area)) return { strategy: 'scan' };
-  const cover = cachedCover(area, edgeCellBudget(windowMs));
+  const cover = covers(area, edgeCellBudget(windowMs));
   if (insideFraction >= SCAN_FRACTION || cover.inside.length + cover.edge.length > MAX_RANGES) return { strategy: 'scan', cover };
   return { strategy: 'ranges', cover };
 }
@@ -73,7 +146,7 @@ export function planArea(area: Area, insideFraction: number, windowMs: number): 
  * (unlocated) is outside.
  */
 export function areaFilterSql(area: Area, cols: { lng: string; lat: string; cell: string }, params?: Params, within?: Bbox): string {
-  const exact = exactAreaSql(area, cols, within);
+  const exact = exactAreaSql(area, cols, within, params);
   if (area.kind === 'cells' || cheapExactTest(area)) return `(${cols.cell} IS NOT NULL AND ${exact})`;
   return rangesFilterSql(rangesWithEdgeFlag(cachedCover(area, ALSO_EDGE_CELLS)), cols.cell, exact, params);
 }
@@ -111,14 +184,21 @@ export interface ScopedPlan {
  * town. A ranges plan reads only the intersection of the two covers (inside both: no test; in
  * either's boundary band: both exact tests); a scan tests the other area on each row.
  */
-export function planScoped(request: Area, requestFraction: number, scope: Area | undefined, scopeFraction: number, windowMs: number): ScopedPlan {
-  if (!scope) return { drive: request, plan: planArea(request, requestFraction, windowMs), also: undefined };
+export function planScoped(
+  request: Area,
+  requestFraction: number,
+  scope: Area | undefined,
+  scopeFraction: number,
+  windowMs: number,
+  covers: (area: Area, maxEdgeCells?: number) => Cover = cachedCover,
+): ScopedPlan {
+  if (!scope) return { drive: request, plan: planArea(request, requestFraction, windowMs, covers), also: undefined };
   let [drive, also, fraction] = scopeFraction < requestFraction ? [scope, request, scopeFraction] : [request, scope, requestFraction];
-  let plan = planArea(drive, fraction, windowMs);
+  let plan = planArea(drive, fraction, windowMs, covers);
   // A scan reads the whole window whichever area drives: let the request's (often cheap) test drive it.
-  if (plan.strategy === 'scan' && drive === scope) [drive, also, plan] = [request, scope, planArea(request, requestFraction, windowMs)];
+  if (plan.strategy === 'scan' && drive === scope) [drive, also, plan] = [request, scope, planArea(request, requestFraction, windowMs, covers)];
   if (plan.strategy === 'ranges') {
-    const ranges = intersectRanges(rangesWithEdgeFlag(plan.cover), rangesWithEdgeFlag(cachedCover(also, ALSO_EDGE_CELLS)));
+    const ranges = intersectRanges(rangesWithEdgeFlag(plan.cover), rangesWithEdgeFlag(covers(also, ALSO_EDGE_CELLS)));
     plan = ranges.length <= MAX_RANGES ? { ...plan, ranges } : { strategy: 'scan', cover: plan.cover };
   }
   return { drive, plan, also };
@@ -191,7 +271,7 @@ export function areaRowsSql(spec: AreaRowsSpec): string {
   const extra = (spec.where ?? []).map((c) => ` AND ${c}`).join('');
   const window = `r.ts >= ${spec.from} AND r.ts < ${spec.to}`;
   const cols = { lng: 'r.lng', lat: 'r.lat', cell: 'r.cell' };
-  const exact = exactAreaSql(area, cols);
+  const exact = exactAreaSql(area, cols, undefined, params);
   if (plan.strategy === 'scan') {
     const filter = spec.also ? ` AND ${areaFilterSql(spec.also, cols, params, boxOf(area))}` : '';
     let predicate = exact;
@@ -206,7 +286,7 @@ export function areaRowsSql(spec: AreaRowsSpec): string {
       `SELECT ${spec.columns} FROM unnest(${lo}, ${hi}, ${edge}, ${alsoEdge}) AS g(lo, hi, edge, also_edge) ` +
       `CROSS JOIN LATERAL (SELECT * FROM ${table} r WHERE r.cell BETWEEN g.lo AND g.hi AND ${window}${extra} OFFSET 0) r ` +
       // A test no range needs is left out of the statement: parsing a polygon's test costs more than running it on a few rows.
-      `WHERE ${r.some((g) => g[2]) ? `(NOT g.edge OR ${exact})` : 'true'} AND ${r.some((g) => g[3]) ? `(NOT g.also_edge OR ${exactAreaSql(spec.also, cols, boxOf(area))})` : 'true'}`
+      `WHERE ${r.some((g) => g[2]) ? `(NOT g.edge OR ${exact})` : 'true'} AND ${r.some((g) => g[3]) ? `(NOT g.also_edge OR ${exactAreaSql(spec.also, cols, boxOf(area), params)})` : 'true'}`
     );
   }
   const ranges = rangesWithEdgeFlag(plan.cover);

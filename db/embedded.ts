@@ -66,7 +66,7 @@ export async function freePort(): Promise<number> {
 export async function startEmbeddedPostgres(dataDir: string, log: Logger, database = 'guanlink', port?: number): Promise<EmbeddedDatabase> {
   const pgDir = path.join(dataDir, 'postgres');
   const secretFile = path.join(dataDir, 'postgres.json');
-  await mkdir(dataDir, { recursive: true });
+  await mkdir(dataDir, { recursive: true, mode: 0o700 }); // created here: its owner's only (secrets, the database)
   const asRoot = userInfo().uid === 0;
   if (asRoot) {
     // PostgreSQL runs as user postgres and must pass through the data folder (secrets in it stay 0600).

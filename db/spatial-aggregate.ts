@@ -50,6 +50,8 @@ export interface AggregateQuery {
   rawOnly: boolean;
   /** At most this many rows are returned; `truncated` says when there were more. */
   maxRows: number;
+  /** Called before each statement after the first (withSpatialSession's `next`: the statements together stay within the timeout). */
+  next?: () => Promise<void>;
 }
 
 export interface AggregateRow {
@@ -94,7 +96,7 @@ async function fixedDevices(client: pg.ClientBase, deps: Pick<SpatialDeps, 'regi
   const still = types.filter((t) => !t.moving).map((t) => t.name);
   const params = new Params();
   const scoped = sel.scope && scopeAreaSql(sel.scope, { lng: 'd.lng', lat: 'd.lat', cell: 'd.cell' });
-  const inside = exactAreaSql(sel.area, { lng: 'd.lng', lat: 'd.lat', cell: 'd.cell' }) + (scoped ? ` AND ${scoped}` : '');
+  const inside = exactAreaSql(sel.area, { lng: 'd.lng', lat: 'd.lat', cell: 'd.cell' }, undefined, params) + (scoped ? ` AND ${scoped}` : '');
   const fixed = `d.type = ANY (${params.add(still, '::text[]')}) AND d.cell IS NOT NULL AND d.updated_at <= ${params.add(sel.from, '::timestamptz')}`;
   const where = [`d.type = ANY (${params.add(types.map((t) => t.name), '::text[]')})`];
   if (sel.deviceIds) where.push(`d.id = ANY (${params.add(sel.deviceIds, '::int4[]')})`);
@@ -157,13 +159,16 @@ export async function spatialAggregate(client: pg.ClientBase, deps: Pick<Spatial
   const rawParts: string[] = [];
   const rollupParts: string[] = [];
   const unit = q.rawOnly || q.percentiles.length > 0 || keyId === undefined ? 0 : rollupUnit(q);
+  let statements = 0;
 
   for (const domain of sel.domains) {
     let fixed: FixedDevices | undefined;
     let plan: Segment[] = [];
     if (unit !== 0) {
+      if (statements++ > 0) await q.next?.();
       fixed = await fixedDevices(client, deps, sel, domain);
       if (fixed.insideIds.length > 0) {
+        if (statements++ > 0) await q.next?.();
         const state = await rollupState(client, fixed.insideIds, from, to);
         plan = planSources({ from, to, intervalMs: unit, done: state.done, invalidMinutes: state.invalid });
       }
@@ -219,6 +224,7 @@ export async function spatialAggregate(client: pg.ClientBase, deps: Pick<Spatial
       `SELECT p.c::text AS c, (extract(epoch FROM p.b) * 1000)::float8 AS b, sum(p.n)::int8 AS n, sum(p.s) AS s, min(p.lo) AS lo, max(p.hi) AS hi` +
       ` FROM (${parts.join(' UNION ALL ')}) p GROUP BY p.c, p.b ORDER BY p.b, p.c LIMIT ${limit}`;
   }
+  if (statements > 0) await q.next?.();
   const { rows } = await client.query<{ c: string; b: number; n: string; s: number; lo: number; hi: number; pct?: number[] }>(sql, params.values);
   const truncated = rows.length > q.maxRows;
   return {

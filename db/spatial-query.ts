@@ -4,7 +4,8 @@ import { visibleDomains, type Scope } from '../core/access/scope.ts';
 import type { DeviceRegistry } from '../core/registry.ts';
 import { areaContains, type Area } from '../geo/area.ts';
 import type { LatestTracker } from '../ingest/latest.ts';
-import { areaRowsSql, planScoped, type ScopedPlan, type Params } from './area-query.ts';
+import type { GeometryWork } from '../core/geometry-pool.ts';
+import { areaRowsSql, planScoped, planScopedWith, type ScopedPlan, type Params } from './area-query.ts';
 import type { KeyDictionary } from './keys.ts';
 import { inTransaction } from './pool.ts';
 import { readingsTable } from './readings-tables.ts';
@@ -43,6 +44,8 @@ export interface SpatialDeps {
   positions: DevicePositions;
   /** Longest a spatial statement may run (SPATIAL_STATEMENT_TIMEOUT_MS); past it PostgreSQL cancels it. */
   statementTimeoutMs: number;
+  /** Where a request's geometry work runs (core/geometry-pool.ts); without it, on this thread. */
+  geometry?: GeometryWork;
 }
 
 /** PostgreSQL's code for a statement cancelled by statement_timeout. */
@@ -51,17 +54,35 @@ export const QUERY_CANCELED = '57014';
 /**
  * Runs `fn` on one connection in a read-only transaction with the spatial session settings:
  * statement_timeout bounds every statement, and JIT is off (it compiles these generated
- * predicates for longer than they run). A cursor may be used inside `fn`.
+ * predicates for longer than they run). A cursor may be used inside `fn`. A request whose
+ * statements together must stay within the timeout (history pages, aggregates) calls `next()`
+ * before each further statement: it lowers statement_timeout to what is left, or fails with
+ * QueryTimeout when nothing is (a streamed export does not: each of its statements is bounded).
  */
 export function withSpatialSession<T>(
   deps: Pick<SpatialDeps, 'pool' | 'statementTimeoutMs'>,
   window: { from: Date; to: Date } | undefined,
-  fn: (client: pg.PoolClient) => Promise<T>,
+  fn: (client: pg.PoolClient, next: () => Promise<void>) => Promise<T>,
 ): Promise<T> {
   return inTransaction(deps.pool, async (client) => {
-    await client.query(`SET TRANSACTION READ ONLY; SET LOCAL statement_timeout = ${Math.max(1, Math.round(deps.statementTimeoutMs))}; SET LOCAL jit = off${sessionSettings(window)}`);
-    return fn(client);
+    const started = Date.now();
+    const limit = Math.max(1, Math.round(deps.statementTimeoutMs));
+    await client.query(`SET TRANSACTION READ ONLY; SET LOCAL statement_timeout = ${limit}; SET LOCAL jit = off${sessionSettings(window)}`);
+    return fn(client, async () => {
+      const left = limit - (Date.now() - started);
+      if (left <= 0) throw new QueryTimeout(`the query ran longer than ${limit} ms (SPATIAL_STATEMENT_TIMEOUT_MS)`);
+      await client.query(`SET LOCAL statement_timeout = ${left}`);
+    });
   });
+}
+
+/**
+ * A request of several statements ran out of SPATIAL_STATEMENT_TIMEOUT_MS between two of them:
+ * answered as a statement PostgreSQL cancelled (same code).
+ */
+export class QueryTimeout extends Error {
+  override readonly name = 'QueryTimeout';
+  readonly code = QUERY_CANCELED;
 }
 
 /** Windows this short read too few rows for parallel workers to pay for their start. */
@@ -88,14 +109,21 @@ export class DevicePositions {
     private readonly refreshMs = 60_000,
   ) {}
 
-  async fractionInside(area: Area): Promise<number> {
+  /** The share of device positions in the area, tested on `geometry`'s threads when given. */
+  async fractionInside(area: Area, geometry?: GeometryWork): Promise<number> {
     const points = await this.points();
     if (points.length === 0) return 0;
     // A sample is enough for an estimate; a fixed stride keeps it deterministic.
     const stride = Math.max(1, Math.floor(points.length / 4000));
-    let n = 0;
+    const n = Math.ceil(points.length / stride);
+    if (geometry) {
+      const sample = new Float64Array(2 * n);
+      for (let i = 0, k = 0; i < points.length; i += stride, k += 2) [sample[k], sample[k + 1]] = points[i]!;
+      const flags = await geometry.inside(area, sample);
+      return flags.reduce((a, b) => a + b, 0) / n;
+    }
     let inside = 0;
-    for (let i = 0; i < points.length; i += stride, n++) if (areaContains(area, points[i]![0], points[i]![1])) inside++;
+    for (let i = 0; i < points.length; i += stride) if (areaContains(area, points[i]![0], points[i]![1])) inside++;
     return inside / n;
   }
 
@@ -126,13 +154,14 @@ export async function resolveSelection(
   const keyIds = sel.keys?.map((k) => deps.keys.id(k)).filter((id): id is number => id !== undefined);
   const windowMs = sel.to.getTime() - sel.from.getTime();
   const scopeArea = sel.scope?.area ?? undefined;
-  const reading = planScoped(
-    sel.area,
-    await deps.positions.fractionInside(sel.area),
-    scopeArea,
-    scopeArea ? await deps.positions.fractionInside(scopeArea) : 1,
-    windowMs,
-  );
+  const { geometry } = deps;
+  const [requestFraction, scopeFraction] = await Promise.all([
+    deps.positions.fractionInside(sel.area, geometry),
+    scopeArea ? deps.positions.fractionInside(scopeArea, geometry) : 1,
+  ]);
+  const reading = geometry
+    ? await planScopedWith((area, cells) => geometry.cover(area, cells), sel.area, requestFraction, scopeArea, scopeFraction, windowMs)
+    : planScoped(sel.area, requestFraction, scopeArea, scopeFraction, windowMs);
   return { area: sel.area, from: sel.from, to: sel.to, domains, deviceIds, keyIds, reading, scope: sel.scope };
 }
 

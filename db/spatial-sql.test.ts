@@ -5,7 +5,8 @@ import { areaContains, circlePolygon, parsePolygon, type Area } from '../geo/are
 import { cellToBigInt } from '../geo/cell.ts';
 import { createRng } from '../simulators/random.ts';
 import { createTestDatabase, type TestDatabase, testPool } from '../test/support/database.ts';
-import { exactAreaSql, type Bbox } from './spatial-sql.ts';
+import { INLINE_EDGES, exactAreaSql, type Bbox } from './spatial-sql.ts';
+import { Params } from './area-query.ts';
 import { DEFAULT_TOWNS } from '../geo/towns.ts';
 
 /** Points on and right next to every edge of the area's outline, plus some anywhere near it. */
@@ -46,11 +47,15 @@ describe('exactAreaSql agrees with areaContains (Turf) in PostgreSQL', () => {
     await db?.drop();
   });
 
-  async function compare(area: Area, points: [number, number][], within?: Bbox): Promise<number> {
-    const sql = exactAreaSql(area, { lng: 'p.lng', lat: 'p.lat', cell: 'p.cell' }, within);
+  async function compare(area: Area, points: [number, number][], within?: Bbox, bind = false): Promise<number> {
+    const params = new Params();
+    params.add(points.map((p) => p[0]));
+    params.add(points.map((p) => p[1]));
+    params.add(points.map(([lng, lat]) => cellToBigInt(latLngToCell(lat, lng, 15)).toString()));
+    const sql = exactAreaSql(area, { lng: 'p.lng', lat: 'p.lat', cell: 'p.cell' }, within, bind ? params : undefined);
     const { rows } = await pool.query<{ i: number; inside: boolean }>(
       `SELECT p.i, ${sql} AS inside FROM unnest($1::float8[], $2::float8[], $3::int8[]) WITH ORDINALITY AS p(lng, lat, cell, i)`,
-      [points.map((p) => p[0]), points.map((p) => p[1]), points.map(([lng, lat]) => cellToBigInt(latLngToCell(lat, lng, 15)).toString())],
+      params.values,
     );
     let inside = 0;
     for (const r of rows) {
@@ -79,6 +84,39 @@ describe('exactAreaSql agrees with areaContains (Turf) in PostgreSQL', () => {
     for (const [seed, geometry] of [[1, concave], [2, multi]] as const) {
       const rings = geometry.type === 'Polygon' ? geometry.coordinates : geometry.coordinates.flat();
       expect(await compare({ kind: 'polygon', geometry }, probes(rings, seed, 4000))).toBeGreaterThan(500);
+    }
+  });
+
+  it(`for polygons of more than ${INLINE_EDGES} edges (the banded test), with bound or literal arrays`, async () => {
+    const rng = createRng(9);
+    // A jagged ring of the most vertices an area may have, and 300 squares on shared latitudes (members, holes of none).
+    const ring: number[][] = [];
+    for (let i = 0; i < 9_999; i++) {
+      const a = (2 * Math.PI * i) / 9_999;
+      const r = 0.05 * (0.7 + 0.3 * rng.next());
+      ring.push([113.75 + r * Math.cos(a), 23.02 + r * Math.sin(a)]);
+    }
+    ring.push(ring[0]!);
+    const jagged = parsePolygon({ type: 'Polygon', coordinates: [ring] });
+    const square = (x: number, y: number, s: number) => [[x, y], [x + s, y], [x + s, y + s], [x, y + s], [x, y]];
+    const squares = parsePolygon({
+      type: 'MultiPolygon',
+      coordinates: Array.from({ length: 300 }, (_, i) => (i % 7 === 0 ? [square(113.5 + (i % 20) * 0.02, 22.8 + Math.floor(i / 20) * 0.02, 0.01), square(113.502 + (i % 20) * 0.02, 22.802 + Math.floor(i / 20) * 0.02, 0.003).reverse()] : [square(113.5 + (i % 20) * 0.02, 22.8 + Math.floor(i / 20) * 0.02, 0.01)])),
+    });
+    for (const [seed, geometry] of [[10, jagged], [11, squares]] as const) {
+      const rings = geometry.type === 'Polygon' ? geometry.coordinates : geometry.coordinates.flat();
+      const points = probes(rings, seed, 6000);
+      const sql = exactAreaSql({ kind: 'polygon', geometry }, { lng: 'x', lat: 'y', cell: 'c' });
+      expect(sql).toContain('width_bucket');
+      expect(exactAreaSql({ kind: 'polygon', geometry }, { lng: 'x', lat: 'y', cell: 'c' }, undefined, new Params()).length).toBeLessThan(2000);
+      const inside = await compare({ kind: 'polygon', geometry }, points, undefined, true);
+      expect(inside).toBeGreaterThan(1000);
+      expect(await compare({ kind: 'polygon', geometry }, points.slice(0, 2000))).toBeGreaterThan(100);
+      // Points known to lie in a box: the edges east, above and below it left out.
+      const box: Bbox = [113.74, 22.9, 113.8, 23.03];
+      const inBox = points.filter(([lng, lat]) => lng >= box[0] && lng <= box[2] && lat >= box[1] && lat <= box[3]);
+      expect(inBox.length).toBeGreaterThan(100);
+      await compare({ kind: 'polygon', geometry }, inBox, box, true);
     }
   });
 

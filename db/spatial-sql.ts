@@ -2,6 +2,7 @@ import type { MultiPolygon, Polygon } from 'geojson';
 import { getResolution } from 'h3-js';
 import type { Area } from '../geo/area.ts';
 import { descendantRange } from '../geo/cell.ts';
+import { indexPolygon, polygonIndexOf, type PolygonIndex } from '../geo/polygon-index.ts';
 
 /**
  * SQL expressions that decide membership of a row's position (or H3 cell) in an area, with the
@@ -32,9 +33,117 @@ const num = (v: number): string => {
  * point is on the edge; inside when the sum is odd or holds a BOUNDARY. Members are OR-ed, so
  * overlapping members mean their union, as in Turf.
  */
-export function pointInPolygonSql(area: Polygon | MultiPolygon, lng: string, lat: string, within?: Bbox): string {
+export function pointInPolygonSql(area: Polygon | MultiPolygon, lng: string, lat: string, within?: Bbox, params?: SqlParams): string {
   const polygons = area.type === 'Polygon' ? [area.coordinates] : area.coordinates;
+  const rings = polygons.flat();
+  const edges = rings.reduce((n, ring) => n + ring.length - 1, 0);
+  if (edges > INLINE_EDGES) return bandedPointInPolygonSql(area, lng, lat, within, params);
   return `(${polygons.map((rings) => memberSql(rings, lng, lat, within)).join(' OR ')})`;
+}
+
+/**
+ * Polygons with more edges than this get the banded test (bandedPointInPolygonSql) instead of
+ * every edge inlined: a statement of 10 000 inlined edges is 3.5 MB that PostgreSQL parses for
+ * seconds (per domain table, per statement) and evaluates 10 000 terms per row.
+ */
+export const INLINE_EDGES = 256;
+
+/** Where a statement's large constants go: bind parameters when the caller collects them (Params), else literals. */
+export interface SqlParams {
+  add(value: unknown, cast?: string): string;
+}
+
+function boxOfGeometry(g: Polygon | MultiPolygon): Bbox {
+  let [minX, minY, maxX, maxY] = [Infinity, Infinity, -Infinity, -Infinity];
+  for (const ring of g.type === 'Polygon' ? g.coordinates : g.coordinates.flat()) {
+    for (const [x, y] of ring as [number, number][]) [minX, minY, maxX, maxY] = [Math.min(minX, x), Math.min(minY, y), Math.max(maxX, x), Math.max(maxY, y)];
+  }
+  return [minX, minY, maxX, maxY];
+}
+
+/** The band arrays of an index, in the order the SQL uses them, with their element types. */
+const bandArrays = (index: PolygonIndex): [ArrayLike<number>, string][] => [
+  [index.bounds, 'float8'],
+  [index.offsets, 'int4'],
+  [index.x1, 'float8'],
+  [index.y1, 'float8'],
+  [index.x2, 'float8'],
+  [index.y2, 'float8'],
+  [index.member, 'int4'],
+];
+
+const arrayTexts = new WeakMap<PolygonIndex, string[]>();
+
+/**
+ * The band arrays as PostgreSQL array text ('{…}', each number as JavaScript writes it: the
+ * shortest text that reads back as the same double), made once per index: a request's statements
+ * then send text, without converting tens of thousands of numbers for each.
+ */
+export function bandArrayTexts(index: PolygonIndex): string[] {
+  let texts = arrayTexts.get(index);
+  if (!texts) arrayTexts.set(index, (texts = bandArrays(index).map(([values]) => `{${Array.prototype.join.call(values, ',')}}`)));
+  return texts;
+}
+
+/** Attaches texts made elsewhere (a worker thread, with the index) to this copy of the index. */
+export function adoptBandArrayTexts(index: PolygonIndex, texts: string[]): void {
+  arrayTexts.set(index, texts);
+}
+
+/** The band arrays of an index, per statement: a polygon read from several tables is sent once. */
+const boundArrays = new WeakMap<SqlParams, Map<PolygonIndex, string[]>>();
+/** Indexes of the edges that matter in a box (see edgeMatters), per polygon and box. */
+const prunedIndexes = new WeakMap<Polygon | MultiPolygon, Map<string, PolygonIndex>>();
+
+function prunedIndex(area: Polygon | MultiPolygon, within: Bbox): PolygonIndex {
+  let byBox = prunedIndexes.get(area);
+  if (!byBox) prunedIndexes.set(area, (byBox = new Map()));
+  const key = within.join(',');
+  let index = byBox.get(key);
+  if (!index) {
+    index = indexPolygon(area, (x1, y1, x2, y2) => edgeMatters(within, x1, y1, x2, y2));
+    if (byBox.size >= 8) byBox.delete(byBox.keys().next().value!);
+    byBox.set(key, index);
+  }
+  return index;
+}
+
+/**
+ * The same test as the inlined one, per member polygon and with the same arithmetic on the same
+ * doubles, over only the edges of the row's latitude band (geo/polygon-index.ts): the edges go
+ * to the database as arrays sorted by band (bind parameters, or array literals), the row's band
+ * is found by `width_bucket` over the band bounds, and its slice of the arrays is unnested. The
+ * statement stays small whatever the polygon, and a row costs the edges of one band
+ * (`maxBandEdges`, bounded for requests by api/spatial-selection.ts MAX_TEST_EDGES). Boundary and
+ * crossing rules as in memberSql; a member's count is odd or holds a BOUNDARY → inside.
+ */
+export function bandedPointInPolygonSql(area: Polygon | MultiPolygon, lng: string, lat: string, within?: Bbox, params?: SqlParams): string {
+  const index = within ? prunedIndex(area, within) : polygonIndexOf(area);
+  if (index.edges === 0) return '(false)'; // no edge can be crossed west of a point in `within`: outside
+  const types = bandArrays(index).map(([, type]) => type);
+  const texts = bandArrayTexts(index);
+  let names: string[];
+  if (params) {
+    let byIndex = boundArrays.get(params);
+    if (!byIndex) boundArrays.set(params, (byIndex = new Map()));
+    names = byIndex.get(index) ?? texts.map((text, i) => params.add(text, `::${types[i]}[]`));
+    byIndex.set(index, names);
+  } else names = texts.map((text, i) => `'${text}'::${types[i]}[]`);
+  const [b, o, x1, y1, x2, y2, m] = names as [string, string, string, string, string, string, string];
+  const bands = index.bounds.length - 1;
+  // The whole polygon's box: the edges left out for `within` may be the eastern ones of a member the point is in.
+  const [minX, minY, maxX, maxY] = within ? boxOfGeometry(area) : index.bbox;
+  const slice = (a: string) => `(${a})[(${o})[w.j] + 1:(${o})[w.j + 1]]`;
+  const term =
+    `CASE WHEN e.y1 = e.y2 THEN CASE WHEN ${lat} = e.y1 AND ${lng} BETWEEN least(e.x1, e.x2) AND greatest(e.x1, e.x2) THEN ${BOUNDARY} ELSE 0 END` +
+    ` WHEN ${lat} BETWEEN least(e.y1, e.y2) AND greatest(e.y1, e.y2) THEN CASE sign((e.x2 - ${lng}) * (e.y1 - ${lat}) - (e.x1 - ${lng}) * (e.y2 - ${lat})) WHEN 0 THEN ${BOUNDARY}` +
+    ` WHEN CASE WHEN e.y1 < e.y2 THEN 1 ELSE -1 END THEN (${lat} < greatest(e.y1, e.y2))::int ELSE 0 END ELSE 0 END`;
+  return (
+    `(${lat} BETWEEN ${num(minY)} AND ${num(maxY)} AND ${lng} BETWEEN ${num(minX)} AND ${num(maxX)} AND EXISTS (` +
+    `SELECT 1 FROM (SELECT least(width_bucket(${lat}, ${b}), ${bands}) AS j) w ` +
+    `CROSS JOIN LATERAL unnest(${[x1, y1, x2, y2, m].map(slice).join(', ')}) AS e(x1, y1, x2, y2, m)` +
+    `${index.members > 1 ? ' GROUP BY e.m' : ''} HAVING sum(${term}) & ${-(BOUNDARY - 1)} <> 0))`
+  );
 }
 
 /** [minLng, minLat, maxLng, maxLat]. */
@@ -127,12 +236,13 @@ export function cellMembershipSql(cells: readonly string[], cell: string): strin
 /**
  * The exact membership test of an area on a row's position (or, for a cells area, its cell).
  * `within`: the rows tested are known to lie in this box (another area's), so a polygon's edges
- * that cannot matter there are left out of the statement.
+ * that cannot matter there are left out of the statement. `params`: a large polygon's arrays
+ * become bind parameters (else literals).
  */
-export function exactAreaSql(area: Area, cols: { lng: string; lat: string; cell: string }, within?: Bbox): string {
+export function exactAreaSql(area: Area, cols: { lng: string; lat: string; cell: string }, within?: Bbox, params?: SqlParams): string {
   switch (area.kind) {
     case 'polygon':
-      return pointInPolygonSql(area.geometry, cols.lng, cols.lat, within);
+      return pointInPolygonSql(area.geometry, cols.lng, cols.lat, within, params);
     case 'bbox': {
       const [minLng, minLat, maxLng, maxLat] = area.bbox;
       return `(${cols.lat} BETWEEN ${num(minLat)} AND ${num(maxLat)} AND ${cols.lng} BETWEEN ${num(minLng)} AND ${num(maxLng)})`;

@@ -1,6 +1,8 @@
 import type { MultiPolygon, Polygon, Position } from 'geojson';
-import { area as turfArea, booleanPointInPolygon, circle as turfCircle, distance, kinks } from '@turf/turf';
+import { area as turfArea, booleanPointInPolygon, circle as turfCircle, distance } from '@turf/turf';
 import { cellToParent, getResolution, isValidCell, latLngToCell } from 'h3-js';
+import { findKink } from './kinks.ts';
+import { indexContains, indexPolygon, polygonIndexOf } from './polygon-index.ts';
 
 
 /** Documented limits on what an area may be (README, "Spatial queries"). */
@@ -80,15 +82,18 @@ export function parsePolygon(input: unknown): Polygon | MultiPolygon {
   });
   const result: Polygon | MultiPolygon = geometry.type === 'Polygon' ? { type: 'Polygon', coordinates: polygons[0]! } : { type: 'MultiPolygon', coordinates: polygons };
 
-  const crossing = kinks(result).features[0];
+  const crossing = findKink(result);
   if (crossing) {
-    const [lng, lat] = crossing.geometry.coordinates;
+    const [lng, lat] = crossing;
     throw new AreaError(`the area's boundary intersects itself near [${lng}, ${lat}] (rings must not cross or touch)`);
   }
   polygons.forEach((rings, pi) => {
+    if (rings.length < 2) return;
     const outer: Polygon = { type: 'Polygon', coordinates: [rings[0]!] };
+    const index = rings[0]!.length > INDEXED_EDGES ? indexPolygon(outer) : undefined;
     rings.slice(1).forEach((hole, hi) => {
-      if (!booleanPointInPolygon(hole[0]!, outer)) throw new AreaError(`polygon ${pi}: hole ${hi + 1} is not inside its outer ring`);
+      const [lng, lat] = hole[0] as [number, number];
+      if (!(index ? indexContains(index, lng, lat) : booleanPointInPolygon([lng, lat], outer))) throw new AreaError(`polygon ${pi}: hole ${hi + 1} is not inside its outer ring`);
     });
   });
   const km2 = turfArea(result) / 1e6;
@@ -154,11 +159,47 @@ export function areaOutline(area: Area): Polygon | MultiPolygon | undefined {
   }
 }
 
-/** Exact membership of a position (boundary inclusive), the reference for every other test. */
+/** Polygons with more edges than this are tested through their band index (geo/polygon-index.ts: the same answer, far fewer edges per test). */
+const INDEXED_EDGES = 64;
+
+const edgeCount = (g: Polygon | MultiPolygon): number =>
+  (g.type === 'Polygon' ? g.coordinates : g.coordinates.flat()).reduce((n, ring) => n + ring.length - 1, 0);
+const largePolygons = new WeakMap<Polygon | MultiPolygon, boolean>();
+
+/** Turf's `booleanPointInPolygon` (boundary inclusive); a large polygon through its band index, with the same answer. */
+export function polygonContains(geometry: Polygon | MultiPolygon, lng: number, lat: number): boolean {
+  let large = largePolygons.get(geometry);
+  if (large === undefined) largePolygons.set(geometry, (large = edgeCount(geometry) > INDEXED_EDGES));
+  return large ? indexContains(polygonIndexOf(geometry), lng, lat) : booleanPointInPolygon([lng, lat], geometry);
+}
+
+/** A cells area's cells by resolution: membership of a position costs one lookup per resolution present. */
+const cellSets = new WeakMap<readonly string[], Map<number, Set<string>>>();
+function cellSetsOf(cells: readonly string[]): Map<number, Set<string>> {
+  let sets = cellSets.get(cells);
+  if (!sets) {
+    sets = new Map();
+    for (const c of cells) {
+      const r = getResolution(c);
+      let set = sets.get(r);
+      if (!set) sets.set(r, (set = new Set()));
+      set.add(c);
+    }
+    cellSets.set(cells, sets);
+  }
+  return sets;
+}
+
+/**
+ * Exact membership of a position (boundary inclusive), the reference for every other test: Turf's
+ * `booleanPointInPolygon` for a polygon (a large one through its band index, with the same
+ * answer), the haversine distance for a circle, and for cells whether the position's res-15 cell
+ * descends from one of them.
+ */
 export function areaContains(area: Area, lng: number, lat: number): boolean {
   switch (area.kind) {
     case 'polygon':
-      return booleanPointInPolygon([lng, lat], area.geometry);
+      return polygonContains(area.geometry, lng, lat);
     case 'bbox': {
       const [minLng, minLat, maxLng, maxLat] = area.bbox;
       return lng >= minLng && lng <= maxLng && lat >= minLat && lat <= maxLat;
@@ -167,7 +208,8 @@ export function areaContains(area: Area, lng: number, lat: number): boolean {
       return distance(area.center, [lng, lat], { units: 'meters' }) <= area.radiusM;
     case 'cells': {
       const cell = latLngToCell(lat, lng, 15);
-      return area.cells.some((c) => cellToParent(cell, getResolution(c)) === c);
+      for (const [res, set] of cellSetsOf(area.cells)) if (set.has(cellToParent(cell, res))) return true;
+      return false;
     }
   }
 }

@@ -1,5 +1,5 @@
 import type { MultiPolygon, Polygon } from 'geojson';
-import { booleanPointInPolygon } from '@turf/turf';
+import { polygonContains } from './area.ts';
 import { storageCell } from './cell.ts';
 import { coverArea, type Cover, type CoverOptions } from './cover.ts';
 
@@ -21,7 +21,8 @@ interface Hit<F> {
  * ranges are cut into disjoint segments, each with the fences covering it, and searched by
  * bisection), so a position far from every fence costs one binary search. A fence whose
  * interior range holds the cell contains the position; one whose boundary band holds it is
- * decided by the exact point-in-polygon test (Turf, boundary inclusive). The result is the same
+ * decided by the exact point-in-polygon test (Turf's, boundary inclusive; a large fence's through
+ * its band index, geo/polygon-index.ts). The result is the same
  * as testing every fence with `booleanPointInPolygon`. Immutable: build a new index when the
  * fences change.
  */
@@ -102,7 +103,7 @@ export class GeofenceIndex<F extends IndexedFence> {
   containing(lng: number, lat: number, cell: bigint = storageCell(lat, lng)): F[] {
     const out: F[] = [];
     for (const hit of this.candidates(cell)) {
-      if (!hit.edge || booleanPointInPolygon([lng, lat], hit.fence.geometry)) out.push(hit.fence);
+      if (!hit.edge || polygonContains(hit.fence.geometry, lng, lat)) out.push(hit.fence);
     }
     return out;
   }

@@ -1,5 +1,5 @@
 // Bundles the platform (bin/guanlink.ts and everything it imports from this project) into
-// dist/guanlink.mjs; npm packages stay external. Production runs plain JavaScript: running
+// dist/guanlink.mjs, and its geometry worker into dist/geometry-worker.mjs; npm packages stay external. Production runs plain JavaScript: running
 // through tsx would keep function names (esbuild keepNames), which costs an Object.defineProperty
 // and a property array on every closure created — per message, on ingest's hot path.
 import { copyFileSync, mkdirSync } from 'node:fs';
@@ -20,5 +20,17 @@ await build({
   logLevel: 'warning',
   // First import of the bundle, so it runs before any package that creates debug loggers.
   banner: { js: "import './quiet-debug.cjs';" },
+});
+// The geometry worker threads' entry (core/geometry-pool.ts loads it from beside the bundle).
+await build({
+  entryPoints: ['core/geometry-worker.ts'],
+  outfile: 'dist/geometry-worker.mjs',
+  bundle: true,
+  packages: 'external',
+  platform: 'node',
+  format: 'esm',
+  target: 'node20',
+  sourcemap: true,
+  logLevel: 'warning',
 });
 if (process.env.npm_lifecycle_event === 'build') console.log(`built dist/guanlink.mjs in ${Date.now() - started} ms`);

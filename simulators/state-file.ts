@@ -3,7 +3,7 @@
  * once, so losing this file means the simulated devices cannot connect any more (until their
  * tokens are rotated). Written atomically, readable only by the owner.
  */
-import { copyFile, mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 
 export type TokenState = Record<string, string>;
@@ -35,6 +35,7 @@ export async function loadTokens(file: string): Promise<TokenState> {
 export async function setAsideBadState(file: string): Promise<string> {
   const target = `${file}.bad`;
   await copyFile(file, target);
+  await chmod(target, 0o600); // the copy takes the original's mode, which a hand-edited file may have widened
   return target;
 }
 
@@ -42,7 +43,7 @@ let writes = 0;
 
 /** Writes the tokens atomically (temporary file, then rename), mode 0600. */
 export async function saveTokens(file: string, tokens: TokenState): Promise<void> {
-  await mkdir(path.dirname(file), { recursive: true });
+  await mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
   const sorted = Object.fromEntries(Object.entries(tokens).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
   const tmp = `${file}.tmp-${process.pid}-${++writes}`;
   await writeFile(tmp, `${JSON.stringify(sorted, null, 2)}\n`, { mode: 0o600 });

@@ -60,6 +60,8 @@ export interface Live {
    * `{code, reason}` and is disconnected at once. Returns how many were.
    */
   closeKey(keyId: number, code: Exclude<AccessEnd, 'expired'>, reason: string): number;
+  /** Where socket.io answers, protocol upgrades included (`/socket.io/`): other upgrades are not its (api/http-connections.ts). */
+  readonly path: string;
   close(): Promise<void>;
 }
 
@@ -115,6 +117,8 @@ export function attachLive(
     audit?: (entry: LiveAuditEntry) => void;
   },
 ): Live {
+  // destroyUpgrade off: engine.io would end other upgrades (MQTT over WebSocket at /mqtt) after a
+  // second; api/http-connections.ts answers and closes the upgrades nobody takes.
   const io = new Server(http, { serveClient: true, destroyUpgrade: false, cors: { origin: false } });
   const { access, registry, latest, log } = deps;
   const typeOfDevice = new Map<number, string>();
@@ -217,7 +221,7 @@ export function attachLive(
     if (typeof token !== 'string' || token.trim() === '') {
       return refuse(new AccessError(401, 'no credential: pass an API key, an OpenID Connect access token or the admin key as auth.token'));
     }
-    access.authenticate(token).then(
+    access.authenticate(token, { source: socket.handshake.address, via: 'rest' }).then(
       (principal) => {
         try {
           access.require(principal, 'live');
@@ -473,6 +477,7 @@ export function attachLive(
       // The alarm's position (where it was raised) decides for an area, for every change of it alike.
       emitScoped('alarm', change, { deviceId: a.device.id, domain: a.device.domain, position: a.position }, a.device.domain);
     },
+    path: `${io.path()}/`,
     closeKey(keyId, code, reason) {
       keyChangedAt.set(keyId, ++keySeq);
       const sockets = [...(byKey.get(keyId) ?? [])];

@@ -18,7 +18,7 @@ import {
 } from '../../core/alarms.ts';
 import { DOMAINS, Domain, type Domain as DomainName } from '../../core/domains.ts';
 import { MAX_KEY_LENGTH } from '../../ingest/validate.ts';
-import { ErrorResponse, badRequest } from '../schemas.ts';
+import { ErrorResponse, badRequest, Int32Id, Int64Id, Limit, SafeName, SafeText } from '../schemas.ts';
 import { parseInstant } from './telemetry.ts';
 import type { Access } from '../../core/access/access.ts';
 import type { Principal } from '../../core/access/principal.ts';
@@ -28,7 +28,7 @@ import type { DeviceRegistry } from '../../core/registry.ts';
 const Nullable = <T extends Parameters<typeof Type.Union>[0][number]>(schema: T) => Type.Union([schema, Type.Null()]);
 const At = Type.String({ format: 'date-time' });
 const Text = (maxLength: number, description?: string) =>
-  Type.String({ minLength: 1, maxLength, pattern: '^[^\\u0000-\\u001f\\u007f]+$', ...(description === undefined ? {} : { description }) });
+  SafeName(maxLength, description === undefined ? {} : { description });
 const Seconds = (description: string) => Type.Integer({ minimum: 0, maximum: 604_800, description });
 
 const Kind = Type.Enum(ALARM_RULE_KINDS, { description: 'threshold: a telemetry key against thresholds; geofence_exit: leaving a geofence' });
@@ -56,18 +56,18 @@ const AlarmRuleSchema = Type.Object({
 });
 
 const ruleFields = {
-  description: Type.Optional(Nullable(Type.String({ maxLength: 1000 }))),
+  description: Type.Optional(Nullable(SafeText(1000))),
   kind: Type.Optional(Kind),
-  deviceType: Type.String({ maxLength: 64, description: 'the device type whose devices the rule watches' }),
+  deviceType: SafeText(64, { description: 'the device type whose devices the rule watches' }),
   key: Type.Optional(
-    Nullable(Type.String({ maxLength: MAX_KEY_LENGTH, description: 'threshold rules: a telemetry key the type declares (or latitude/longitude/altitude for moving types)' })),
+    Nullable(SafeText(MAX_KEY_LENGTH, { description: 'threshold rules: a telemetry key the type declares (or latitude/longitude/altitude for moving types)' })),
   ),
   operator: Type.Optional(Nullable(Operator)),
   raiseThreshold: Type.Optional(Nullable(Type.Number({ description: 'threshold rules: the line whose crossing raises the alarm' }))),
   clearThreshold: Type.Optional(
     Nullable(Type.Number({ description: "threshold rules: the line back past which it clears (hysteresis); default the raise threshold. For '>' at or below it, for '<' at or above it" })),
   ),
-  geofence: Type.Optional(Nullable(Type.String({ maxLength: 200, description: 'geofence_exit rules: the name of the geofence the devices must stay in' }))),
+  geofence: Type.Optional(Nullable(SafeText(200, { description: 'geofence_exit rules: the name of the geofence the devices must stay in' }))),
   minDurationSeconds: Type.Optional(Seconds('the raise condition must hold on every reading this long before the alarm is raised (default 0)')),
   clearDurationSeconds: Type.Optional(Seconds('the clear condition must hold this long before the alarm is cleared (default 0)')),
   severity: Severity,
@@ -75,8 +75,8 @@ const ruleFields = {
 };
 const RuleBody = Type.Object({ name: Text(100, 'unique'), ...ruleFields }, { additionalProperties: false });
 const RulePatch = Type.Partial(RuleBody, { additionalProperties: false });
-const RuleIdParams = Type.Object({ id: Type.Integer({ minimum: 1, maximum: 2147483647 }) });
-const AlarmIdParams = Type.Object({ id: Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER }) });
+const RuleIdParams = Type.Object({ id: Int32Id() });
+const AlarmIdParams = Type.Object({ id: Int64Id() });
 
 const Position = Type.Object({ lat: Type.Number(), lng: Type.Number() });
 const AlarmSchema = Type.Object({
@@ -123,7 +123,7 @@ const AlarmFeatureCollection = Type.Object({
   nextCursor: Nullable(Type.Integer()),
 });
 const Actor = Type.Object(
-  { by: Type.Optional(Text(200, "who does it (a user name); default: the credential's name")), note: Type.Optional(Type.String({ maxLength: 1000 })) },
+  { by: Type.Optional(Text(200, "who does it (a user name); default: the credential's name")), note: Type.Optional(SafeText(1000)) },
   { additionalProperties: false },
 );
 
@@ -204,7 +204,7 @@ export const alarmsRoutes: FastifyPluginAsyncTypebox<{ alarms: AlarmService; acc
       config: { permission: 'read' }, schema: {
         summary: 'Alarm rules, optionally of one device type',
         tags: ['alarms'],
-        querystring: Type.Object({ deviceType: Type.Optional(Type.String({ maxLength: 64 })), enabled: Type.Optional(Type.Boolean()) }),
+        querystring: Type.Object({ deviceType: Type.Optional(SafeText(64)), enabled: Type.Optional(Type.Boolean()) }),
         response: { 200: Type.Object({ items: Type.Array(AlarmRuleSchema) }) },
       },
     },
@@ -315,15 +315,15 @@ export const alarmsRoutes: FastifyPluginAsyncTypebox<{ alarms: AlarmService; acc
           '(moving devices) or the device’s registered location, geometry null when neither is known.',
         tags: ['alarms'],
         querystring: Type.Object({
-          status: Type.Optional(Type.String({ maxLength: 100 })),
-          device: Type.Optional(Type.Integer({ minimum: 1, maximum: 2147483647, description: 'device id' })),
-          domain: Type.Optional(Type.String({ maxLength: 40 })),
-          severity: Type.Optional(Type.String({ maxLength: 100 })),
-          from: Type.Optional(Type.String({ maxLength: 40, description: 'ISO 8601 date-time or epoch milliseconds' })),
-          to: Type.Optional(Type.String({ maxLength: 40, description: 'ISO 8601 date-time or epoch milliseconds' })),
-          limit: Type.Integer({ minimum: 1, maximum: 1000, default: 100 }),
-          cursor: Type.Optional(Type.Integer({ minimum: 1, description: "the previous page's nextCursor" })),
-          format: Type.Optional(Type.String({ maxLength: 20, description: `json (default) or geojson` })),
+          status: Type.Optional(SafeText(100)),
+          device: Type.Optional(Int32Id({ description: 'device id' })),
+          domain: Type.Optional(SafeText(40)),
+          severity: Type.Optional(SafeText(100)),
+          from: Type.Optional(SafeText(40, { description: 'ISO 8601 date-time or epoch milliseconds' })),
+          to: Type.Optional(SafeText(40, { description: 'ISO 8601 date-time or epoch milliseconds' })),
+          limit: Limit(1000, { default: 100 }),
+          cursor: Type.Optional(Int64Id({ description: "the previous page's nextCursor" })),
+          format: Type.Optional(SafeText(20, { description: `json (default) or geojson` })),
         }),
         response: { 200: Type.Union([AlarmPage, AlarmFeatureCollection]), 400: ErrorResponse },
       },

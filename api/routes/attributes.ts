@@ -11,7 +11,7 @@ import {
   type AttributeService,
 } from '../../core/attributes.ts';
 import type { DeviceRegistry } from '../../core/registry.ts';
-import { DeviceIdParams, ErrorResponse, badRequest } from '../schemas.ts';
+import { DeviceIdParams, ErrorResponse, badRequest, SafeText } from '../schemas.ts';
 import { noDevice } from '../registry-errors.ts';
 
 const Value = Type.Unknown({ description: 'string, number, boolean, JSON object or JSON array' });
@@ -19,8 +19,8 @@ const Values = Type.Record(Type.String(), Value);
 const Entry = Type.Object({ value: Value, ts: Type.Integer({ description: 'last written, epoch milliseconds' }) });
 const Entries = Type.Record(Type.String(), Entry);
 const ByScope = Type.Object({ client: Type.Optional(Entries), shared: Type.Optional(Entries), server: Type.Optional(Entries) });
-const ScopeParams = Type.Object({ id: DeviceIdParams.properties.id, scope: Type.String({ maxLength: 20, description: 'shared or server (client attributes belong to the device)' }) });
-const KeysParam = Type.String({ maxLength: 100_000, description: 'comma-separated keys' });
+const ScopeParams = Type.Object({ id: DeviceIdParams.properties.id, scope: SafeText(20, { description: 'shared or server (client attributes belong to the device)' }) });
+const KeysParam = SafeText(100_000, { description: 'comma-separated keys' });
 const Delivered = Type.Boolean({
   description: 'the change was sent to the device now (connected and subscribed to v1/devices/me/attributes); otherwise it gets it by requesting its attributes',
 });
@@ -49,7 +49,7 @@ export const attributesRoutes: FastifyPluginAsyncTypebox<{ registry: DeviceRegis
         tags: ['attributes'],
         params: DeviceIdParams,
         querystring: Type.Object({
-          scope: Type.Optional(Type.String({ maxLength: 20, description: `${SCOPES_TEXT}; omitted: every scope` })),
+          scope: Type.Optional(SafeText(20, { description: `${SCOPES_TEXT}; omitted: every scope` })),
           keys: Type.Optional(KeysParam),
         }),
         response: { 200: ByScope, 400: ErrorResponse, 404: ErrorResponse },

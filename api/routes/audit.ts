@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type pg from 'pg';
 import { Type } from 'typebox';
-import { ErrorResponse, badRequest } from '../schemas.ts';
+import { ErrorResponse, badRequest, Int32Id, Int64Id, Limit, SafeText } from '../schemas.ts';
 import { parseInstant } from './telemetry.ts';
 
 const Nullable = <T extends Parameters<typeof Type.Union>[0][number]>(t: T) => Type.Union([t, Type.Null()]);
@@ -36,16 +36,16 @@ const AuditPage = Type.Object({
 
 const AuditQuery = Type.Object(
   {
-    principal: Type.Optional(Type.String({ minLength: 1, maxLength: 300, description: 'key:<id>, oidc:<subject>, bootstrap; `none`: refused attempts without a principal' })),
-    owner: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
-    route: Type.Optional(Type.String({ minLength: 1, maxLength: 300, description: 'a route pattern as recorded (/api/v1/devices/:id/telemetry); a trailing * matches a prefix (/api/v1/spatial/*)' })),
-    status: Type.Optional(Type.String({ minLength: 1, maxLength: 10, description: 'exact (404) or a class (4xx)' })),
-    deviceId: Type.Optional(Type.Integer({ minimum: 1, maximum: 2147483647 })),
-    from: Type.Optional(Type.String({ maxLength: 40, description: 'ISO 8601 date-time or epoch milliseconds: entries at or after' })),
-    to: Type.Optional(Type.String({ maxLength: 40, description: 'ISO 8601 date-time or epoch milliseconds: entries before' })),
+    principal: Type.Optional(SafeText(300, { minLength: 1, description: 'key:<id>, oidc:<subject>, bootstrap; `none`: refused attempts without a principal' })),
+    owner: Type.Optional(SafeText(200, { minLength: 1 })),
+    route: Type.Optional(SafeText(300, { minLength: 1, description: 'a route pattern as recorded (/api/v1/devices/:id/telemetry); a trailing * matches a prefix (/api/v1/spatial/*)' })),
+    status: Type.Optional(SafeText(10, { minLength: 1, description: 'exact (404) or a class (4xx)' })),
+    deviceId: Type.Optional(Int32Id()),
+    from: Type.Optional(SafeText(40, { description: 'ISO 8601 date-time or epoch milliseconds: entries at or after' })),
+    to: Type.Optional(SafeText(40, { description: 'ISO 8601 date-time or epoch milliseconds: entries before' })),
     kind: Type.Optional(Type.Union([Type.Literal('http'), Type.Literal('stream'), Type.Literal('mqtt')])),
-    before: Type.Optional(Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER, description: "the previous page's nextCursor: entries older than it" })),
-    limit: Type.Integer({ minimum: 1, maximum: 1000, default: 100 }),
+    before: Type.Optional(Int64Id({ description: "the previous page's nextCursor: entries older than it" })),
+    limit: Limit(1000, { default: 100 }),
   },
   { additionalProperties: false },
 );

@@ -2,7 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import type { Connectivity as ConnectivityService } from '../../core/connectivity.ts';
 import type { DeviceRegistry } from '../../core/registry.ts';
-import { DeviceIdParams, ErrorResponse, badRequest } from '../schemas.ts';
+import { DeviceIdParams, ErrorResponse, badRequest, Limit, SafeText } from '../schemas.ts';
 import { noDevice } from '../registry-errors.ts';
 import { parseInstant } from './telemetry.ts';
 
@@ -31,7 +31,7 @@ const ConnectivityState = Type.Object({
   events: Type.Array(DeviceEvent, { description: 'the most recent connects and disconnects, newest first' }),
 });
 
-const Instant = Type.String({ description: 'ISO 8601 date-time or epoch milliseconds', maxLength: 40 });
+const Instant = SafeText(40, { description: 'ISO 8601 date-time or epoch milliseconds' });
 const RECENT_EVENTS = 20;
 
 /** Connection state of a device and its connect/disconnect history. */
@@ -65,7 +65,7 @@ export const connectivityRoutes: FastifyPluginAsyncTypebox<{ registry: DeviceReg
         querystring: Type.Object({
           from: Type.Optional(Instant),
           to: Type.Optional(Instant),
-          limit: Type.Integer({ minimum: 1, maximum: 10_000, default: 100 }),
+          limit: Limit(10_000, { default: 100 }),
         }),
         response: { 200: Type.Array(DeviceEvent), 400: ErrorResponse, 404: ErrorResponse },
       },

@@ -5,10 +5,10 @@ import { Type } from 'typebox';
 import { DeviceType, DeviceTypeDefinition, DeviceTypeName } from '../../core/device-types.ts';
 import type { DeviceRegistry } from '../../core/registry.ts';
 import { registryErrorHandler } from '../registry-errors.ts';
-import { ErrorResponse } from '../schemas.ts';
+import { ErrorResponse, SafeText } from '../schemas.ts';
 
 const NewDeviceType = Type.Object({ name: DeviceTypeName, ...DeviceTypeDefinition.properties }, { additionalProperties: false });
-const TypeNameParams = Type.Object({ name: Type.String({ maxLength: 64 }) });
+const TypeNameParams = Type.Object({ name: SafeText(64) });
 
 /**
  * Device types: the built-in ones (read-only) and custom ones. Ingest checks each device's

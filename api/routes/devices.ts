@@ -6,7 +6,7 @@ import type { DeviceRegistry } from '../../core/registry.ts';
 import { DeviceFilterQuery, badRequest, toDeviceFilter, withinScope } from '../device-filter.ts';
 import type { Access } from '../../core/access/access.ts';
 import { noDevice, registryErrorHandler } from '../registry-errors.ts';
-import { Device, DeviceIdParams, DeviceLabel, DeviceName, ErrorResponse, Location } from '../schemas.ts';
+import { Device, DeviceIdParams, DeviceLabel, DeviceName, ErrorResponse, Location, Int32After, Int32Id, Limit, SafeText } from '../schemas.ts';
 
 // Null first in unions: with type coercion on, a null would otherwise become "" or 0.
 const DeviceFields = {
@@ -14,11 +14,11 @@ const DeviceFields = {
   label: Type.Optional(Type.Union([Type.Null(), DeviceLabel])),
   location: Type.Optional(Type.Union([Type.Null(), Location])),
   isGateway: Type.Optional(Type.Boolean({ default: false })),
-  gatewayId: Type.Optional(Type.Union([Type.Null(), Type.Integer({ minimum: 1, maximum: 2147483647 })])),
+  gatewayId: Type.Optional(Type.Union([Type.Null(), Int32Id()])),
 };
-const CreateDevice = Type.Object({ ...DeviceFields, type: Type.String({ default: 'generic', maxLength: 64 }) }, { additionalProperties: false });
+const CreateDevice = Type.Object({ ...DeviceFields, type: SafeText(64, { default: 'generic' }) }, { additionalProperties: false });
 const ReplaceDevice = Type.Object(
-  { ...DeviceFields, type: Type.String({ maxLength: 64 }) },
+  { ...DeviceFields, type: SafeText(64) },
   { additionalProperties: false, description: 'The whole description: fields left out are cleared (label, location, gatewayId: null; isGateway: false).' },
 );
 
@@ -28,7 +28,7 @@ const CreatedDevice = Type.Intersect([
 ]);
 
 // MQTT strings; the broker compares at most 256 characters.
-const MqttString = Type.String({ minLength: 1, maxLength: 256, pattern: '^[^\\u0000]+$' });
+const MqttString = SafeText(256, { minLength: 1 });
 const BasicCredentials = Type.Object(
   { clientId: Type.Optional(MqttString), username: Type.Optional(MqttString), password: Type.Optional(MqttString) },
   {
@@ -95,8 +95,8 @@ export const devicesRoutes: FastifyPluginAsyncTypebox<{ registry: DeviceRegistry
         tags: ['devices'],
         querystring: Type.Object({
           ...DeviceFilterQuery.properties,
-          limit: Type.Integer({ minimum: 1, maximum: 1000, default: 100 }),
-          after: Type.Optional(Type.Integer({ minimum: 0, description: "return devices with id greater than this (the previous page's nextAfter)" })),
+          limit: Limit(1000, { default: 100 }),
+          after: Type.Optional(Int32After({ description: "return devices with id greater than this (the previous page's nextAfter)" })),
         }),
         response: { 200: Type.Object({ items: Type.Array(Device), nextAfter: Type.Union([Type.Integer(), Type.Null()]) }), 400: ErrorResponse },
       },

@@ -3,7 +3,7 @@ import { Type } from 'typebox';
 import { Domain } from '../../core/domains.ts';
 import { GEOFENCE_LIMITS, GeofenceError, type Geofence, type GeofenceEvent, type GeofenceService, eventJson } from '../../core/geofences.ts';
 import type { DeviceRegistry } from '../../core/registry.ts';
-import { ErrorResponse, badRequest } from '../schemas.ts';
+import { ErrorResponse, badRequest, Int32Id, Limit, SafeName, SafeText } from '../schemas.ts';
 import { noDevice } from '../registry-errors.ts';
 import { parseInstant } from './telemetry.ts';
 import { AccessError, type Access } from '../../core/access/access.ts';
@@ -14,8 +14,8 @@ const Position = Type.Array(Type.Number(), { minItems: 2, maxItems: 3, descripti
 const PolygonGeometry = Type.Object({ type: Type.Literal('Polygon'), coordinates: Type.Array(Type.Array(Position)) });
 const MultiPolygonGeometry = Type.Object({ type: Type.Literal('MultiPolygon'), coordinates: Type.Array(Type.Array(Type.Array(Position))) });
 
-const GeofenceName = Type.String({ minLength: 1, maxLength: 200, pattern: '^[^\\u0000-\\u001f\\u007f]+$', description: 'unique; 1–200 characters, no control characters' });
-const DeviceTypes = Type.Array(Type.String({ maxLength: 63 }), {
+const GeofenceName = SafeName(200, { description: 'unique; 1–200 characters, no control characters' });
+const DeviceTypes = Type.Array(SafeText(63), {
   maxItems: GEOFENCE_LIMITS.maxDeviceTypes,
   description: 'moving device types watched (e.g. ["drone"]); empty or omitted: every moving type of the domain',
 });
@@ -75,14 +75,14 @@ const EventCollection = Type.Object(
   { description: 'Events newest first, as GeoJSON Points where the device was' },
 );
 
-const Instant = Type.String({ description: 'ISO 8601 date-time or epoch milliseconds', maxLength: 40 });
-const IdParams = Type.Object({ id: Type.Integer({ minimum: 1, maximum: 2147483647 }) });
-const DeviceFilter = Type.Integer({ minimum: 1, maximum: 2147483647, description: 'only this device' });
+const Instant = SafeText(40, { description: 'ISO 8601 date-time or epoch milliseconds' });
+const IdParams = Type.Object({ id: Int32Id() });
+const DeviceFilter = Int32Id({ description: 'only this device' });
 const EventFilters = {
   from: Type.Optional(Instant),
   to: Type.Optional(Instant),
   kind: Type.Optional(Kind),
-  limit: Type.Integer({ minimum: 1, maximum: 10_000, default: 100 }),
+  limit: Limit(10_000, { default: 100 }),
 };
 
 const toFeature = (f: Geofence) => ({

@@ -8,13 +8,13 @@ import { describePrincipal } from '../../core/access/principal.ts';
 import { RoleError, type RoleStore } from '../../core/access/roles.ts';
 import { ScopeError, ScopeInput } from '../../core/access/scope.ts';
 import { parseRequestLimit } from '../../core/access/rate-limits.ts';
-import { ErrorResponse } from '../schemas.ts';
+import { ErrorResponse, Int32After, Int32Id, Limit, SafeName, SafeText } from '../schemas.ts';
 import { badRequest } from '../device-filter.ts';
 import { parseInstant } from './telemetry.ts';
 
-const Text = (maxLength: number, description: string) => Type.String({ minLength: 1, maxLength, pattern: '^[^\\u0000-\\u001f\\u007f]+$', description });
+const Text = (maxLength: number, description: string) => SafeName(maxLength, { description });
 const RoleName = Type.String({ minLength: 1, maxLength: 40, pattern: '^[a-z][a-z0-9_-]*$' });
-const KeyId = Type.Object({ id: Type.Integer({ minimum: 1, maximum: 2147483647 }) });
+const KeyId = Type.Object({ id: Int32Id() });
 
 const ApiKeyView = Type.Object({
   id: Type.Integer(),
@@ -32,7 +32,7 @@ const ApiKeyView = Type.Object({
   rateLimit: Type.Union([Type.String(), Type.Null()], { description: "the key's own request limit; null: its roles'" }),
 });
 const WithSecret = Type.Intersect([ApiKeyView, Type.Object({ key: Type.String({ description: 'the key itself: shown only now, stored only as a hash' }) })]);
-const Expiry = Type.Union([Type.Null(), Type.String({ maxLength: 40 })], { description: 'ISO 8601 date-time or epoch ms; null: never' });
+const Expiry = Type.Union([Type.Null(), SafeText(40)], { description: 'ISO 8601 date-time or epoch ms; null: never' });
 
 const CreateKey = Type.Object(
   {
@@ -42,7 +42,7 @@ const CreateKey = Type.Object(
     scope: Type.Optional(ScopeInput),
     expiresAt: Type.Optional(Expiry),
     rateLimit: Type.Optional(
-      Type.Union([Type.Null(), Type.String({ maxLength: 40 })], { description: "this key's own request limit, e.g. 1200/min or off; null: its roles' (RATE_LIMITS)" }),
+      Type.Union([Type.Null(), SafeText(40)], { description: "this key's own request limit, e.g. 1200/min or off; null: its roles' (RATE_LIMITS)" }),
     ),
   },
   { additionalProperties: false },
@@ -51,7 +51,7 @@ const UpdateKey = Type.Partial(CreateKey, { additionalProperties: false, minProp
 
 const RoleView = Type.Object({ name: Type.String(), description: Type.String(), permissions: Type.Array(Type.String()), builtin: Type.Boolean() });
 const SaveRole = Type.Object(
-  { description: Type.Optional(Type.String({ maxLength: 500 })), permissions: Type.Array(Type.String({ maxLength: 40 }), { maxItems: 50, uniqueItems: true }) },
+  { description: Type.Optional(SafeText(500)), permissions: Type.Array(SafeText(40), { maxItems: 50, uniqueItems: true }) },
   { additionalProperties: false },
 );
 
@@ -91,14 +91,17 @@ export const keysRoutes: FastifyPluginAsyncTypebox<{ access: Access; apiKeys: Ap
   };
   const notFound = (id: number) => ({ statusCode: 404, error: 'Not Found', message: `no API key ${id} (or it was revoked)` });
 
-  app.get('/me', { config: { permission: 'public' }, schema: { summary: 'Who the credential is: roles, permissions and scope', tags: ['access'], response: { 200: Type.Unknown(), 401: ErrorResponse } } }, async (request, reply) => {
+  app.get('/me', { config: { permission: 'public' }, schema: { summary: 'Who the credential is: roles, permissions and scope', tags: ['access'], response: { 200: Type.Unknown(), 401: ErrorResponse, 429: ErrorResponse } } }, async (request, reply) => {
     // Public only in that no permission is needed: any valid credential may ask who it is.
     const credential = presentedCredential(request);
     try {
       if (credential === undefined) throw new AccessError(401, 'a credential is required: Authorization: Bearer <API key or token>');
-      return describePrincipal(await access.authenticate(credential));
+      return describePrincipal(await access.authenticate(credential, { source: request.ip, via: 'rest' }));
     } catch (err) {
-      if (err instanceof AccessError) return reply.code(401).send(accessErrorBody(err));
+      if (err instanceof AccessError) {
+        if (err.retryAfterSeconds !== undefined) reply.header('retry-after', String(err.retryAfterSeconds));
+        return reply.code(err.statusCode === 429 ? 429 : 401).send(accessErrorBody(err));
+      }
       throw err;
     }
   });
@@ -134,8 +137,8 @@ export const keysRoutes: FastifyPluginAsyncTypebox<{ access: Access; apiKeys: Ap
           owner: Type.Optional(Text(100, 'only keys of this owner')),
           role: Type.Optional(RoleName),
           revoked: Type.Optional(Type.Boolean({ default: false, description: 'include revoked keys' })),
-          after: Type.Optional(Type.Integer({ minimum: 0, maximum: 2147483647, description: 'cursor: the last id of the previous page' })),
-          limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, default: 100 })),
+          after: Type.Optional(Int32After({ description: 'cursor: the last id of the previous page' })),
+          limit: Type.Optional(Limit(1000, { default: 100 })),
         }),
         response: { 200: Type.Object({ keys: Type.Array(ApiKeyView), nextCursor: Type.Union([Type.Integer(), Type.Null()]) }) },
       },
@@ -220,7 +223,7 @@ export const keysRoutes: FastifyPluginAsyncTypebox<{ access: Access; apiKeys: Ap
       schema: {
         summary: 'Create or replace a role (a named set of permissions)',
         tags: ['access'],
-        params: Type.Object({ name: Type.String({ maxLength: 64 }) }),
+        params: Type.Object({ name: SafeText(64) }),
         body: SaveRole,
         response: { 200: RoleView, 400: ErrorResponse, 409: ErrorResponse },
       },
@@ -235,7 +238,7 @@ export const keysRoutes: FastifyPluginAsyncTypebox<{ access: Access; apiKeys: Ap
       schema: {
         summary: 'Delete a role no key holds',
         tags: ['access'],
-        params: Type.Object({ name: Type.String({ maxLength: 64 }) }),
+        params: Type.Object({ name: SafeText(64) }),
         response: { 204: Type.Null(), 404: ErrorResponse, 409: ErrorResponse },
       },
     },

@@ -1,8 +1,8 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
-import { MIN_CHOSEN_SECRET_LENGTH, type Provisioning } from '../../core/provisioning.ts';
+import { MIN_CHOSEN_TOKEN_LENGTH, type Provisioning } from '../../core/provisioning.ts';
 import { RegistryError } from '../../core/registry.ts';
-import { ErrorResponse, badRequest } from '../schemas.ts';
+import { ErrorResponse, badRequest, Int32Id, SafeText } from '../schemas.ts';
 
 const ProvisionKey = Type.Object({
   id: Type.Integer(),
@@ -20,15 +20,15 @@ const ProvisionKey = Type.Object({
 
 const CreateProvisionKey = Type.Object(
   {
-    deviceType: Type.String({ maxLength: 64 }),
-    name: Type.Optional(Type.Union([Type.String({ maxLength: 200 }), Type.Null()])),
+    deviceType: SafeText(64),
+    name: Type.Optional(Type.Union([SafeText(200), Type.Null()])),
     allowCreate: Type.Boolean({ default: true }),
     maxDevices: Type.Optional(Type.Union([Type.Integer({ minimum: 1, maximum: 100_000_000 }), Type.Null()])),
   },
   { additionalProperties: false },
 );
 
-const KeyIdParams = Type.Object({ id: Type.Integer({ minimum: 1, maximum: 2147483647 }) });
+const KeyIdParams = Type.Object({ id: Int32Id() });
 
 /** Admin API: provision keys (with the admin key). */
 export const provisionKeysRoutes: FastifyPluginAsyncTypebox<{ provisioning: Provisioning }> = async (app, { provisioning }) => {
@@ -89,7 +89,7 @@ const ProvisionRequest = Type.Object(
     provisionDeviceSecret: Type.Optional(Type.String()),
     deviceName: Type.Optional(Type.String()),
     credentialsType: Type.Optional(Type.String({ description: 'ACCESS_TOKEN (default) or MQTT_BASIC' })),
-    token: Type.Optional(Type.String({ description: `ACCESS_TOKEN chosen by the device (at least ${MIN_CHOSEN_SECRET_LENGTH} characters); omitted: generated` })),
+    token: Type.Optional(Type.String({ description: `ACCESS_TOKEN chosen by the device (at least ${MIN_CHOSEN_TOKEN_LENGTH} characters); omitted: generated` })),
     clientId: Type.Optional(Type.String()),
     username: Type.Optional(Type.String()),
     password: Type.Optional(Type.String()),

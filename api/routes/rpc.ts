@@ -2,7 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import type { DeviceRegistry } from '../../core/registry.ts';
 import { RPC_STATUSES, RpcError, type RpcRecord, type RpcService, type RpcStatus } from '../../core/rpc.ts';
-import { DeviceIdParams, ErrorResponse } from '../schemas.ts';
+import { DeviceIdParams, ErrorResponse, Int32Id, Int64Id, Limit, SafeName, SafeText } from '../schemas.ts';
 
 export const RPC_MAX_TIMEOUT_MS = 300_000;
 export const RPC_DEFAULT_TIMEOUT_MS = 10_000;
@@ -38,18 +38,16 @@ const RpcRecordSchema = Type.Object({
   expiresAt: Type.String({ format: 'date-time' }),
 });
 
-/** 409: the device is not connected (status offline, nothing stored), or the command could not be delivered (status failed, with the command). */
+/** 409: the device is not connected (code offline, nothing stored), or the command could not be delivered (code failed, with the command). */
 const NotConnected = Type.Object({
-  statusCode: Type.Integer(),
-  error: Type.String(),
-  message: Type.String(),
-  status: Type.Union([Type.Literal('offline'), Type.Literal('failed')]),
+  ...ErrorResponse.properties,
+  code: Type.Union([Type.Literal('offline'), Type.Literal('failed')]),
   rpc: Type.Optional(RpcRecordSchema),
 });
 
 const SendRpc = Type.Object(
   {
-    method: Type.String({ minLength: 1, maxLength: 255, pattern: '^[^\\u0000-\\u001f\\u007f]+$' }),
+    method: SafeName(255),
     params: Type.Optional(Type.Unknown({ description: 'any JSON value; default {}' })),
     timeout: Type.Integer({
       minimum: 100,
@@ -66,7 +64,7 @@ const SendRpc = Type.Object(
   { additionalProperties: false },
 );
 
-const RpcIdParams = Type.Object({ id: Type.Integer({ minimum: 1, maximum: 2147483647 }), rpcId: Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER }) });
+const RpcIdParams = Type.Object({ id: Int32Id(), rpcId: Int64Id() });
 
 /** Server-side RPC: commands to devices (core/rpc.ts). */
 export const rpcRoutes: FastifyPluginAsyncTypebox<{ registry: DeviceRegistry; rpc: RpcService }> = async (app, { registry, rpc }) => {
@@ -128,12 +126,12 @@ export const rpcRoutes: FastifyPluginAsyncTypebox<{ registry: DeviceRegistry; rp
           const why = outcome.connected ? 'is connected but not subscribed to v1/devices/me/rpc/request/+ (or v2/r/req/+)' : 'is not connected';
           return reply.code(409).send({
             ...error(409, `device ${id} ${why}; send the command with "persistent": true to queue it until it listens`),
-            status: 'offline' as const,
+            code: 'offline' as const,
           });
         }
         const record = outcome.record;
         if (!body.persistent && record.status === 'failed') {
-          return reply.code(409).send({ ...error(409, `command ${record.id} failed: ${record.error ?? 'not sent'}`), status: 'failed' as const, rpc: record });
+          return reply.code(409).send({ ...error(409, `command ${record.id} failed: ${record.error ?? 'not sent'}`), code: 'failed' as const, rpc: record });
         }
         return reply.code(httpStatus(record, body.persistent)).send(record);
       } catch (err) {
@@ -151,9 +149,9 @@ export const rpcRoutes: FastifyPluginAsyncTypebox<{ registry: DeviceRegistry; rp
         tags: ['rpc'],
         params: DeviceIdParams,
         querystring: Type.Object({
-          status: Type.Optional(Type.String({ maxLength: 200, description: `comma-separated statuses: ${RPC_STATUSES.join(', ')}` })),
-          limit: Type.Integer({ minimum: 1, maximum: 1000, default: 100 }),
-          before: Type.Optional(Type.Integer({ minimum: 1, description: "commands with an id below this (the previous page's nextBefore)" })),
+          status: Type.Optional(SafeText(200, { description: `comma-separated statuses: ${RPC_STATUSES.join(', ')}` })),
+          limit: Limit(1000, { default: 100 }),
+          before: Type.Optional(Int64Id({ description: "commands with an id below this (the previous page's nextBefore)" })),
         }),
         response: {
           200: Type.Object({ items: Type.Array(RpcRecordSchema), nextBefore: Type.Union([Type.Integer(), Type.Null()]) }),

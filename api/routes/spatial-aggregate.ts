@@ -10,7 +10,8 @@ import { spatialAggregate, type AggregateRow, type PositionColumn } from '../../
 import { QUERY_CANCELED, resolveSelection, selectsNothing, withSpatialSession, withinScope, type SpatialDeps } from '../../db/spatial-query.ts';
 import type { Scope } from '../../core/access/scope.ts';
 import { bboxPolygon, type Area } from '../../geo/area.ts';
-import { SelectionError, SelectionFields, parseSelection, type SelectionInput } from '../spatial-selection.ts';
+import { SelectionError, SelectionFields, geometryRefusal, parseSelectionWith, type SelectionInput } from '../spatial-selection.ts';
+import { SafeText } from '../schemas.ts';
 
 /** Most time buckets one request may ask for. */
 export const MAX_BUCKETS = 10_000;
@@ -33,6 +34,8 @@ export const AGGREGATE_ERRORS = [
   'area_too_large',
   'query_timeout',
 ] as const;
+/** Codes of the answers to an area too costly (413) and to busy or slow geometry workers (503: api/spatial-selection.ts geometryRefusal). */
+const GEOMETRY_ERRORS = ['area_too_complex', 'geometry_busy', 'geometry_timeout'];
 type AggregateErrorCode = (typeof AGGREGATE_ERRORS)[number];
 
 class AggregateError extends Error {
@@ -46,7 +49,7 @@ class AggregateError extends Error {
 
 const AggregateErrorResponse = Type.Object({
   statusCode: Type.Integer(),
-  code: Type.Optional(Type.String({ description: `${AGGREGATE_ERRORS.join(', ')}, or FST_ERR_VALIDATION` })),
+  code: Type.Optional(Type.String({ description: `${[...AGGREGATE_ERRORS, ...GEOMETRY_ERRORS].join(', ')}, or FST_ERR_VALIDATION` })),
   error: Type.String(),
   message: Type.String(),
 });
@@ -86,11 +89,10 @@ const AggregateHexagons = Type.Object(
 
 const AggregateQuery = Type.Object({
   ...SelectionFields,
-  key: Type.String({ minLength: 1, maxLength: 200, description: 'the numeric telemetry key to aggregate (latitude, longitude, altitude work too, from raw readings)' }),
+  key: SafeText(200, { minLength: 1, description: 'the numeric telemetry key to aggregate (latitude, longitude, altitude work too, from raw readings)' }),
   resolution: Type.Integer({ minimum: 0, maximum: 15, description: 'H3 resolution of the output cells, 0 (continents) … 15 (~1 m²); 7 ≈ 5 km², 8 ≈ 0.7 km², 9 ≈ 0.1 km²' }),
   interval: Type.Optional(
-    Type.String({
-      maxLength: 20,
+    SafeText(20, {
       description: 'bucket length (30s, 15m, 1h, 1d: a whole number of s, m, h or d), aligned to UTC like telemetry buckets; omitted: one bucket, the whole window',
     }),
   ),
@@ -182,6 +184,12 @@ export const spatialAggregateRoutes: FastifyPluginAsyncTypebox<{ spatial: Spatia
   const fail = (reply: FastifyReply, err: unknown) => {
     if (err instanceof AggregateError) return reply.code(400).send({ statusCode: 400, code: err.code, error: 'Bad Request', message: err.message });
     if (err instanceof SelectionError) return reply.code(400).send({ statusCode: 400, code: 'invalid_selection', error: 'Bad Request', message: err.message });
+    const refused = geometryRefusal(err);
+    if (refused) {
+      const { retryAfterS, ...body } = refused;
+      if (retryAfterS !== undefined) void reply.header('retry-after', String(retryAfterS));
+      return reply.code(body.statusCode).send(body);
+    }
     if ((err as { code?: string }).code === QUERY_CANCELED) {
       return reply.code(503).send({
         statusCode: 503,
@@ -201,7 +209,7 @@ export const spatialAggregateRoutes: FastifyPluginAsyncTypebox<{ spatial: Spatia
       const keyId = spatial.keys.id(key);
       if (column === undefined && keyId === undefined) throw new AggregateError('unknown_key', `key: no device has ever sent "${key}"`);
       const stats = parseStats(input.stats, input.percentile);
-      const sel = withinScope(parseSelection(input as SelectionInput, context, DEFAULT_SPAN_MS), scope);
+      const sel = withinScope(await parseSelectionWith(input as SelectionInput, context, DEFAULT_SPAN_MS, spatial.geometry), scope);
       const from = sel.from.getTime();
       const to = sel.to.getTime();
 
@@ -235,8 +243,9 @@ export const spatialAggregateRoutes: FastifyPluginAsyncTypebox<{ spatial: Spatia
       const resolved = await resolveSelection(spatial, { ...sel, keys: keyId === undefined ? undefined : [key] });
       const result = selectsNothing(resolved)
         ? { rows: [] as AggregateRow[], sources: [], truncated: false }
-        : await withSpatialSession(spatial, resolved, (client) =>
+        : await withSpatialSession(spatial, resolved, (client, next) =>
             spatialAggregate(client, spatial, {
+              next,
               sel: resolved,
               value: column !== undefined ? { column } : { keyId: keyId! },
               resolution: input.resolution,
@@ -292,7 +301,7 @@ export const spatialAggregateRoutes: FastifyPluginAsyncTypebox<{ spatial: Spatia
       'count, sum, avg, min and max of devices that do not move come from the 1-hour or 1-minute rollups where those are complete (whole-hour or whole-minute buckets); ' +
       'percentiles (linear interpolation, PostgreSQL percentile_cont) and moving devices always come from raw readings. Header GuanLink-Sources and field `sources` say what was read.',
     tags: ['spatial'],
-    response: { 200: Type.Union([AggregateHexagons, AggregateRows]), 400: AggregateErrorResponse, 503: AggregateErrorResponse },
+    response: { 200: Type.Union([AggregateHexagons, AggregateRows]), 400: AggregateErrorResponse, 413: AggregateErrorResponse, 503: AggregateErrorResponse },
   };
   // The 200 schema documents the answer; plain JSON.stringify writes it (tens of thousands of rows,
   // keys that depend on the request). Fastify hands its own errors (schema validation) over as Error objects.

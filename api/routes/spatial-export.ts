@@ -6,7 +6,7 @@ import { Type, type Static } from 'typebox';
 import { exportBatches, selectionKeyIds, type ExportRow } from '../../db/spatial-export.ts';
 import { QUERY_CANCELED, resolveSelection, selectsNothing, withSpatialSession, withinScope, type SpatialDeps } from '../../db/spatial-query.ts';
 import type { Scope } from '../../core/access/scope.ts';
-import { MAX_WINDOW_DAYS, SelectionError, SelectionFields, parseSelection, type SelectionInput } from '../spatial-selection.ts';
+import { MAX_WINDOW_DAYS, SelectionError, SelectionFields, geometryRefusal, parseSelectionWith, type SelectionInput } from '../spatial-selection.ts';
 
 /** Window when `from` is left out: the 24 hours before `to`. */
 const DEFAULT_SPAN_MS = 24 * 3_600_000;
@@ -33,7 +33,7 @@ export const EXPORT_ERRORS = ['invalid_selection', 'too_many_exports', 'query_ti
 type ExportErrorCode = (typeof EXPORT_ERRORS)[number];
 const ExportError = Type.Object({
   statusCode: Type.Integer(),
-  code: Type.Optional(Type.String({ description: `${EXPORT_ERRORS.join(', ')}, or FST_ERR_VALIDATION` })),
+  code: Type.Optional(Type.String({ description: `${EXPORT_ERRORS.join(', ')}, area_too_complex (413), geometry_busy, geometry_timeout (503), or FST_ERR_VALIDATION` })),
   error: Type.String(),
   message: Type.String(),
 });
@@ -165,6 +165,12 @@ export const spatialExportRoutes: FastifyPluginAsyncTypebox<{ spatial: SpatialDe
   const fail = (reply: FastifyReply, statusCode: 400 | 503, code: ExportErrorCode, message: string) =>
     reply.code(statusCode).send({ statusCode, code, error: statusCode === 400 ? 'Bad Request' : 'Service Unavailable', message });
 
+  const refuse = (reply: FastifyReply, refused: NonNullable<ReturnType<typeof geometryRefusal>>) => {
+    const { retryAfterS, ...body } = refused;
+    if (retryAfterS !== undefined) void reply.header('retry-after', String(retryAfterS));
+    return reply.code(body.statusCode).send(body);
+  };
+
   /** Names of the key ids met so far, undefined for keys not asked for (the dictionary reloads once for an id another node added). */
   const namer = (wanted: readonly string[] | undefined) => {
     const names = new Map<number, string | undefined>();
@@ -186,9 +192,11 @@ export const spatialExportRoutes: FastifyPluginAsyncTypebox<{ spatial: SpatialDe
   const handler = async (input: SelectionInput, format: ExportFormat, reply: FastifyReply, log: FastifyBaseLogger, scope: Scope) => {
     let sel;
     try {
-      sel = withinScope(parseSelection(input, context, DEFAULT_SPAN_MS), scope);
+      sel = withinScope(await parseSelectionWith(input, context, DEFAULT_SPAN_MS, spatial.geometry), scope);
     } catch (err) {
       if (err instanceof SelectionError) return fail(reply, 400, 'invalid_selection', err.message);
+      const refused = geometryRefusal(err);
+      if (refused) return refuse(reply, refused);
       throw err;
     }
     if (running >= MAX_CONCURRENT_EXPORTS) {
@@ -275,6 +283,8 @@ export const spatialExportRoutes: FastifyPluginAsyncTypebox<{ spatial: SpatialDe
       });
       log.info({ format, rows: rowsSent, ms: Date.now() - started }, 'spatial export finished');
     } catch (err) {
+      const refused = geometryRefusal(err);
+      if (!reply.sent && refused) return refuse(reply, refused);
       if (!reply.sent && (err as { code?: string }).code === QUERY_CANCELED) {
         return fail(reply, 503, 'query_timeout', `the query ran longer than ${spatial.statementTimeoutMs} ms (SPATIAL_STATEMENT_TIMEOUT_MS); ask for a smaller area or a shorter window`);
       }
@@ -303,6 +313,7 @@ export const spatialExportRoutes: FastifyPluginAsyncTypebox<{ spatial: SpatialDe
     response: {
       200: Type.Unknown({ description: 'the readings in the chosen format (Content-Disposition: attachment)' }),
       400: ExportError,
+      413: ExportError,
       503: ExportError,
     },
   };

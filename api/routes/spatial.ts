@@ -7,8 +7,8 @@ import { Params } from '../../db/area-query.ts';
 import { QUERY_CANCELED, resolveSelection, selectionRowsSql, selectsNothing, withSpatialSession, withinScope, type SpatialDeps } from '../../db/spatial-query.ts';
 import { scopeContains, type Scope } from '../../core/access/scope.ts';
 import type { LatestTracker } from '../../ingest/latest.ts';
-import { ErrorResponse, badRequest } from '../schemas.ts';
-import { MAX_WINDOW_DAYS, SelectionError, SelectionFields, parseSelection, type SelectionInput } from '../spatial-selection.ts';
+import { ErrorResponse, badRequest, Limit, SafeText, INT32_MAX } from '../schemas.ts';
+import { MAX_WINDOW_DAYS, SelectionError, SelectionFields, geometryRefusal, parseSelectionWith, type SelectionInput } from '../spatial-selection.ts';
 
 /** Readings one history page may hold. */
 export const MAX_HISTORY_LIMIT = 100_000;
@@ -23,14 +23,14 @@ const Format = Type.Union([Type.Literal('geojson'), Type.Literal('json')], { des
 const LatestQuery = Type.Object({
   ...SelectionFields,
   format: Type.Optional(Format),
-  limit: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_HISTORY_LIMIT, description: `devices per page (default ${DEFAULT_HISTORY_LIMIT}, at most ${MAX_HISTORY_LIMIT})` })),
+  limit: Type.Optional(Limit(MAX_HISTORY_LIMIT, { description: `devices per page (default ${DEFAULT_HISTORY_LIMIT}, at most ${MAX_HISTORY_LIMIT})` })),
   cursor: Type.Optional(Type.String({ maxLength: 20, pattern: '^[0-9]{1,10}$', description: 'the `next` of the previous page (devices are in id order)' })),
 });
 const HistoryQuery = Type.Object({
   ...SelectionFields,
   format: Type.Optional(Format),
-  limit: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_HISTORY_LIMIT, description: `readings per page (default ${DEFAULT_HISTORY_LIMIT}, at most ${MAX_HISTORY_LIMIT})` })),
-  cursor: Type.Optional(Type.String({ maxLength: 200, description: 'the `next` of the previous page' })),
+  limit: Type.Optional(Limit(MAX_HISTORY_LIMIT, { description: `readings per page (default ${DEFAULT_HISTORY_LIMIT}, at most ${MAX_HISTORY_LIMIT})` })),
+  cursor: Type.Optional(SafeText(200, { description: 'the `next` of the previous page' })),
 });
 
 
@@ -43,7 +43,9 @@ interface Position {
 const encodeCursor = (p: Position): string => Buffer.from(`${p.ts}|${p.device}`).toString('base64url');
 function decodeCursor(raw: string): Position {
   const [ts, device] = Buffer.from(raw, 'base64url').toString('utf8').split('|');
-  if (!ts || !/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$/.test(ts) || !device || !/^\d{1,10}$/.test(device)) {
+  // As far as the query takes it (a real instant, as encodeCursor writes it; an int4 device id): a forged cursor is a 400, not a database error.
+  const instant = ts && /^(19[7-9]\d|[2-9]\d{3})-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$/.test(ts) ? Date.parse(ts) : NaN;
+  if (!ts || Number.isNaN(instant) || new Date(instant).toISOString().slice(0, 23) !== ts.slice(0, 23) || !device || !/^\d{1,10}$/.test(device) || Number(device) > INT32_MAX) {
     throw new SelectionError('cursor: not a cursor returned by this endpoint');
   }
   return { ts, device: Number(device) };
@@ -76,6 +78,12 @@ export const spatialRoutes: FastifyPluginAsyncTypebox<{ spatial: SpatialDeps; la
 
   const fail = (reply: FastifyReply, err: unknown) => {
     if (err instanceof SelectionError) return reply.code(400).send(badRequest(err.message));
+    const refused = geometryRefusal(err);
+    if (refused) {
+      const { retryAfterS, ...body } = refused;
+      if (retryAfterS !== undefined) void reply.header('retry-after', String(retryAfterS));
+      return reply.code(body.statusCode).send(body);
+    }
     if ((err as { code?: string }).code === QUERY_CANCELED) {
       return reply.code(503).send({ statusCode: 503, error: 'Service Unavailable', message: `the query ran longer than ${spatial.statementTimeoutMs} ms (SPATIAL_STATEMENT_TIMEOUT_MS); ask for a smaller area or window` });
     }
@@ -85,11 +93,21 @@ export const spatialRoutes: FastifyPluginAsyncTypebox<{ spatial: SpatialDeps; la
   const latestHandler = async (input: Static<typeof LatestQuery>, reply: FastifyReply, scope: Scope) => {
     try {
       // The window only filters when asked: devices whose latest position is at least that recent.
-      const sel = withinScope(parseSelection(input, context, MAX_WINDOW_DAYS * 86_400_000), scope);
+      const sel = withinScope(await parseSelectionWith(input, context, MAX_WINDOW_DAYS * 86_400_000, spatial.geometry), scope);
       const since = input.from === undefined ? -Infinity : sel.from.getTime();
       const afterId = input.cursor === undefined ? 0 : Number(input.cursor);
       const all = await latest.all();
-      const candidates = all.filter((d) => d.deviceId > afterId && d.position && d.position.ts >= since && d.position.ts < sel.to.getTime() + 1 && areaContains(sel.area, d.position.lng, d.position.lat) && scopeContains(scope, d.position.lng, d.position.lat));
+      const inWindow = all.filter((d) => d.deviceId > afterId && d.position && d.position.ts >= since && d.position.ts < sel.to.getTime() + 1);
+      let candidates: typeof inWindow;
+      if (spatial.geometry) {
+        // Every device's position against the area (and the scope's): on the geometry threads.
+        const points = new Float64Array(2 * inWindow.length);
+        inWindow.forEach((d, i) => [points[2 * i], points[2 * i + 1]] = [d.position!.lng, d.position!.lat]);
+        const inside = inWindow.length === 0 ? new Uint8Array(0) : await spatial.geometry.inside(sel.area, points, scope.area ?? undefined);
+        candidates = inWindow.filter((_, i) => inside[i] === 1);
+      } else {
+        candidates = inWindow.filter((d) => areaContains(sel.area, d.position!.lng, d.position!.lat) && scopeContains(scope, d.position!.lng, d.position!.lat));
+      }
       const { rows } = await spatial.pool.query<{ id: number; name: string; type: string }>(`SELECT id, name, type FROM devices WHERE id = ANY ($1::int4[])`, [candidates.map((d) => d.deviceId)]);
       const described = new Map(rows.map((r) => [r.id, r]));
       const devices = candidates.flatMap((d) => {
@@ -133,17 +151,19 @@ export const spatialRoutes: FastifyPluginAsyncTypebox<{ spatial: SpatialDeps; la
 
   const historyHandler = async (input: Static<typeof HistoryQuery>, reply: FastifyReply, scope: Scope) => {
     try {
-      const sel = withinScope(parseSelection(input as SelectionInput, context, DEFAULT_HISTORY_SPAN_MS), scope);
+      const sel = withinScope(await parseSelectionWith(input as SelectionInput, context, DEFAULT_HISTORY_SPAN_MS, spatial.geometry), scope);
       const limit = input.limit ?? DEFAULT_HISTORY_LIMIT;
       const after = input.cursor === undefined ? undefined : decodeCursor(input.cursor);
       const resolved = await resolveSelection(spatial, sel);
       const rows: HistoryRow[] = [];
       if (!selectsNothing(resolved)) {
-        await withSpatialSession(spatial, resolved, async (client) => {
+        await withSpatialSession(spatial, resolved, async (client, next) => {
           // Newest first, one time slice at a time, so a page never sorts the whole window.
           let to = after ? Math.min(sel.to.getTime(), Date.parse(after.ts) + 1) : sel.to.getTime();
           let span = FIRST_SLICE_MS;
-          while (rows.length < limit && to > sel.from.getTime()) {
+          for (let slice = 0; rows.length < limit && to > sel.from.getTime(); slice++) {
+            // The page's statements together stay within SPATIAL_STATEMENT_TIMEOUT_MS.
+            if (slice > 0) await next();
             const from = Math.max(sel.from.getTime(), to - span);
             const params = new Params();
             const where = after ? [`(r.ts, r.device_id) < (${params.add(after.ts)}::timestamptz, ${params.add(after.device)}::int4)`] : [];
@@ -194,6 +214,8 @@ export const spatialRoutes: FastifyPluginAsyncTypebox<{ spatial: SpatialDeps; la
     response: {
       200: Type.Unknown({ description: 'geojson: FeatureCollection of Points, one per device (properties deviceId, name, type, domain, ts, cell, values {key: {ts, value}}); json: {devices: [...], next}; `next` is the cursor of the following page (null on the last)' }),
       400: ErrorResponse,
+      413: ErrorResponse,
+      503: ErrorResponse,
     },
   };
   const historySchema = {
@@ -205,6 +227,7 @@ export const spatialRoutes: FastifyPluginAsyncTypebox<{ spatial: SpatialDeps; la
     response: {
       200: Type.Unknown({ description: 'geojson: FeatureCollection of Points (properties deviceId, name, type, ts, cell, values {key: value}) with `next`; json: {readings: [...], next}' }),
       400: ErrorResponse,
+      413: ErrorResponse,
       503: ErrorResponse,
     },
   };

@@ -7,27 +7,25 @@ import type { KeyDictionary } from '../../db/keys.ts';
 import { AGGREGATES, autoInterval, formatInterval, parseInterval, type Aggregate } from '../../db/buckets.ts';
 import { MAX_POINTS_PER_KEY, earliestData, keysInRange, telemetryBuckets, telemetryHistory } from '../../db/telemetry.ts';
 import type { LatestTracker } from '../../ingest/latest.ts';
-import { DeviceIdParams, ErrorResponse, Point, badRequest } from '../schemas.ts';
+import { DeviceIdParams, ErrorResponse, Point, badRequest, Limit, SafeText } from '../schemas.ts';
 import { noDevice } from '../registry-errors.ts';
 
-const Instant = Type.String({
+const Instant = SafeText(40, {
   description: 'ISO 8601 date-time (e.g. 2026-11-26T08:00:00Z) or epoch milliseconds',
-  maxLength: 40,
 });
 
-const KeysParam = Type.String({ description: 'comma-separated keys; omitted: every key', maxLength: 4000 });
+const KeysParam = SafeText(4000, { description: 'comma-separated keys; omitted: every key' });
 
-const IntervalParam = Type.String({
+const IntervalParam = SafeText(20, {
   description:
     'aggregate into buckets of this length (30s, 1m, 5m, 15m, 1h, 6h, 1d: a whole number of s, m, h or d, 1s…366d; aligned to UTC) or `auto` ' +
     '(at most ~1000 buckets over the range). Points are then {ts: bucket start, value}. Whole hours read the 1-hour rollups, whole minutes ' +
     'the 1-minute rollups, and raw readings fill the rest (range edges, data newer than the rollups); response headers GuanLink-Interval ' +
     'and GuanLink-Sources tell what was used.',
-  maxLength: 20,
   examples: ['5m', '1h', 'auto'],
 });
 
-const AggParam = Type.String({ description: `with interval: ${AGGREGATES.join(', ')} (default avg)`, maxLength: 10, examples: ['avg', 'max'] });
+const AggParam = SafeText(10, { description: `with interval: ${AGGREGATES.join(', ')} (default avg)`, examples: ['avg', 'max'] });
 
 /** Buckets per key when an interval is given and no limit. */
 const DEFAULT_BUCKETS = 1000;
@@ -61,9 +59,7 @@ export const telemetryRoutes: FastifyPluginAsyncTypebox<{ registry: DeviceRegist
           from: Type.Optional(Instant),
           to: Type.Optional(Instant),
           limit: Type.Optional(
-            Type.Integer({
-              minimum: 1,
-              maximum: MAX_POINTS_PER_KEY,
+            Limit(MAX_POINTS_PER_KEY, {
               description: `points per key (default 100; with interval: buckets per key, default ${DEFAULT_BUCKETS}), at most ${MAX_POINTS_PER_KEY}`,
             }),
           ),

@@ -7,7 +7,7 @@ import { MAX_TRACK_POINTS, readTrack } from '../../db/trajectory.ts';
 import { segmentLengths, speedStats, trackLength, type TrackPoint } from '../../geo/track.ts';
 import { simplifyTrack } from '../../geo/track-simplify.ts';
 import { detectStops } from '../../geo/track-stops.ts';
-import { DeviceIdParams } from '../schemas.ts';
+import { DeviceIdParams, BoundedNumber, Limit, SafeText } from '../schemas.ts';
 import { parseInstant } from './telemetry.ts';
 
 const HOUR = 3_600_000;
@@ -120,12 +120,10 @@ export const trajectoryRoutes: FastifyPluginAsyncTypebox<{ registry: DeviceRegis
         tags: ['telemetry'],
         params: DeviceIdParams,
         querystring: Type.Object({
-          from: Type.Optional(Type.String({ maxLength: 40, description: `${INSTANT}; default: 24 h before \`to\`` })),
-          to: Type.Optional(Type.String({ maxLength: 40, description: `${INSTANT}; default: now. At most ${MAX_WINDOW_DAYS} days after \`from\`` })),
+          from: Type.Optional(SafeText(40, { description: `${INSTANT}; default: 24 h before \`to\`` })),
+          to: Type.Optional(SafeText(40, { description: `${INSTANT}; default: now. At most ${MAX_WINDOW_DAYS} days after \`from\`` })),
           simplify: Type.Optional(
-            Type.Number({
-              minimum: 0,
-              maximum: 100_000,
+            BoundedNumber(0, 100_000, {
               description: 'Douglas–Peucker tolerance in metres (great-circle distance from the simplified line; horizontal). 0 or omitted: every position',
             }),
           ),
@@ -139,7 +137,7 @@ export const trajectoryRoutes: FastifyPluginAsyncTypebox<{ registry: DeviceRegis
               description: `… with every position within this many metres of the stop's centre so far (default ${DEFAULT_STOP_RADIUS}); one stray position is forgiven`,
             }),
           ),
-          limit: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_TRACK_POINTS, description: `positions read at most (default and maximum ${MAX_TRACK_POINTS})` })),
+          limit: Type.Optional(Limit(MAX_TRACK_POINTS, { description: `positions read at most (default and maximum ${MAX_TRACK_POINTS})` })),
         }),
         response: { 200: Trajectory, 400: TrajectoryError, 404: TrajectoryError },
       },

@@ -14,7 +14,7 @@ export interface GuanlinkUnderTest {
  * GuanLink as an operator runs it (`bin/guanlink.ts --no-simulators`), in its own process, on the
  * benchmark's database. `profileFile` enables the SIGUSR2 CPU-profile window (child-hooks.ts).
  */
-export async function startGuanlink(o: { databaseUrl: string; dataDir: string; adminKey: string; logFile: string; profileFile?: string }): Promise<GuanlinkUnderTest> {
+export async function startGuanlink(o: { databaseUrl: string; dataDir: string; adminKey: string; logFile: string; profileFile?: string; env?: NodeJS.ProcessEnv }): Promise<GuanlinkUnderTest> {
   const [httpPort, mqttPort] = [await freePort(), await freePort()];
   const env: NodeJS.ProcessEnv = {
     ...process.env,
@@ -26,6 +26,7 @@ export async function startGuanlink(o: { databaseUrl: string; dataDir: string; a
     GUANLINK_ADMIN_KEY: o.adminKey,
     LOG_LEVEL: process.env.LOG_LEVEL ?? 'info',
     BENCH_PROFILE_FILE: o.profileFile,
+    ...o.env,
   };
   if (!o.profileFile) delete env.BENCH_PROFILE_FILE;
   // Extra Node/V8 flags for the platform only, for experiments (e.g. --max-semi-space-size=64).

@@ -9,17 +9,30 @@ import { bootstrapPrincipal, type Principal } from './principal.ts';
 import type { RoleStore } from './roles.ts';
 import { domainVisible, parseScope, scopeAreaSql, scopeContains, scopeExactSql, ScopeError, type Scope, type ScopeInput, type TownAreas } from './scope.ts';
 import { safeEqual } from '../credentials.ts';
+import { credentialId, describeRefusal, type Attempt, type AuthThrottle, type AuthVia } from '../auth-throttle.ts';
 
-/** A request refused for who is asking: 401 (no valid credential), 403 (a permission missing), 404 (outside the scope). */
+/**
+ * A request refused for who is asking: 401 (no valid credential), 403 (a permission missing), 404
+ * (outside the scope), 429 (too many failed credentials from this address or for this key:
+ * `retryAfterSeconds`).
+ */
 export class AccessError extends Error {
   override readonly name = 'AccessError';
   constructor(
-    readonly statusCode: 401 | 403 | 404,
+    readonly statusCode: 401 | 403 | 404 | 429,
     message: string,
     readonly permission?: Permission,
+    readonly retryAfterSeconds?: number,
   ) {
     super(message);
   }
+}
+
+/** Where a credential is presented from (failed ones are throttled per source address). */
+export interface AuthContext {
+  /** The client's address. */
+  source?: string | undefined;
+  via?: AuthVia;
 }
 
 /** An identity proven by the city's OpenID provider (core/access/oidc.ts). */
@@ -47,6 +60,13 @@ export interface AccessDeps {
   oidc?: OidcVerifier;
   /** How long a scope's set of visible devices is reused (registry changes clear it at once). */
   visibleCacheMs?: number;
+  /** Failed credentials throttled per source and per key (core/auth-throttle.ts). */
+  throttle?: AuthThrottle;
+}
+
+/** AccessError 429 for a credential refused unchecked (too many failures). */
+function throttled(admission: Extract<ReturnType<AuthThrottle['admit']>, { ok: false }>, what: string): AccessError {
+  return new AccessError(429, `${describeRefusal(admission, what)} (the credential was not checked)`, undefined, Math.max(1, Math.ceil(admission.retryAfterMs / 1000)));
 }
 
 const looksLikeJwt = (s: string) => /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/.test(s);
@@ -75,25 +95,50 @@ export class Access {
     deps.registry.onTypeChange(() => this.visible.clear());
   }
 
-  /** A principal for a presented credential; AccessError 401 with the reason otherwise. */
-  async authenticate(credential: string): Promise<Principal> {
+  /**
+   * A principal for a presented credential; AccessError 401 with the reason otherwise. Guesses —
+   * an unknown or malformed API key, a credential of no known form (an admin key guess) — are
+   * throttled per source address and per key: once blocked, such a credential is refused with
+   * AccessError 429 without being looked up. The admin key, API keys that passed on this node
+   * before and OpenID Connect tokens (nothing to guess: a signature) are never held back.
+   */
+  async authenticate(credential: string, context: AuthContext = {}): Promise<Principal> {
     const secret = credential.trim();
     if (secret === '') throw new AccessError(401, 'no credential: send Authorization: Bearer <API key or token>');
     if (safeEqual(secret, this.deps.bootstrapKey)) return this.bootstrap;
+    const throttle = this.deps.throttle;
+    const via = context.via ?? 'rest';
     if (secret.startsWith('glk_')) {
-      const check = await this.deps.keys.check(secret);
-      if (!check.ok) throw new AccessError(401, check.reason);
-      return this.keyPrincipal(check.key);
+      const attempt: Attempt = { via, source: context.source, credential: credentialId('key', secret) };
+      const check = await this.deps.keys.check(secret, Date.now(), throttle ? { admit: () => throttle.admit(attempt) } : {});
+      if (check.ok) {
+        throttle?.succeeded(attempt);
+        return this.keyPrincipal(check.key);
+      }
+      if (check.code === 'throttled') throw throttled(check.admission, 'API key');
+      if (check.code === 'unknown' || check.code === 'malformed') throttle?.failed(attempt, `${check.code}_api_key`);
+      else throttle?.counted(via, `${check.code}_api_key`);
+      throw new AccessError(401, check.reason);
     }
     if (looksLikeJwt(secret)) {
-      if (!this.deps.oidc) throw new AccessError(401, 'bearer JWTs are not accepted: OpenID Connect is not configured (OIDC_ISSUER)');
+      if (!this.deps.oidc) {
+        throttle?.counted(via, 'oidc_not_configured');
+        throw new AccessError(401, 'bearer JWTs are not accepted: OpenID Connect is not configured (OIDC_ISSUER)');
+      }
       let identity: OidcIdentity;
       try {
         identity = await this.deps.oidc.verify(secret);
       } catch (err) {
+        throttle?.counted(via, 'oidc_token_refused');
         throw new AccessError(401, `token refused: ${(err as Error).message}`);
       }
       return this.oidcPrincipal(identity);
+    }
+    if (throttle) {
+      const attempt: Attempt = { via, source: context.source, credential: undefined };
+      const admission = throttle.admit(attempt);
+      if (!admission.ok) throw throttled(admission, 'credential');
+      throttle.failed(attempt, 'unknown_credential');
     }
     throw new AccessError(401, 'unknown credential: expected an API key (glk_…), an OpenID Connect bearer token or the admin key');
   }

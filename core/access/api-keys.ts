@@ -1,6 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import type pg from 'pg';
 import type { ScopeInput } from './scope.ts';
+import { NegativeCache, noAuthWork, type Admission, type AuthWorkCounters } from '../auth-throttle.ts';
 
 /** An API key as stored (never the key itself). */
 export interface ApiKey {
@@ -23,8 +24,14 @@ export interface ApiKey {
 
 export type ApiKeyChange = { kind: 'created' | 'updated' | 'rotated' | 'revoked'; key: ApiKey };
 
-/** Why a presented key is refused (HTTP 401), or the key. */
-export type KeyCheck = { ok: true; key: ApiKey } | { ok: false; reason: string };
+/**
+ * Why a presented key is refused (HTTP 401; `throttled`: 429, refused unchecked), or the key.
+ * `unknown` and `malformed` are guesses (throttled); `revoked` and `expired` keys were real.
+ */
+export type KeyCheck =
+  | { ok: true; key: ApiKey }
+  | { ok: false; code: 'malformed' | 'unknown' | 'revoked' | 'expired'; reason: string }
+  | { ok: false; code: 'throttled'; reason: string; admission: Extract<Admission, { ok: false }> };
 
 const PREFIX = 'glk_';
 /** `glk_` and 43 base64url characters: 256 random bits. */
@@ -68,11 +75,16 @@ const toKey = (r: KeyRow): ApiKey => ({
 /**
  * API keys (table `api_keys`): created, listed, rotated, revoked and expired by admins. A key is
  * shown once; only its SHA-256 is stored. Lookups are cached for `cacheMs` (a change made here
- * takes effect at once; one made on another node within `cacheMs`); last use is written at most
- * once a minute per key.
+ * takes effect at once; one made on another node within `cacheMs`); an unknown key is remembered
+ * as unknown for `negativeCacheMs` (a key created or rotated here is never refused for it); last
+ * use is written at most once a minute per key.
  */
 export class ApiKeyStore {
-  private cache = new Map<string, { at: number; row: KeyRow | undefined }>();
+  private cache = new Map<string, { at: number; row: KeyRow }>();
+  /** Hashes of keys that passed check() → key id: they skip the throttle's gate (`admit`). */
+  private known = new Map<string, number>();
+  private readonly unknown: NegativeCache;
+  private readonly work: AuthWorkCounters;
   private used = new Map<number, Date>();
   private listeners: ((change: ApiKeyChange) => void)[] = [];
   private timer: NodeJS.Timeout | undefined;
@@ -80,7 +92,11 @@ export class ApiKeyStore {
   constructor(
     private readonly pool: pg.Pool,
     private readonly cacheMs = 5_000,
-  ) {}
+    options: { work?: AuthWorkCounters; negativeCacheMs?: number } = {},
+  ) {
+    this.work = options.work ?? noAuthWork;
+    this.unknown = new NegativeCache(options.negativeCacheMs ?? 30_000);
+  }
 
   start(): void {
     this.timer = setInterval(() => void this.flushUsed(), 60_000);
@@ -97,28 +113,44 @@ export class ApiKeyStore {
   }
 
   private changed(kind: ApiKeyChange['kind'], row: KeyRow): ApiKey {
-    for (const [hash, entry] of this.cache) if (entry.row?.id === row.id) this.cache.delete(hash);
+    for (const [hash, entry] of this.cache) if (entry.row.id === row.id) this.cache.delete(hash);
+    for (const [hash, id] of this.known) if (id === row.id) this.known.delete(hash);
     const key = toKey(row);
     for (const l of this.listeners) l({ kind, key });
     return key;
   }
 
-  /** Checks a presented key: unknown, revoked and expired keys are refused with the reason. */
-  async check(secret: string, now = Date.now()): Promise<KeyCheck> {
-    if (!API_KEY_PATTERN.test(secret)) return { ok: false, reason: 'malformed API key (expected glk_ and 43 characters)' };
+  /**
+   * Checks a presented key: unknown, revoked and expired keys are refused with the reason. A key
+   * that has not passed here before is first put to `options.admit` (the throttle's gate), then
+   * answered from the negative cache or looked up.
+   */
+  async check(secret: string, now = Date.now(), options: { admit?: () => Admission } = {}): Promise<KeyCheck> {
+    if (!API_KEY_PATTERN.test(secret)) return { ok: false, code: 'malformed', reason: 'malformed API key (expected glk_ and 43 characters)' };
     const hash = hashOf(secret);
     const cacheKey = hash.toString('hex');
+    if (!this.known.has(cacheKey)) {
+      const admission = options.admit?.();
+      if (admission && !admission.ok) return { ok: false, code: 'throttled', reason: 'too many failed attempts', admission };
+      if (this.unknown.has(cacheKey)) return { ok: false, code: 'unknown', reason: 'unknown API key' };
+    }
     let entry = this.cache.get(cacheKey);
     if (!entry || now - entry.at > this.cacheMs) {
+      this.work.lookup('api_keys');
       const { rows } = await this.pool.query<KeyRow>(`SELECT ${COLUMNS} FROM api_keys WHERE key_hash = $1`, [hash]);
+      if (!rows[0]) {
+        this.cache.delete(cacheKey);
+        this.known.delete(cacheKey);
+        this.unknown.add(cacheKey);
+        return { ok: false, code: 'unknown', reason: 'unknown API key' };
+      }
       entry = { at: now, row: rows[0] };
-      this.cache.set(cacheKey, entry);
-      if (this.cache.size > 10_000) this.cache.delete(this.cache.keys().next().value!);
+      bounded(this.cache, cacheKey, entry);
     }
     const row = entry.row;
-    if (!row) return { ok: false, reason: 'unknown API key' };
-    if (row.revoked_at) return { ok: false, reason: `API key "${row.name}" was revoked at ${row.revoked_at.toISOString()}` };
-    if (row.expires_at && row.expires_at.getTime() <= now) return { ok: false, reason: `API key "${row.name}" expired at ${row.expires_at.toISOString()}` };
+    if (row.revoked_at) return { ok: false, code: 'revoked', reason: `API key "${row.name}" was revoked at ${row.revoked_at.toISOString()}` };
+    if (row.expires_at && row.expires_at.getTime() <= now) return { ok: false, code: 'expired', reason: `API key "${row.name}" expired at ${row.expires_at.toISOString()}` };
+    bounded(this.known, cacheKey, row.id);
     this.used.set(row.id, new Date(now));
     return { ok: true, key: toKey(row) };
   }
@@ -141,6 +173,7 @@ export class ApiKeyStore {
       `INSERT INTO api_keys (name, owner, roles, scope, key_hash, key_prefix, created_by, expires_at, rate_limit) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING ${COLUMNS}`,
       [input.name, input.owner, input.roles, JSON.stringify(input.scope), hashOf(secret), secret.slice(0, 10), input.createdBy, input.expiresAt, input.rateLimit ?? null],
     );
+    this.unknown.forget(hashOf(secret).toString('hex'));
     return { key: this.changed('created', rows[0]!), secret };
   }
 
@@ -178,6 +211,7 @@ export class ApiKeyStore {
       `UPDATE api_keys SET key_hash = $2, key_prefix = $3, rotated_at = now() WHERE id = $1 AND revoked_at IS NULL RETURNING ${COLUMNS}`,
       [id, hashOf(secret), secret.slice(0, 10)],
     );
+    this.unknown.forget(hashOf(secret).toString('hex'));
     return rows[0] && { key: this.changed('rotated', rows[0]), secret };
   }
 
@@ -191,4 +225,11 @@ export class ApiKeyStore {
     const { rows } = await this.pool.query<{ n: number }>('SELECT count(*)::int AS n FROM api_keys WHERE revoked_at IS NULL AND $1 = ANY (roles)', [role]);
     return rows[0]!.n;
   }
+}
+
+/** Sets a map entry as the most recent, dropping the oldest beyond 10 000. */
+function bounded<V>(map: Map<string, V>, key: string, value: V): void {
+  map.delete(key);
+  map.set(key, value);
+  if (map.size > 10_000) map.delete(map.keys().next().value!);
 }

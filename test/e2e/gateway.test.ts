@@ -427,9 +427,9 @@ describe('gateway API (ThingsBoard-compatible)', () => {
       const d = (await byName(name))!;
       await publish(client, 'v1/gateway/disconnect', { device: name });
 
-      const offline = await t.api<{ status: string }>('POST', `/api/v1/devices/${d.id}/rpc`, { method: 'reboot', timeout: 2000 });
+      const offline = await t.api<{ code: string }>('POST', `/api/v1/devices/${d.id}/rpc`, { method: 'reboot', timeout: 2000 });
       expect(offline.status).toBe(409);
-      expect(offline.body.status).toBe('offline');
+      expect(offline.body.code).toBe('offline');
       const queued = await t.api<RpcRecord>('POST', `/api/v1/devices/${d.id}/rpc`, { method: 'reboot', params: { delay: 5 }, persistent: true, timeout: 10_000 });
       expect(queued.status).toBe(202);
       expect(queued.body.status).toBe('queued');

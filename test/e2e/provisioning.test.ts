@@ -119,7 +119,7 @@ describe('device provisioning', () => {
       await t.connect(chosen);
       const short = await provision(credentials({ deviceName: 'aq-short-token', token: 'abc123' }));
       expect(short.status).toBe('FAILURE');
-      expect(short.errorMsg).toMatch(/token must be at least 16 characters/);
+      expect(short.errorMsg).toMatch(/token must be at least 20 characters/);
       const taken = await provision(credentials({ deviceName: 'aq-same-token', token: chosen }));
       expect(taken.status).toBe('FAILURE');
       expect(taken.errorMsg).toMatch(/token is taken/);

@@ -37,7 +37,7 @@ async function silentDevice(port: number, token: string) {
   };
 }
 
-type Sent = { status: number; body: RpcRecord & { statusCode?: number; message?: string; status: string; rpc?: RpcRecord } };
+type Sent = { status: number; body: RpcRecord & { statusCode?: number; message?: string; status: string; code?: string; rpc?: RpcRecord } };
 
 describe('RPC: commands to devices (server-side) and client-side RPC', () => {
   let t: TestPlatform;
@@ -159,7 +159,7 @@ describe('RPC: commands to devices (server-side) and client-side RPC', () => {
       const d = await device('offline');
       const res = await send(d, { method: 'ping', timeout: 1000 });
       expect(res.status).toBe(409);
-      expect(res.body.status).toBe('offline');
+      expect(res.body.code).toBe('offline');
       expect(res.body.message).toMatch(/is not connected; send the command with "persistent": true/);
       expect((await send(d, { method: 'ping', oneWay: true })).status).toBe(409);
       // connected but not subscribed to commands: ThingsBoard sends nothing to it either

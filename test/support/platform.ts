@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import { loadConfig, type Config } from '../../core/config.ts';
-import { createLogger } from '../../core/log.ts';
+import { createLogger, type Logger } from '../../core/log.ts';
 import { startPlatform, type Platform } from '../../platform.ts';
 import { createTestDatabase, type TestDatabase } from './database.ts';
 
@@ -36,7 +36,7 @@ export interface CreatedDevice {
  * The whole platform in this process on its own fresh database and free ports, the way
  * `npm start` wires it (without simulators). Tests talk to it only through real MQTT and HTTP.
  */
-export async function startTestPlatform(overrides: Partial<Config> = {}, options: { database?: TestDatabase } = {}): Promise<TestPlatform> {
+export async function startTestPlatform(overrides: Partial<Config> = {}, options: { database?: TestDatabase; log?: Logger } = {}): Promise<TestPlatform> {
   const db = options.database ?? (await createTestDatabase());
   const dataDir = await mkdtemp(path.join(os.tmpdir(), 'guanlink-data-'));
   const config = loadConfig(
@@ -44,7 +44,7 @@ export async function startTestPlatform(overrides: Partial<Config> = {}, options
     // Tests stream faster than the default per-device publish limit; the limit's own test sets it.
     { databaseUrl: db.url, dataDir, host: '127.0.0.1', mqttPort: 0, httpPort: 0, simulators: false, devicePublishRate: 'off', ...overrides },
   );
-  const log = createLogger(process.env.TEST_LOG_LEVEL ?? 'silent');
+  const log = options.log ?? createLogger(process.env.TEST_LOG_LEVEL ?? 'silent');
   const platform = await startPlatform(config, log);
   const httpUrl = `http://127.0.0.1:${platform.httpPort}`;
   const clients: MqttClient[] = [];

@@ -27,7 +27,11 @@ export async function spawnGuanlink(
   args: string[] = ['--no-simulators'],
   ports?: { httpPort: number; mqttPort: number },
   /** Own process group, as a shell runs a command: `process.kill(-pid, 'SIGINT')` is then a terminal's Ctrl-C. */
-  options: { processGroup?: boolean } = {},
+  options: {
+    processGroup?: boolean;
+    /** A command that runs node, e.g. ['prlimit', '--nofile=400:400'] (it must exec node: the child's pid is node's). */
+    wrap?: string[];
+  } = {},
 ): Promise<GuanlinkProcess> {
   const { httpPort, mqttPort } = ports ?? { httpPort: await freePort(), mqttPort: await freePort() };
   const childEnv: NodeJS.ProcessEnv = {
@@ -44,7 +48,8 @@ export async function spawnGuanlink(
     else childEnv[k] = v;
   }
   if (!existsSync(BUNDLE)) throw new Error(`${BUNDLE} is missing: run npm run build (npm test does it)`);
-  const child = spawn(process.execPath, ['--enable-source-maps', BUNDLE, ...args], { cwd: ROOT, env: childEnv, stdio: ['ignore', 'pipe', 'pipe'], detached: options.processGroup ?? false });
+  const [command, ...prefix] = options.wrap ? [...options.wrap, process.execPath] : [process.execPath];
+  const child = spawn(command!, [...prefix, '--enable-source-maps', BUNDLE, ...args], { cwd: ROOT, env: childEnv, stdio: ['ignore', 'pipe', 'pipe'], detached: options.processGroup ?? false });
   let out = '';
   child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
