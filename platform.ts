@@ -41,7 +41,7 @@ import { Rollups } from './db/rollups.ts';
 import { Ingest } from './ingest/ingest.ts';
 import { GeofenceService, eventJson, geofenceEventTopic } from './core/geofences.ts';
 import { AlarmService, alarmEventTopic } from './core/alarms.ts';
-import { DevicePositions } from './db/spatial-query.ts';
+import { DevicePositions, QueryGate } from './db/spatial-query.ts';
 import { GeometryPool } from './core/geometry-pool.ts';
 import { Access } from './core/access/access.ts';
 import { ApiKeyStore } from './core/access/api-keys.ts';
@@ -168,6 +168,10 @@ export async function startPlatform(config: Config, log: Logger): Promise<Platfo
     );
     cleanups.unshift(() => geometry.close());
     metrics.liveGauge('guanlink_geometry_threads', 'Worker threads running for geometry work (GEOMETRY_THREADS at most; they stop after a minute idle).', () => geometry.threads);
+    // Heavy spatial queries take turns on the database, whose cores ingest's commits share.
+    const spatialQueries = new QueryGate(config.spatialMaxConcurrentQueries || Math.max(1, os.availableParallelism() - 1), config.spatialQueryQueue);
+    metrics.liveGauge('guanlink_spatial_queries_running', 'Heavy spatial queries (history, aggregates) using the database now (SPATIAL_MAX_CONCURRENT_QUERIES at most).', () => spatialQueries.busy);
+    metrics.liveGauge('guanlink_spatial_queries_waiting', 'Heavy spatial queries waiting for a turn (SPATIAL_QUERY_QUEUE at most; beyond, 503).', () => spatialQueries.queued);
     metrics.liveGauge('guanlink_geometry_tasks_waiting', 'Geometry tasks waiting for a free worker thread (GEOMETRY_QUEUE at most; beyond, 503).', () => geometry.load.waiting);
 
     // Geofences: committed readings of moving devices are evaluated off the ingest path; stopped
@@ -394,7 +398,15 @@ export async function startPlatform(config: Config, log: Logger): Promise<Platfo
       alarms,
       mapStyleUrl: config.mapStyleUrl,
       oidc,
-      spatial: { pool, registry, keys, positions: new DevicePositions(ingest.latest), statementTimeoutMs: config.spatialStatementTimeoutMs, geometry },
+      spatial: {
+        pool,
+        registry,
+        keys,
+        positions: new DevicePositions(ingest.latest),
+        statementTimeoutMs: config.spatialStatementTimeoutMs,
+        geometry,
+        queries: spatialQueries,
+      },
       checks: {
         database: async () => (await pool.query('SELECT 1')).rowCount === 1,
         broker: () => broker.listening,

@@ -53,7 +53,10 @@ export function unsafeInput(value: unknown, at: string, check: { text: boolean; 
     } else if (typeof v === 'number') {
       if (check.numbers && !Number.isFinite(v)) return `${pathOf(e)}: must be a finite number`;
     } else if (Array.isArray(v)) {
-      for (let i = v.length - 1; i >= 0; i--) stack.push({ value: v[i], parent: e, key: i });
+      // Arrays of numbers (coordinates: a polygon may hold 10,000 positions) are checked in place.
+      let i = v.length - 1;
+      for (; i >= 0 && typeof v[i] === 'number'; i--) if (check.numbers && !Number.isFinite(v[i])) return `${pathOf(e)}/${i}: must be a finite number`;
+      for (; i >= 0; i--) stack.push({ value: v[i], parent: e, key: i });
     } else if (v !== null && typeof v === 'object' && !ArrayBuffer.isView(v)) {
       for (const key of Object.keys(v)) {
         const why = check.text ? unsafeText(key) : undefined;

@@ -12,7 +12,7 @@
  * 5xx answers, and whether the legitimate device connected and `/readyz` answered every time.
  *
  * Run: `npm run bench:hostile` (DATABASE_URL: any PostgreSQL; unset: an embedded one in bench/.data).
- * BENCH_PHASE_MS sets each phase's length (default 20 s).
+ * BENCH_PHASE_MS sets each phase's length (default 20 s); BENCH_PHASES picks phases (comma-separated).
  */
 import { mkdir, rm } from 'node:fs/promises';
 import path from 'node:path';
@@ -25,7 +25,9 @@ import type { AttackPhase, AttackReport } from './hostile/attacker.ts';
 const PHASE_MS = Number(process.env.BENCH_PHASE_MS ?? 20_000);
 const STREAM_DEVICES = 20;
 const STREAM_INTERVAL_MS = 100; // per device: 200 readings/s in all
-const PHASES: AttackPhase[] = ['polygons', 'fuzz', 'flood', 'ws-frames', 'slow-http'];
+const ALL_PHASES: AttackPhase[] = ['polygons', 'fuzz', 'flood', 'ws-frames', 'slow-http'];
+/** BENCH_PHASES=polygons,flood runs only those. */
+const PHASES = process.env.BENCH_PHASES ? ALL_PHASES.filter((p) => process.env.BENCH_PHASES!.split(',').includes(p)) : ALL_PHASES;
 const ADMIN_KEY = 'bench-hostile-admin-key-0123456789';
 
 interface Window {

@@ -444,6 +444,18 @@ export const settings = {
     default: 30_000,
     parse: integer(100, 3_600_000),
   } as Setting<number>,
+  spatialMaxConcurrentQueries: {
+    env: 'SPATIAL_MAX_CONCURRENT_QUERIES',
+    description: 'Heavy spatial queries (history, aggregates) using the database at once, the others wait their turn; 0: the cores less one, at least 1 (the database shares the cores with ingest).',
+    default: 0,
+    parse: integer(0, 256),
+  } as Setting<number>,
+  spatialQueryQueue: {
+    env: 'SPATIAL_QUERY_QUEUE',
+    description: 'Heavy spatial queries that may wait for a turn; beyond it 503 with Retry-After.',
+    default: 64,
+    parse: integer(0, 100_000),
+  } as Setting<number>,
   geometryThreads: {
     env: 'GEOMETRY_THREADS',
     description: "Worker threads for spatial requests' geometry work (checking polygons, H3 covers, testing positions), off the main thread; 0: the cores less one, at least 1.",

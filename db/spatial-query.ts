@@ -46,7 +46,62 @@ export interface SpatialDeps {
   statementTimeoutMs: number;
   /** Where a request's geometry work runs (core/geometry-pool.ts); without it, on this thread. */
   geometry?: GeometryWork;
+  /** How many heavy queries (history, aggregates) use the database at once (runHeavy); without it, no limit. */
+  queries?: QueryGate;
 }
+
+/**
+ * At most `max` heavy spatial queries use the database at once, and at most `queue` wait for a
+ * turn; beyond that QueryBusyError (503, Retry-After). On a small machine the database's cores are
+ * also ingest's: four concurrent polygon queries delayed PUBACKs (the commits) to a 200 ms p99 in
+ * bench:hostile, while the API kept answering.
+ */
+export class QueryGate {
+  private running = 0;
+  private readonly waiting: (() => void)[] = [];
+
+  constructor(
+    readonly max: number,
+    readonly queue: number,
+  ) {}
+
+  get busy(): number {
+    return this.running;
+  }
+
+  get queued(): number {
+    return this.waiting.length;
+  }
+
+  async run<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.running >= this.max) {
+      if (this.waiting.length >= this.queue) throw new QueryBusyError(`${this.running} heavy spatial queries are running and ${this.waiting.length} waiting (SPATIAL_MAX_CONCURRENT_QUERIES=${this.max}); retry shortly`);
+      await new Promise<void>((resolve) => this.waiting.push(resolve));
+    } else this.running++;
+    try {
+      return await fn();
+    } finally {
+      const next = this.waiting.shift();
+      if (next) next(); // the slot passes on
+      else this.running--;
+    }
+  }
+}
+
+export const QUERY_RETRY_AFTER_S = 2;
+
+/** Too many heavy queries running and waiting: answered 503 with Retry-After (api/problem.ts reads these fields). */
+export class QueryBusyError extends Error {
+  override readonly name = 'QueryBusyError';
+  readonly statusCode = 503;
+  readonly code = 'queries_busy';
+  readonly retryAfterS = QUERY_RETRY_AFTER_S;
+  readonly expose = true;
+  readonly headers = { 'retry-after': String(QUERY_RETRY_AFTER_S) };
+}
+
+/** A heavy query (history, aggregates) through the gate, when there is one. */
+export const runHeavy = <T>(deps: Pick<SpatialDeps, 'queries'>, fn: () => Promise<T>): Promise<T> => (deps.queries ? deps.queries.run(fn) : fn());
 
 /** PostgreSQL's code for a statement cancelled by statement_timeout. */
 export const QUERY_CANCELED = '57014';

@@ -7,7 +7,7 @@ import { Type, type Static } from 'typebox';
 import { POSITION_KEYS } from '../../core/device-types.ts';
 import { BUCKET_ORIGIN, formatInterval, parseInterval } from '../../db/buckets.ts';
 import { spatialAggregate, type AggregateRow, type PositionColumn } from '../../db/spatial-aggregate.ts';
-import { QUERY_CANCELED, resolveSelection, selectsNothing, withSpatialSession, withinScope, type SpatialDeps } from '../../db/spatial-query.ts';
+import { QUERY_CANCELED, resolveSelection, runHeavy, selectsNothing, withSpatialSession, withinScope, type SpatialDeps } from '../../db/spatial-query.ts';
 import type { Scope } from '../../core/access/scope.ts';
 import { bboxPolygon, type Area } from '../../geo/area.ts';
 import { SelectionError, SelectionFields, geometryRefusal, parseSelectionWith, type SelectionInput } from '../spatial-selection.ts';
@@ -243,7 +243,7 @@ export const spatialAggregateRoutes: FastifyPluginAsyncTypebox<{ spatial: Spatia
       const resolved = await resolveSelection(spatial, { ...sel, keys: keyId === undefined ? undefined : [key] });
       const result = selectsNothing(resolved)
         ? { rows: [] as AggregateRow[], sources: [], truncated: false }
-        : await withSpatialSession(spatial, resolved, (client, next) =>
+        : await runHeavy(spatial, () => withSpatialSession(spatial, resolved, (client, next) =>
             spatialAggregate(client, spatial, {
               next,
               sel: resolved,
@@ -256,7 +256,7 @@ export const spatialAggregateRoutes: FastifyPluginAsyncTypebox<{ spatial: Spatia
               // The estimate leaves out cells only partly inside the area: leave room for them.
               maxRows: MAX_CELL_BUCKETS * 2,
             }),
-          );
+          ));
 
       const properties = (r: AggregateRow) => {
         const p: Record<string, string | number> = { cell: r.cell, bucket: r.bucket };

@@ -4,7 +4,7 @@ import { Type, type Static } from 'typebox';
 import { areaContains } from '../../geo/area.ts';
 import { bigIntToCell } from '../../geo/cell.ts';
 import { Params } from '../../db/area-query.ts';
-import { QUERY_CANCELED, resolveSelection, selectionRowsSql, selectsNothing, withSpatialSession, withinScope, type SpatialDeps } from '../../db/spatial-query.ts';
+import { QUERY_CANCELED, resolveSelection, runHeavy, selectionRowsSql, selectsNothing, withSpatialSession, withinScope, type SpatialDeps } from '../../db/spatial-query.ts';
 import { scopeContains, type Scope } from '../../core/access/scope.ts';
 import type { LatestTracker } from '../../ingest/latest.ts';
 import { ErrorResponse, badRequest, Limit, SafeText, INT32_MAX } from '../schemas.ts';
@@ -157,7 +157,7 @@ export const spatialRoutes: FastifyPluginAsyncTypebox<{ spatial: SpatialDeps; la
       const resolved = await resolveSelection(spatial, sel);
       const rows: HistoryRow[] = [];
       if (!selectsNothing(resolved)) {
-        await withSpatialSession(spatial, resolved, async (client, next) => {
+        await runHeavy(spatial, () => withSpatialSession(spatial, resolved, async (client, next) => {
           // Newest first, one time slice at a time, so a page never sorts the whole window.
           let to = after ? Math.min(sel.to.getTime(), Date.parse(after.ts) + 1) : sel.to.getTime();
           let span = FIRST_SLICE_MS;
@@ -178,7 +178,7 @@ export const spatialRoutes: FastifyPluginAsyncTypebox<{ spatial: SpatialDeps; la
             to = from;
             span *= 4;
           }
-        });
+        }));
       }
       const last = rows[rows.length - 1];
       const next = rows.length === limit && last ? encodeCursor({ ts: last.pos, device: last.device_id }) : null;
