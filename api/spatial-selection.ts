@@ -2,7 +2,8 @@ import { Type, type Static } from 'typebox';
 import { DOMAINS, type Domain } from '../core/domains.ts';
 import { AREA_LIMITS, AreaError, parseBbox, parseCells, parseCircle, parsePolygon, type Area } from '../geo/area.ts';
 import { polygonIndexOf } from '../geo/polygon-index.ts';
-import { GeometryBusyError, GeometryTimeoutError, type GeometryWork } from '../core/geometry-pool.ts';
+import { GeometryTimeoutError, type GeometryWork } from '../core/geometry-pool.ts';
+import { BusyError } from '../core/busy.ts';
 import type { Selection } from '../db/spatial-query.ts';
 import { parseInstant } from './routes/telemetry.ts';
 import { SafeText } from './schemas.ts';
@@ -203,10 +204,10 @@ function selectionIn(area: Area, input: SelectionInput, ctx: SelectionContext, d
   return { area, from, to, domains: domains as Domain[], types, keys };
 }
 
-/** How a spatial route answers an area too costly (413) or geometry workers busy or too slow (503, Retry-After when busy); undefined for other errors. */
+/** How a spatial route answers an area too costly (413), geometry workers or database turns busy (503, Retry-After) or geometry too slow (503); undefined for other errors. */
 export function geometryRefusal(err: unknown): { statusCode: 413 | 503; code: string; error: string; message: string; retryAfterS?: number } | undefined {
   if (err instanceof AreaCostError) return { statusCode: 413, code: err.code, error: 'Content Too Large', message: err.message };
-  if (err instanceof GeometryBusyError) return { statusCode: 503, code: err.code, error: 'Service Unavailable', message: err.message, retryAfterS: err.retryAfterS };
+  if (err instanceof BusyError) return { statusCode: 503, code: err.code, error: 'Service Unavailable', message: err.message, retryAfterS: err.retryAfterS };
   if (err instanceof GeometryTimeoutError) return { statusCode: 503, code: err.code, error: 'Service Unavailable', message: err.message };
   return undefined;
 }

@@ -7,6 +7,7 @@ import type { Cover } from '../geo/cover.ts';
 import { adoptPolygonIndex } from '../geo/polygon-index.ts';
 import { adoptBandArrayTexts } from '../db/spatial-sql.ts';
 import type { ParsedArea } from './geometry-worker.ts';
+import { BusyError } from './busy.ts';
 
 /**
  * Geometry work of requests — checking a polygon, covering an area with H3 cells, testing many
@@ -37,14 +38,11 @@ export interface GeometryPoolOptions {
 export const GEOMETRY_RETRY_AFTER_S = 2;
 
 /** The pool is full: answered 503 with Retry-After. */
-export class GeometryBusyError extends Error {
+export class GeometryBusyError extends BusyError {
   override readonly name = 'GeometryBusyError';
-  readonly statusCode = 503;
-  readonly code = 'geometry_busy';
-  readonly retryAfterS = GEOMETRY_RETRY_AFTER_S;
-  /** For the API's error handler (api/problem.ts): the message is for the client, with Retry-After. */
-  readonly expose = true;
-  readonly headers = { 'retry-after': String(GEOMETRY_RETRY_AFTER_S) };
+  constructor(message: string) {
+    super('geometry_busy', message, GEOMETRY_RETRY_AFTER_S);
+  }
 }
 
 /** A task outlived GEOMETRY_TASK_TIMEOUT_MS: answered 503. */

@@ -8,6 +8,7 @@ import type { GeometryWork } from '../core/geometry-pool.ts';
 import { areaRowsSql, planScoped, planScopedWith, type ScopedPlan, type Params } from './area-query.ts';
 import type { KeyDictionary } from './keys.ts';
 import { inTransaction } from './pool.ts';
+import { BusyError } from '../core/busy.ts';
 import { readingsTable } from './readings-tables.ts';
 
 /** What a spatial request selects, checked (api/spatial-selection.ts parses it): window is [from, to). */
@@ -90,14 +91,12 @@ export class QueryGate {
 
 export const QUERY_RETRY_AFTER_S = 2;
 
-/** Too many heavy queries running and waiting: answered 503 with Retry-After (api/problem.ts reads these fields). */
-export class QueryBusyError extends Error {
+/** Too many heavy queries running and waiting: answered 503 with Retry-After. */
+export class QueryBusyError extends BusyError {
   override readonly name = 'QueryBusyError';
-  readonly statusCode = 503;
-  readonly code = 'queries_busy';
-  readonly retryAfterS = QUERY_RETRY_AFTER_S;
-  readonly expose = true;
-  readonly headers = { 'retry-after': String(QUERY_RETRY_AFTER_S) };
+  constructor(message: string) {
+    super('queries_busy', message, QUERY_RETRY_AFTER_S);
+  }
 }
 
 /** A heavy query (history, aggregates) through the gate, when there is one. */
