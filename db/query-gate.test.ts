@@ -31,4 +31,15 @@ describe('QueryGate', () => {
     expect(await next).toBe('ran');
     expect(gate.busy).toBe(0);
   });
+
+  it('lets a caller that must not be refused (an export mid-stream) wait beyond the queue', async () => {
+    const gate = new QueryGate(1, 0);
+    let release!: () => void;
+    const first = gate.run(() => new Promise<void>((r) => (release = r)));
+    await expect(gate.run(async () => 'refused')).rejects.toBeInstanceOf(QueryBusyError);
+    const waiting = gate.run(async () => 'waited', { wait: true });
+    release();
+    await first;
+    expect(await waiting).toBe('waited');
+  });
 });

@@ -44,6 +44,8 @@ export interface ExportReadOptions {
   sliceRows?: number;
   /** Length of the first slice (default 1 minute). */
   firstSliceMs?: number;
+  /** Runs each FETCH (the statements that do the work) when the database is free for it (QueryGate); never held while a batch is being sent. */
+  turn?: <T>(fetch: () => Promise<T>) => Promise<T>;
 }
 
 const CURSOR = 'guanlink_export';
@@ -68,6 +70,7 @@ export async function* exportBatches(client: pg.ClientBase, sel: ResolvedSelecti
   const batchRows = options.batchRows ?? 1000;
   const sliceRows = options.sliceRows ?? 50_000;
   let sliceMs = options.firstSliceMs ?? 60_000;
+  const turn = options.turn ?? ((fetch) => fetch());
   const end = sel.to.getTime();
   for (let start = sel.from.getTime(); start < end; ) {
     const stop = Math.min(end, start + sliceMs);
@@ -76,7 +79,7 @@ export async function* exportBatches(client: pg.ClientBase, sel: ResolvedSelecti
     await client.query({ text: `DECLARE ${CURSOR} NO SCROLL CURSOR FOR ${sql}`, values: params.values });
     let rows = 0;
     for (;;) {
-      const batch = await client.query<ExportRow>({ text: `FETCH ${batchRows} FROM ${CURSOR}`, rowMode: 'array' });
+      const batch = await turn(() => client.query<ExportRow>({ text: `FETCH ${batchRows} FROM ${CURSOR}`, rowMode: 'array' }));
       rows += batch.rows.length;
       if (batch.rows.length > 0) yield batch.rows;
       if (batch.rows.length < batchRows) break;

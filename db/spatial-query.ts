@@ -74,9 +74,10 @@ export class QueryGate {
     return this.waiting.length;
   }
 
-  async run<T>(fn: () => Promise<T>): Promise<T> {
+  /** Runs `fn` in turn; `wait`: never refused for a full queue (a streaming export must not break mid-way; exports have their own bound). */
+  async run<T>(fn: () => Promise<T>, options: { wait?: boolean } = {}): Promise<T> {
     if (this.running >= this.max) {
-      if (this.waiting.length >= this.queue) throw new QueryBusyError(`${this.running} heavy spatial queries are running and ${this.waiting.length} waiting (SPATIAL_MAX_CONCURRENT_QUERIES=${this.max}); retry shortly`);
+      if (!options.wait && this.waiting.length >= this.queue) throw new QueryBusyError(`${this.running} heavy spatial queries are running and ${this.waiting.length} waiting (SPATIAL_MAX_CONCURRENT_QUERIES=${this.max}); retry shortly`);
       await new Promise<void>((resolve) => this.waiting.push(resolve));
     } else this.running++;
     try {
@@ -99,8 +100,9 @@ export class QueryBusyError extends BusyError {
   }
 }
 
-/** A heavy query (history, aggregates) through the gate, when there is one. */
-export const runHeavy = <T>(deps: Pick<SpatialDeps, 'queries'>, fn: () => Promise<T>): Promise<T> => (deps.queries ? deps.queries.run(fn) : fn());
+/** A heavy query (history, aggregates; an export's fetches, waiting) through the gate, when there is one. */
+export const runHeavy = <T>(deps: Pick<SpatialDeps, 'queries'>, fn: () => Promise<T>, options: { wait?: boolean } = {}): Promise<T> =>
+  deps.queries ? deps.queries.run(fn, options) : fn();
 
 /** PostgreSQL's code for a statement cancelled by statement_timeout. */
 export const QUERY_CANCELED = '57014';

@@ -4,7 +4,7 @@ import type { ServerResponse } from 'node:http';
 import { stringify } from 'csv-stringify/sync';
 import { Type, type Static } from 'typebox';
 import { exportBatches, selectionKeyIds, type ExportRow } from '../../db/spatial-export.ts';
-import { QUERY_CANCELED, resolveSelection, selectsNothing, withSpatialSession, withinScope, type SpatialDeps } from '../../db/spatial-query.ts';
+import { QUERY_CANCELED, resolveSelection, runHeavy, selectsNothing, withSpatialSession, withinScope, type SpatialDeps } from '../../db/spatial-query.ts';
 import type { Scope } from '../../core/access/scope.ts';
 import { MAX_WINDOW_DAYS, SelectionError, SelectionFields, geometryRefusal, parseSelectionWith, type SelectionInput } from '../spatial-selection.ts';
 
@@ -224,7 +224,8 @@ export const spatialExportRoutes: FastifyPluginAsyncTypebox<{ spatial: SpatialDe
           }
         }
         const out = formatter(format, names.keyName, columns);
-        const batches = empty ? undefined : exportBatches(client, resolved);
+        // Each fetch takes its turn on the database beside history and aggregates (SPATIAL_MAX_CONCURRENT_QUERIES).
+        const batches = empty ? undefined : exportBatches(client, resolved, { turn: (fetch) => runHeavy(spatial, fetch, { wait: true }) });
         // The first batch is read before the status line: a statement that fails or times out now still gets a proper error response.
         let next = batches ? await batches.next() : undefined;
 

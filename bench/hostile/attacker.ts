@@ -35,7 +35,7 @@ async function request(report: AttackReport, r: HostileRequest): Promise<void> {
     const res = await fetch(`${httpUrl}${r.path}`, {
       method: r.method,
       headers: { authorization: `Bearer ${adminKey}`, ...(r.contentType ? { 'content-type': r.contentType } : {}) },
-      body: r.body,
+      body: r.body as BodyInit | undefined,
       signal: AbortSignal.timeout(60_000),
     });
     status = res.status;

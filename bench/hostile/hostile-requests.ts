@@ -1,26 +1,23 @@
 import type { createRng } from '../../simulators/random.ts';
+import { BODIES, JSON_CORE, JSON_MORE, URL_CORE, URL_MORE } from '../../test/support/hostile-values.ts';
 
 export interface HostileRequest {
   method: string;
   path: string;
   contentType?: string;
-  body?: string;
+  body?: string | Uint8Array;
 }
 
 type Schema = { type?: string | string[]; properties?: Record<string, Schema>; items?: Schema; anyOf?: Schema[]; oneOf?: Schema[] };
 type Operation = { parameters?: { name: string; in: string; schema?: Schema }[]; requestBody?: { content?: Record<string, { schema?: Schema }> } };
 type Document = { paths: Record<string, Record<string, Operation>> };
 
-/** Values an attacker tries in place of any parameter: non-finite and out-of-range numbers, NUL, lone surrogates, huge strings, wrong types. */
-export const HOSTILE_TEXT = ['Infinity', '-Infinity', 'NaN', '1e308', '-1', '0', '2147483648', '9007199254740993', '', '%00', '%ED%A0%80', 'a'.repeat(5000), '999999-01-01', '[]', '{}', 'null'];
-export const HOSTILE_JSON: unknown[] = [Infinity, -1, 0, 2147483648, 1e308, '', '\u0000', '\ud800', 'x'.repeat(100_000), [], {}, null, true, [1, [2, [3]]], { a: { b: { c: 1 } } }];
-
 const RESOURCE_IDS = ['1', '2', '999999', '0', '-1', '2147483648', '1e23', 'Infinity', '%00'];
 
 /**
- * Hostile requests for every operation of an OpenAPI document: each path, query parameter and
- * body property in turn takes each hostile value while the others stay plausible; plus malformed
- * bodies. The same document gives the same requests (`rng` only shuffles their order).
+ * Hostile requests for every operation of an OpenAPI document, with the fuzz test's values
+ * (test/support/hostile-values.ts): each path, query parameter and body property in turn takes
+ * each hostile value while the others stay plausible; plus malformed bodies. The same document gives the same requests (`rng` only shuffles their order).
  */
 export function hostileRequests(doc: Document, rng: ReturnType<typeof createRng>): HostileRequest[] {
   const out: HostileRequest[] = [];
@@ -33,15 +30,14 @@ export function hostileRequests(doc: Document, rng: ReturnType<typeof createRng>
         template.replace(/\{(\w+)\}/g, (_, name: string) => (hostile?.name === name ? hostile.value : '1'));
       for (const name of pathParams) for (const value of RESOURCE_IDS) out.push({ method: upper, path: fill({ name, value: encodeURIComponent(value) }) });
       for (const name of query) {
-        for (const value of HOSTILE_TEXT) out.push({ method: upper, path: `${fill()}?${name}=${value.startsWith('%') ? value : encodeURIComponent(value)}` });
+        for (const value of [...URL_CORE, ...URL_MORE]) out.push({ method: upper, path: `${fill()}?${name}=${value}` });
         out.push({ method: upper, path: `${fill()}?${name}=1&${name}=2` });
       }
       const schema = op.requestBody?.content?.['application/json']?.schema;
       if (schema) {
         const props = Object.keys(schema.properties ?? {});
-        for (const name of props) for (const value of HOSTILE_JSON) out.push({ method: upper, path: fill(), contentType: 'application/json', body: JSON.stringify({ [name]: value }) });
-        for (const body of ['{', '[]', 'null', '"x"', '{"a":', '\u0000', JSON.stringify(HOSTILE_JSON)]) out.push({ method: upper, path: fill(), contentType: 'application/json', body });
-        out.push({ method: upper, path: fill(), contentType: 'text/plain', body: 'hello' });
+        for (const name of props) for (const value of [...JSON_CORE, ...JSON_MORE]) out.push({ method: upper, path: fill(), contentType: 'application/json', body: `{${JSON.stringify(name)}:${value}}` });
+        for (const [contentType, body] of BODIES) out.push({ method: upper, path: fill(), contentType, body });
       }
     }
   }
