@@ -33,6 +33,8 @@ describe('rate limits', () => {
       provisionRateLimit: '3/min',
       exportConcurrencyPerPrincipal: 2,
       queryConcurrencyPerPrincipal: 2,
+      // Per-principal limits are what is tested here: the database's turns must not queue them first.
+      spatialMaxConcurrentQueries: 8,
     });
     db = testPool(t.databaseUrl, 3);
     expect((await t.api('PUT', '/api/v1/roles/reader', { description: 'read only, no rate limit of its own', permissions: ['read'] })).status).toBe(200);
