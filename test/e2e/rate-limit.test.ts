@@ -2,7 +2,7 @@ import http from 'node:http';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { storageCell } from '../../geo/cell.ts';
-import { copyReadings } from '../../ingest/copy.ts';
+import { loadReadings } from '../support/readings.ts';
 import type { Reading } from '../../ingest/readings.ts';
 import { testPool } from '../support/database.ts';
 import { eventually, startTestPlatform, type CreatedDevice, type TestPlatform } from '../support/platform.ts';
@@ -200,15 +200,7 @@ describe('rate limits', () => {
       const cell = storageCell(23.1, 113.8);
       const rows: Reading[] = [];
       for (let i = 0; i < N; i++) rows.push({ deviceId: bulk.id, domain: 'environment', ts: base + i * 100, values: { pm25: i % 500, temperature: 20 }, lat: 23.1, lng: 113.8, cell });
-      const { rows: keyRows } = await db.query<{ id: number; name: string }>('SELECT id, name FROM telemetry_keys');
-      const ids = new Map(keyRows.map((k) => [k.name, k.id]));
-      const client = await db.connect();
-      try {
-        await copyReadings(client, 'readings_environment', rows, { id: (name) => ids.get(name) });
-        await client.query('ANALYZE readings_environment');
-      } finally {
-        client.release();
-      }
+      await loadReadings(db, rows);
     });
 
     /** Starts an export and reads its first chunk, then stops reading: the export waits on the client, holding its slot. */

@@ -8,6 +8,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { storageCell } from '../../geo/cell.ts';
 import { copyReadings } from '../../ingest/copy.ts';
+import { loadReadings } from '../support/readings.ts';
 import type { Reading } from '../../ingest/readings.ts';
 import { createTestDatabase, testPool, type TestDatabase } from '../support/database.ts';
 import { eventually, startTestPlatform, type CreatedDevice, type TestPlatform } from '../support/platform.ts';
@@ -48,19 +49,6 @@ interface ExportLine {
 async function get(t: TestPlatform, query: string, init: RequestInit = {}) {
   const res = await fetch(`${t.httpUrl}/api/v1/spatial/export?${query}`, { ...init, headers: { authorization: `Bearer ${t.adminKey}`, ...init.headers } });
   return { status: res.status, headers: res.headers, text: await res.text() };
-}
-
-/** Environment readings loaded straight into the table (test setup, not the thing under test). */
-async function loadReadings(db: pg.Pool | pg.Client, rows: Reading[]): Promise<void> {
-  const { rows: keys } = await db.query<{ id: number; name: string }>('SELECT id, name FROM telemetry_keys');
-  const ids = new Map(keys.map((k) => [k.name, k.id]));
-  const client = db instanceof pg.Pool ? await db.connect() : db;
-  try {
-    for (let i = 0; i < rows.length; i += 50_000) await copyReadings(client, 'readings_environment', rows.slice(i, i + 50_000), { id: (name) => ids.get(name) });
-    await client.query('ANALYZE readings_environment');
-  } finally {
-    if (db instanceof pg.Pool) (client as pg.PoolClient).release();
-  }
 }
 
 describe('spatial export: formats, filters and errors', () => {

@@ -1,4 +1,6 @@
-import type pg from 'pg';
+import pg from 'pg';
+import { copyReadings } from '../../ingest/copy.ts';
+import type { Reading } from '../../ingest/readings.ts';
 
 export interface StoredReading {
   ts: Date;
@@ -18,4 +20,17 @@ export async function storedReadings(db: pg.Pool | pg.Client, deviceId: number):
     [deviceId],
   );
   return rows;
+}
+
+/** Environment readings loaded straight into the table (test setup, not the thing under test). */
+export async function loadReadings(db: pg.Pool | pg.Client, rows: Reading[]): Promise<void> {
+  const { rows: keys } = await db.query<{ id: number; name: string }>('SELECT id, name FROM telemetry_keys');
+  const ids = new Map(keys.map((k) => [k.name, k.id]));
+  const client = db instanceof pg.Pool ? await db.connect() : db;
+  try {
+    for (let i = 0; i < rows.length; i += 50_000) await copyReadings(client, 'readings_environment', rows.slice(i, i + 50_000), { id: (name) => ids.get(name) });
+    await client.query('ANALYZE readings_environment');
+  } finally {
+    if (db instanceof pg.Pool) (client as pg.PoolClient).release();
+  }
 }
