@@ -94,7 +94,9 @@ export class ReadingWriter {
       if (!due) break;
       this.startBatch();
     }
-    if (this.head < this.queue.length) this.armTimer();
+    // With every writer busy the next batch starts when one finishes (startBatch's finally), not
+    // on a timer: a due timer would fire every millisecond through a database outage.
+    if (this.head < this.queue.length && this.inFlight < this.opts.concurrency) this.armTimer();
     if (this.head === this.queue.length && this.inFlight === 0) {
       this.flushAll = false;
       const waiters = this.idleWaiters;

@@ -16,6 +16,8 @@ export interface StreamOptions {
   /** Gives up (and reports what was acknowledged) after this long. */
   deadlineMs?: number;
   onProgress?: (acked: number) => void;
+  /** MQTT keepalive (s) of each connection; default 30. */
+  keepalive?: number;
 }
 
 export interface StreamResult {
@@ -48,7 +50,9 @@ export async function streamReadings(opts: StreamOptions): Promise<StreamResult>
     while (done.size < opts.perDevice && Date.now() < deadline) {
       let client: mqtt.MqttClient;
       try {
-        client = await mqtt.connectAsync(opts.mqttUrl, { username: device.token, reconnectPeriod: 0, connectTimeout: 3000, keepalive: 30, clean: true });
+        // allowRetries=false: otherwise a connect that times out (connectTimeout) only emits
+        // 'close', and the promise never settles — the device would be stuck for good.
+        client = await mqtt.connectAsync(opts.mqttUrl, { username: device.token, reconnectPeriod: 0, connectTimeout: 3000, keepalive: opts.keepalive ?? 30, clean: true }, false);
       } catch {
         await sleep(200);
         continue;
