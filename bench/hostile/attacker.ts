@@ -4,8 +4,8 @@
  * hostile set against the platform until the duration is over and answers `{type: 'done', report}`.
  * Usage: attacker.ts <httpUrl> <mqttPort> <adminKey>
  */
+import { randomBytes } from 'node:crypto';
 import net from 'node:net';
-import WebSocket from 'ws';
 import { createRng } from '../../simulators/random.ts';
 import { hostileRequests, type HostileRequest } from './hostile-requests.ts';
 
@@ -154,31 +154,57 @@ async function flood(report: AttackReport, deadline: number, target: number): Pr
   for (const s of sockets) s.destroy();
 }
 
-/** WebSocket clients on /mqtt each sending one 95 MiB frame before CONNECT. */
+/**
+ * WebSocket clients on /mqtt each sending one 95 MiB frame before CONNECT, as an attacker would:
+ * the frame header announces 95 MiB, then the payload streams from one reused 64 KiB chunk until
+ * the server closes (RFC 6455 §5.2 framing, masked as a client must). Building whole masked
+ * frames with a WebSocket library would cost this process ~1 GB, on the server's own machine.
+ */
 async function wsFrames(report: AttackReport, deadline: number): Promise<void> {
-  const frame = Buffer.alloc(95 * 1024 * 1024, 0x10);
-  const url = httpUrl.replace(/^http/, 'ws') + '/mqtt';
-  await Promise.all(
-    Array.from({ length: 8 }, () =>
-      new Promise<void>((resolve) => {
-        const ws = new WebSocket(url, 'mqtt');
-        ws.once('open', () => {
-          report.connections.opened++;
-          ws.send(frame, { binary: true }, () => {});
-        });
-        ws.once('close', () => {
-          report.connections.closedByServer++;
-          resolve();
-        });
-        ws.once('error', () => resolve());
-        setTimeout(() => {
-          ws.terminate();
-          resolve();
-        }, Math.max(0, deadline - Date.now())).unref();
-      }),
-    ),
-  );
-  report.note = '8 WebSocket clients, one 95 MiB frame each';
+  const FRAME_BYTES = 95 * 1024 * 1024;
+  const chunk = Buffer.alloc(64 * 1024, 0x10);
+  const { hostname, port } = new URL(httpUrl);
+  const oneClient = () =>
+    new Promise<void>((resolve) => {
+      const socket = net.connect(Number(port), hostname);
+      let upgraded = false;
+      let sent = 0;
+      const pump = () => {
+        while (!socket.destroyed && sent < FRAME_BYTES) {
+          sent += chunk.length;
+          if (!socket.write(chunk)) return void socket.once('drain', pump);
+        }
+      };
+      socket.on('connect', () => {
+        socket.write(
+          `GET /mqtt HTTP/1.1\r\nHost: ${hostname}:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+            `Sec-WebSocket-Key: ${randomBytes(16).toString('base64')}\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: mqtt\r\n\r\n`,
+        );
+      });
+      socket.on('data', (data: Buffer) => {
+        if (upgraded || !data.toString('latin1').startsWith('HTTP/1.1 101')) return;
+        upgraded = true;
+        report.connections.opened++;
+        const header = Buffer.alloc(14);
+        header[0] = 0x82; // FIN, binary
+        header[1] = 0x80 | 127; // masked, 64-bit length follows
+        header.writeBigUInt64BE(BigInt(FRAME_BYTES), 2);
+        randomBytes(4).copy(header, 10); // the masking key
+        socket.write(header);
+        pump();
+      });
+      socket.on('close', () => {
+        if (upgraded) report.connections.closedByServer++;
+        resolve();
+      });
+      socket.on('error', () => {});
+      setTimeout(() => {
+        socket.destroy();
+        resolve();
+      }, Math.max(0, deadline - Date.now())).unref();
+    });
+  await Promise.all(Array.from({ length: 8 }, oneClient));
+  report.note = '8 WebSocket clients, one 95 MiB frame each (streamed)';
   while (Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
 }
 
