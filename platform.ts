@@ -14,6 +14,8 @@ import type { DeviceSession } from './broker/session.ts';
 import { telemetryHandler } from './broker/handlers/telemetry.ts';
 import { directTransport, rpcRequestHandler, rpcResponseHandler } from './broker/handlers/rpc.ts';
 import { gatewayAttributesPusher, gatewayHandlers, gatewayTransport } from './broker/handlers/gateway.ts';
+import { deviceClaimHandler, gatewayClaimHandler } from './broker/handlers/claim.ts';
+import { ClaimService } from './core/claims.ts';
 import { GatewaySessions } from './core/gateways.ts';
 import { RpcService, routeTransports } from './core/rpc.ts';
 import { attributesRequestHandler, clientAttributesHandler, sharedAttributesPusher } from './broker/handlers/attributes.ts';
@@ -86,6 +88,21 @@ export async function startPlatform(config: Config, log: Logger): Promise<Platfo
     }
     const pool = createPool(databaseUrl, { max: config.ingestWriters + 10 });
     cleanups.unshift(() => pool.end());
+    // Spatial queries (history, aggregates, exports over areas) have connections of their own, whose
+    // server processes run at a lower CPU priority when the database is on this machine.
+    let priorityReported = false;
+    const queryPool = createPool(databaseUrl, {
+      max: 10,
+      applicationName: 'guanlink-queries',
+      backendNice: config.spatialQueryNice,
+      onPriority: (outcome) => {
+        if (priorityReported) return;
+        priorityReported = true;
+        if (outcome.lowered) log.info({ nice: config.spatialQueryNice }, 'spatial queries run at a lower CPU priority than ingest in the database (SPATIAL_QUERY_NICE)');
+        else log.info({ reason: outcome.reason }, 'spatial queries run at the same CPU priority as ingest in the database');
+      },
+    });
+    cleanups.unshift(() => queryPool.end());
 
     await migrate(pool, log.child({ module: 'migrate' }));
     const dialect = await detectDialect(pool);
@@ -121,7 +138,11 @@ export async function startPlatform(config: Config, log: Logger): Promise<Platfo
     // OpenID Connect: bearer JWTs from the city's identity provider (discovery starts now, in the background).
     const oidc = oidcConfig && createOidcVerifier(oidcConfig, log.child({ module: 'oidc' }));
     oidc?.discover().catch(() => {});
-    const access = new Access({ pool, registry, roles, keys: apiKeys, towns, bootstrapKey: adminKey, oidc, throttle });
+    // Claimed devices belong to an agency, which sees them whatever its scope (core/claims.ts).
+    const claims = new ClaimService(pool, registry, { defaultDurationMs: config.claimDefaultDurationMs, log: log.child({ module: 'claims' }) });
+    await claims.start();
+    cleanups.unshift(async () => claims.stop());
+    const access = new Access({ pool, registry, roles, keys: apiKeys, towns, bootstrapKey: adminKey, oidc, throttle, ownership: claims });
     // The audit log: written in batches; stopped (last entries written) after the HTTP server and live streams closed.
     const audit = new AuditLog({ pool, log: log.child({ module: 'audit' }), secrets: [adminKey] });
     audit.start();
@@ -269,6 +290,7 @@ export async function startPlatform(config: Config, log: Logger): Promise<Platfo
       unauthenticatedPerAddress: config.mqttUnauthenticatedPerAddress,
       connectRatePerAddress: connectRate.max === Infinity ? undefined : { max: connectRate.max, windowMs: connectRate.windowMs },
       publishRate: config.devicePublishRate === 'off' ? undefined : parseRateLimit(config.devicePublishRate),
+      recordRefusal: (deviceId, topic, payload, rejection) => ingest.recordRejection(deviceId, topic, payload, rejection),
       authenticate: createAuthenticator(registry, { access, throttle }),
       onSessionStart: (session) => {
         for (const hook of sessionStarted) hook(session);
@@ -294,18 +316,22 @@ export async function startPlatform(config: Config, log: Logger): Promise<Platfo
         attributesRequest: attributesRequestHandler(attributes, deliver, ingest, config.maxPayloadBytes),
         rpcResponse: rpcResponseHandler(rpc, deliver, rpcLog, countRefusal),
         rpcRequest: rpcRequestHandler({ deliver, limits: sessionLimits, log: rpcLog, count: countRefusal }),
-        gateway: gatewayHandlers({
-          gateways,
-          ingest,
-          attributes,
-          rpc,
-          deliver,
-          deliverToSession,
-          log: log.child({ module: 'gateways' }),
-          maxPayloadBytes: config.maxPayloadBytes,
-          maxDevicesPerMessage: config.gatewayMaxDevicesPerMessage,
-          count: countRefusal,
-        }),
+        claim: deviceClaimHandler({ claims, ingest, deliver, maxPayloadBytes: config.maxPayloadBytes }),
+        gateway: {
+          ...gatewayHandlers({
+            gateways,
+            ingest,
+            attributes,
+            rpc,
+            deliver,
+            deliverToSession,
+            log: log.child({ module: 'gateways' }),
+            maxPayloadBytes: config.maxPayloadBytes,
+            maxDevicesPerMessage: config.gatewayMaxDevicesPerMessage,
+            count: countRefusal,
+          }),
+          claim: gatewayClaimHandler({ claims, ingest, deliver, gateways, maxPayloadBytes: config.maxPayloadBytes, maxDevicesPerMessage: config.gatewayMaxDevicesPerMessage }),
+        },
       }),
     });
     cleanups.unshift(() => broker.close());
@@ -384,6 +410,7 @@ export async function startPlatform(config: Config, log: Logger): Promise<Platfo
       roles,
       towns,
       registry,
+      claims,
       attributes,
       connectivity,
       provisioning,
@@ -399,7 +426,7 @@ export async function startPlatform(config: Config, log: Logger): Promise<Platfo
       mapStyleUrl: config.mapStyleUrl,
       oidc,
       spatial: {
-        pool,
+        pool: queryPool,
         registry,
         keys,
         positions: new DevicePositions(ingest.latest),

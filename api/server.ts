@@ -40,6 +40,8 @@ import { provisionKeysRoutes, provisionRoutes } from './routes/provisioning.ts';
 import { deviceImportRoutes } from './routes/device-import.ts';
 import { deviceTypesRoutes } from './routes/device-types.ts';
 import { devicesRoutes } from './routes/devices.ts';
+import { claimsRoutes } from './routes/claims.ts';
+import type { ClaimService } from '../core/claims.ts';
 import { healthRoutes, type ReadinessChecks } from './routes/health.ts';
 import { authConfigRoutes } from './routes/auth-config.ts';
 import type { OidcService } from '../core/access/oidc.ts';
@@ -71,6 +73,8 @@ export interface ApiDeps {
   roles: RoleStore;
   towns: TownIndex;
   registry: DeviceRegistry;
+  /** Device claiming (core/claims.ts). */
+  claims: ClaimService;
   attributes: AttributeService;
   connectivity: Connectivity;
   provisioning: Provisioning;
@@ -173,6 +177,7 @@ export async function buildApi(deps: ApiDeps) {
       await api.register(townsRoutes, { towns: deps.towns });
       await api.register(auditRoutes, { pool: deps.pool });
       await api.register(devicesRoutes, { registry: deps.registry, access: deps.access });
+      await api.register(claimsRoutes, { claims: deps.claims });
       await api.register(deviceTypesRoutes, { registry: deps.registry, access: deps.access });
       await api.register(deviceImportRoutes, { registry: deps.registry, access: deps.access });
       await api.register(telemetryRoutes, { registry: deps.registry, pool: deps.pool, keys: deps.keys, latest: deps.latest, access: deps.access });

@@ -49,6 +49,8 @@ export interface BrokerOptions {
   connectRatePerAddress?: { max: number; windowMs: number };
   /** Per-device publish rate; beyond it the connection is closed, the publish unacknowledged. */
   publishRate?: RateLimitSpec[];
+  /** Keeps a device's publish refused by the broker (a topic it may not use) with the other refusals (rejected_messages, counted). */
+  recordRefusal?: (deviceId: number, topic: string, payload: Buffer, rejection: { reason: 'topic_not_allowed'; detail: string }) => void;
   /** Told when a device session starts and ends (connection state, events, live streams). */
   onSessionStart?: (session: DeviceSession) => void;
   onSessionEnd?: (session: DeviceSession, end: SessionEnd) => void;
@@ -408,7 +410,11 @@ export function createBroker(opts: BrokerOptions): Broker {
         // ThingsBoard closes a provisioning session; an application session may not publish at all.
         if (session.kind !== 'device') return done(new Error(route.reason));
         notifyRefusal(session, packet.topic, 'topic_not_allowed', route.reason);
-        return done(null); // acknowledged (the device must not resend it forever), not processed
+        const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
+        opts.recordRefusal?.(session.device.id, packet.topic, payload, { reason: 'topic_not_allowed', detail: route.reason });
+        // Acknowledged (the device must not resend it forever), not processed; the connection stays
+        // open. The PUBACK is chosen by UNSUPPORTED_TOPIC_PUBACK (device-api.ts): plain under MQTT 3.1.1.
+        return done(null);
       }
       const limiter = session.kind === 'device' && !client!.closed ? limiters.get(session.device.id) : undefined;
       const refusedBefore = closing.get(session);

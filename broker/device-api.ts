@@ -19,6 +19,8 @@ export interface DeviceApiHandlers {
   rpcResponse?: TopicHandler;
   /** The device calls the server (client-side RPC, answered on …/rpc/response/{id}). */
   rpcRequest?: TopicHandler;
+  /** The device asks to be claimed by an agency (core/claims.ts). */
+  claim?: TopicHandler;
   gateway?: {
     connect: TopicHandler;
     disconnect: TopicHandler;
@@ -26,6 +28,7 @@ export interface DeviceApiHandlers {
     attributes: TopicHandler;
     attributesRequest: TopicHandler;
     rpc: TopicHandler;
+    claim: TopicHandler;
   };
   provision?: TopicHandler<ProvisionSession>;
 }
@@ -42,6 +45,7 @@ const DEVICE_PATTERNS: [RegExp, keyof Omit<DeviceApiHandlers, 'gateway' | 'provi
   [new RegExp(`^(?:v1/devices/me/attributes/request/|v2/a/req/)${ID}$`), 'attributesRequest'],
   [new RegExp(`^(?:v1/devices/me/rpc/response/|v2/r/res/)${ID}$`), 'rpcResponse'],
   [new RegExp(`^(?:v1/devices/me/rpc/request/|v2/r/req/)${ID}$`), 'rpcRequest'],
+  [/^(?:v1\/devices\/me\/claim|v2\/c|v2\/c\/j)$/, 'claim'],
 ];
 const GATEWAY_TOPICS: Record<string, keyof NonNullable<DeviceApiHandlers['gateway']>> = {
   'v1/gateway/connect': 'connect',
@@ -50,7 +54,22 @@ const GATEWAY_TOPICS: Record<string, keyof NonNullable<DeviceApiHandlers['gatewa
   'v1/gateway/attributes': 'attributes',
   'v1/gateway/attributes/request': 'attributesRequest',
   'v1/gateway/rpc': 'rpc',
+  'v1/gateway/claim': 'claim',
 };
+
+// ThingsBoard topics GuanLink does not implement yet: refused as any unsupported topic, but named.
+const NOT_IMPLEMENTED: [RegExp, string][] = [
+  [/^v2\/(?:fw|sw)\/request\//, 'firmware and software updates (v2/fw/…, v2/sw/…) are not implemented yet'],
+  [/^v2\/[tac]\/p$/, 'protobuf payloads (v2/…/p) are not supported; send JSON'],
+];
+
+/**
+ * The PUBACK a device's publish to an unsupported topic gets: the connection stays open (ThingsBoard,
+ * MqttTransportHandler processPublish: an unknown topic is acknowledged with reason 0x90 "topic
+ * name invalid" under MQTT 5, a plain PUBACK under 3.1.1). The one place that chooses it; the
+ * broker (MQTT 3.1.1) sends the plain PUBACK.
+ */
+export const UNSUPPORTED_TOPIC_PUBACK = { mqtt311: 'plain PUBACK', mqtt5ReasonCode: 0x90 } as const;
 
 /**
  * Access control and routing of what a client publishes: a device only under `v1/devices/me/…`
@@ -76,6 +95,7 @@ export function routePublish(handlers: DeviceApiHandlers, session: Session, topi
     if (!handler) return { kind: 'refused', reason: `${topic} is not served` };
     return match[1] === undefined ? { kind: 'device', handler } : { kind: 'device', handler, requestId: Number(match[1]) };
   }
+  for (const [pattern, reason] of NOT_IMPLEMENTED) if (pattern.test(topic)) return { kind: 'refused', reason: `${topic}: ${reason}` };
   return { kind: 'refused', reason: `${topic} is outside the device API (v1/devices/me/…)` };
 }
 

@@ -214,7 +214,7 @@ export interface AlarmFilter {
    * these domains; with an area, those whose position (`positionSql` on \`lng\`/\`lat\`) is inside or,
    * without a position, of these devices.
    */
-  scope?: { domains?: readonly Domain[]; positionSql?: string; unpositionedDeviceIds?: readonly number[] | null };
+  scope?: { domains?: readonly Domain[]; positionSql?: string; unpositionedDeviceIds?: readonly number[] | null; ownedDeviceIds?: readonly number[] };
   domain?: Domain;
   severity?: AlarmSeverity[];
   from?: Date;
@@ -925,11 +925,15 @@ export class AlarmService {
     if (filter.status?.length) where.push(`a.status = ANY(${p(filter.status)}::text[])`);
     if (filter.severity?.length) where.push(`a.severity = ANY(${p(filter.severity)}::text[])`);
     if (filter.deviceId !== undefined) where.push(`a.device_id = ${p(filter.deviceId)}`);
-    if (filter.scope?.domains) where.push(`t.domain = ANY (${p(filter.scope.domains)}::text[])`);
+    const inScope: string[] = [];
+    if (filter.scope?.domains) inScope.push(`t.domain = ANY (${p(filter.scope.domains)}::text[])`);
     if (filter.scope?.positionSql) {
       const unpositioned = filter.scope.unpositionedDeviceIds === null || filter.scope.unpositionedDeviceIds === undefined ? 'true' : `a.device_id = ANY (${p(filter.scope.unpositionedDeviceIds)}::int4[])`;
-      where.push(`(SELECT CASE WHEN lat IS NULL THEN ${unpositioned} ELSE ${filter.scope.positionSql} END FROM (SELECT coalesce(a.lat, d.lat) AS lat, coalesce(a.lng, d.lng) AS lng) pos)`);
+      inScope.push(`(SELECT CASE WHEN lat IS NULL THEN ${unpositioned} ELSE ${filter.scope.positionSql} END FROM (SELECT coalesce(a.lat, d.lat) AS lat, coalesce(a.lng, d.lng) AS lng) pos)`);
     }
+    // In scope, or of a device the principal's owner claimed (core/access/access.ts).
+    const owned = filter.scope?.ownedDeviceIds?.length ? `a.device_id = ANY (${p(filter.scope.ownedDeviceIds)}::int4[])` : undefined;
+    if (inScope.length > 0) where.push(owned ? `(${owned} OR (${inScope.join(' AND ')}))` : inScope.join(' AND '));
     if (filter.domain !== undefined) where.push(`t.domain = ${p(filter.domain)}`);
     if (filter.from) where.push(`a.raised_at >= ${p(filter.from)}`);
     if (filter.to) where.push(`a.raised_at < ${p(filter.to)}`);

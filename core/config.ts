@@ -438,6 +438,12 @@ export const settings = {
     default: 1000,
     parse: integer(1, 100_000),
   } as Setting<number>,
+  claimDefaultDurationMs: {
+    env: 'CLAIM_DEFAULT_DURATION_MS',
+    description: "How long a device's claim request stays open when the device gives no durationMs (ThingsBoard's SECURITY_CLAIM_DURATION).",
+    default: 86_400_000,
+    parse: integer(1000, 365 * 86_400_000),
+  } as Setting<number>,
   spatialStatementTimeoutMs: {
     env: 'SPATIAL_STATEMENT_TIMEOUT_MS',
     description: 'Longest a spatial query, aggregate or export statement may run before the database cancels it (the request gets 503).',
@@ -449,6 +455,12 @@ export const settings = {
     description: 'Heavy spatial queries (history, aggregates) using the database at once, the others wait their turn; 0: the cores less one, at least 1 (the database shares the cores with ingest).',
     default: 0,
     parse: integer(0, 256),
+  } as Setting<number>,
+  spatialQueryNice: {
+    env: 'SPATIAL_QUERY_NICE',
+    description: "Nice value of the database processes that run spatial queries, when the database is on this machine (embedded, or on loopback): ingest's commits, which every PUBACK waits for, come first on shared cores. 0: normal priority.",
+    default: 10,
+    parse: integer(0, 19),
   } as Setting<number>,
   spatialQueryQueue: {
     env: 'SPATIAL_QUERY_QUEUE',

@@ -40,6 +40,10 @@ export const REJECT_REASONS = [
   'device_not_owned',
   'unknown_type',
   'too_many_devices',
+  // Claiming (core/claims.ts): a device that already has an owner asked to be claimed.
+  'already_claimed',
+  // A topic outside the device API, or not implemented (broker/device-api.ts routePublish).
+  'topic_not_allowed',
 ] as const;
 export type RejectReason = (typeof REJECT_REASONS)[number];
 

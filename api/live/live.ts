@@ -66,14 +66,15 @@ export interface Live {
 }
 
 /**
- * Sockets of one scope (equal `principal.scope.key`): they share rooms, so a reading or event is
- * tested once per distinct scope, not once per socket. Room names carry the group's short id:
+ * Sockets of one scope and owner (equal `principal.scope.key` and `principal.owner`: the owner's
+ * claimed devices are visible whatever the scope, core/claims.ts): they share rooms, so a reading
+ * or event is tested once per distinct scope, not once per socket. Room names carry the group's short id:
  * `device:<id>|<group>`, `domain:<name>|<group>`.
  */
 interface ScopeGroup {
   id: string;
   key: string;
-  /** The first socket's principal: only its scope is used (the same for every socket of the group). */
+  /** The first socket's principal: only its scope and owner are used (the same for every socket of the group). */
   principal: Principal;
   sockets: number;
   domainRooms: Map<string, string>;
@@ -260,11 +261,12 @@ export function attachLive(
 
   io.on('connection', (socket) => {
     const { principal: p, authSeq } = socket.data as SocketData;
-    let group = groups.get(p.scope.key);
+    const groupKey = `${p.scope.key}\u0000${p.owner}`;
+    let group = groups.get(groupKey);
     if (!group) {
       const id = `s${++groupSeq}`;
-      group = { id, key: p.scope.key, principal: p, sockets: 0, domainRooms: new Map(DOMAINS.map((d) => [d, `domain:${d}|${id}`])) };
-      groups.set(p.scope.key, group);
+      group = { id, key: groupKey, principal: p, sockets: 0, domainRooms: new Map(DOMAINS.map((d) => [d, `domain:${d}|${id}`])) };
+      groups.set(groupKey, group);
     }
     const g = group;
     g.sockets++;

@@ -195,6 +195,7 @@ export const alarmsRoutes: FastifyPluginAsyncTypebox<{ alarms: AlarmService; acc
       domains: p.scope.domains ?? undefined,
       positionSql,
       unpositionedDeviceIds: positionSql ? [...((await access.visibleDevices(p)) ?? [])] : undefined,
+      ownedDeviceIds: [...access.ownedDevices(p)],
     };
   };
 

@@ -89,7 +89,7 @@ export const telemetryRoutes: FastifyPluginAsyncTypebox<{ registry: DeviceRegist
       if (!device) return reply.code(404).send(noDevice(id));
       keys ??= await keysInRange(pool, dictionary, id, from, to);
       // A moving device seen through an area scope: only its readings positioned inside.
-      const where = registry.deviceType(device.type)?.moving ? access.readingsSql(request.principal) : undefined;
+      const where = registry.deviceType(device.type)?.moving ? access.readingsSql(request.principal, id) : undefined;
       if (interval === undefined) return telemetryHistory(pool, dictionary, id, keys, from, to, q.limit ?? 100, where);
 
       let start = from;

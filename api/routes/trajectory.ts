@@ -166,7 +166,7 @@ export const trajectoryRoutes: FastifyPluginAsyncTypebox<{ registry: DeviceRegis
       }
 
       // Through an area scope: only the positions inside it.
-      const { points, next } = await readTrack(pool, id, device.domain, from, to, q.limit ?? MAX_TRACK_POINTS, access.readingsSql(request.principal));
+      const { points, next } = await readTrack(pool, id, device.domain, from, to, q.limit ?? MAX_TRACK_POINTS, access.readingsSql(request.principal, id));
       const lengths = segmentLengths(points);
       const speed = speedStats(points, lengths);
       const stopCriteria = { minutes: q.stopMinutes ?? DEFAULT_STOP_MINUTES, radiusMetres: q.stopRadius ?? DEFAULT_STOP_RADIUS };

@@ -68,7 +68,8 @@ const withDevice = (device: string, r: { reason: string; key?: string; detail: s
 /** One sub-device's part of a message, as it is kept with a refusal: `{"Name": <its part as sent>}`. */
 const entryPayload = (entry: DeviceEntry): Buffer => Buffer.from(`{${JSON.stringify(entry.device)}:${entry.raw}}`);
 
-export function gatewayHandlers(options: GatewayHandlerOptions): NonNullable<DeviceApiHandlers['gateway']> {
+/** All of the gateway API but claiming (broker/handlers/claim.ts gatewayClaimHandler). */
+export function gatewayHandlers(options: GatewayHandlerOptions): Omit<NonNullable<DeviceApiHandlers['gateway']>, 'claim'> {
   const { gateways, ingest, attributes, rpc, deliver, deliverToSession, log, maxPayloadBytes, maxDevicesPerMessage } = options;
 
   const notify = (gateway: DeviceSession, topic: string, stored: number, errors: GatewayError[]) => {

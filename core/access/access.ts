@@ -10,6 +10,7 @@ import type { RoleStore } from './roles.ts';
 import { domainVisible, parseScope, scopeAreaSql, scopeContains, scopeExactSql, ScopeError, type Scope, type ScopeInput, type TownAreas } from './scope.ts';
 import { safeEqual } from '../credentials.ts';
 import { credentialId, describeRefusal, type Attempt, type AuthThrottle, type AuthVia } from '../auth-throttle.ts';
+import type { Ownership } from '../claims.ts';
 
 /**
  * A request refused for who is asking: 401 (no valid credential), 403 (a permission missing), 404
@@ -62,6 +63,8 @@ export interface AccessDeps {
   visibleCacheMs?: number;
   /** Failed credentials throttled per source and per key (core/auth-throttle.ts). */
   throttle?: AuthThrottle;
+  /** Claimed devices and their owners (core/claims.ts). */
+  ownership?: Ownership;
 }
 
 /** AccessError 429 for a credential refused unchecked (too many failures). */
@@ -81,6 +84,10 @@ const looksLikeJwt = (s: string) => /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9
  * - Scope: `visibleDevices`/`deviceVisible` (devices whose registered location — a moving
  *   device's latest position — is inside the area, in visible domains), `readingsSql` and
  *   `positionVisible` (readings positioned inside).
+ * - Ownership: a device an agency claimed (core/claims.ts) is visible to every principal of that
+ *   owner, with all its readings, events and streams, whatever the scope's domains and area:
+ *   visible = in scope OR owned by the principal's owner (`owns`). Area-wide queries (spatial
+ *   latest/history/aggregate/export) stay bounded by the scope: they answer for a place.
  */
 export class Access {
   private readonly bootstrap: Principal;
@@ -93,6 +100,17 @@ export class Access {
     this.visibleCacheMs = deps.visibleCacheMs ?? 2_000;
     deps.registry.onChange(() => this.visible.clear());
     deps.registry.onTypeChange(() => this.visible.clear());
+    deps.ownership?.onChange(() => this.visible.clear());
+  }
+
+  /** The devices the principal's owner claimed (empty set: none). */
+  ownedDevices(p: Principal): ReadonlySet<number> {
+    return this.deps.ownership?.ownedBy(p.owner) ?? new Set();
+  }
+
+  /** Whether the device belongs to the principal's owner (an agency that claimed it). */
+  owns(p: Principal, deviceId: number): boolean {
+    return this.deps.ownership?.ownerOf(deviceId) === p.owner;
   }
 
   /**
@@ -236,9 +254,12 @@ export class Access {
     return scopeContains(p.scope, lng, lat);
   }
 
-  /** SQL restricting readings rows (lng, lat, cell columns) to the principal's area; undefined when it has none. */
-  readingsSql(p: Principal, cols: { lng: string; lat: string; cell: string } = { lng: 'r.lng', lat: 'r.lat', cell: 'r.cell' }): string | undefined {
-    return scopeAreaSql(p.scope, cols);
+  /**
+   * SQL restricting one device's readings rows (lng, lat, cell columns) to the principal's area;
+   * undefined when it has none, or when the principal's owner owns the device (all its readings).
+   */
+  readingsSql(p: Principal, deviceId: number, cols: { lng: string; lat: string; cell: string } = { lng: 'r.lng', lat: 'r.lat', cell: 'r.cell' }): string | undefined {
+    return this.owns(p, deviceId) ? undefined : scopeAreaSql(p.scope, cols);
   }
 
   /** SQL restricting positioned events (lng, lat columns, no cell) to the principal's area; undefined when it has none. */
@@ -252,15 +273,18 @@ export class Access {
     return !p.scope.area || booleanIntersects(fence.geometry, p.scope.area.geometry);
   }
 
-  /** Ids of the devices the principal may see; null: all of them. */
+  /** Ids of the devices the principal may see (in its scope, or owned by its owner); null: all of them. */
   async visibleDevices(p: Principal): Promise<ReadonlySet<number> | null> {
     if (p.scope.domains === null && p.scope.area === null) return null;
     const now = Date.now();
-    let entry = this.visible.get(p.scope.key);
+    const owned = this.deps.ownership?.ownedBy(p.owner);
+    const cacheKey = owned && owned.size > 0 ? `${p.scope.key}\u0000${p.owner}` : p.scope.key;
+    let entry = this.visible.get(cacheKey);
     if (!entry || now - entry.at > this.visibleCacheMs) {
-      entry = { at: now, ids: this.loadVisible(p.scope) };
-      this.visible.set(p.scope.key, entry);
-      entry.ids.catch(() => this.visible.delete(p.scope.key));
+      const inScope = this.loadVisible(p.scope);
+      entry = { at: now, ids: owned && owned.size > 0 ? inScope.then((ids) => new Set([...ids, ...owned])) : inScope };
+      this.visible.set(cacheKey, entry);
+      entry.ids.catch(() => this.visible.delete(cacheKey));
       if (this.visible.size > 200) this.visible.delete(this.visible.keys().next().value!);
     }
     return entry.ids;

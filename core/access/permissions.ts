@@ -9,7 +9,8 @@ export const PERMISSIONS = {
   'alarms:ack': 'acknowledge and clear alarms',
   rpc: 'send RPC commands to devices and follow them',
   'attributes:write': "write and delete devices' shared attributes",
-  'devices:write': 'register, change and delete devices and device types; credentials; import',
+  'devices:write': 'register, change and delete devices and device types; credentials; import; release claimed devices',
+  'devices:claim': 'claim a device that asked to be claimed, with its secret: the device then belongs to the owner of the credential (seen whatever its scope)',
   'geofences:write': 'create, change and delete geofences',
   'alarms:write': 'create, change and delete alarm rules',
   'platform:admin': 'rollups, retention, provisioning keys',
@@ -25,6 +26,6 @@ export const isPermission = (name: string): name is Permission => Object.hasOwn(
 /** Roles every installation has; admins may add their own (and change these, except `admin`). */
 export const BUILTIN_ROLES: Record<string, { description: string; permissions: readonly Permission[] }> = {
   admin: { description: 'everything, in any scope', permissions: PERMISSION_NAMES },
-  operator: { description: 'city operations staff: read all in scope, live map, acknowledge alarms, RPC to devices in scope', permissions: ['read', 'live', 'alarms:ack', 'rpc'] },
-  agency: { description: 'an agency: read-only access to data in its scope, live streams included', permissions: ['read', 'live'] },
+  operator: { description: 'city operations staff: read all in scope, live map, acknowledge alarms, RPC to devices in scope, claim devices', permissions: ['read', 'live', 'alarms:ack', 'rpc', 'devices:claim'] },
+  agency: { description: 'an agency: read-only access to data in its scope, live streams included; claims its own devices', permissions: ['read', 'live', 'devices:claim'] },
 };

@@ -132,7 +132,7 @@ describe('access on live streams and MQTT application sessions', () => {
     const { key } = await createKey({ name: 'water bureau', roles: ['agency'], scope: { domains: ['water'] } });
     const water = await open(key);
     expect(water.hello.principal).toMatchObject({ kind: 'key', name: 'water bureau', owner: 'test agency', roles: ['agency'], scope: { domains: ['water'] } });
-    expect(water.hello.principal.permissions).toEqual(['live', 'read']);
+    expect(water.hello.principal.permissions).toEqual(['devices:claim', 'live', 'read']);
     expect(await subscribe(water, { domain: 'water' })).toEqual({ ok: true, room: 'domain:water' });
     expect(await subscribe(water, { domain: 'traffic' })).toEqual({ ok: false, error: 'domain traffic is outside the scope of this credential' });
     expect(await subscribe(water, { device: river.id })).toEqual({ ok: true, room: `device:${river.id}` });

@@ -72,7 +72,7 @@ describe('OpenID Connect bearer tokens', () => {
     const me = await t.api<Record<string, unknown>>('GET', '/api/v1/me', undefined, { auth: token });
     expect(me.status).toBe(200);
     expect(me.body).toMatchObject({ kind: 'oidc', id: 'oidc:li.wei', name: 'Staff li.wei', owner: 'Dongguan Water Bureau', roles: ['agency'], scope: { domains: ['water'] } });
-    expect(me.body.permissions).toEqual(['live', 'read']);
+    expect(me.body.permissions).toEqual(['devices:claim', 'live', 'read']);
 
     expect((await t.api('GET', `/api/v1/devices/${traffic.id}`, undefined, { auth: token })).status).toBe(404);
     expect((await t.api('GET', `/api/v1/devices/${water.id}`, undefined, { auth: token })).status).toBe(200);

@@ -1,19 +1,11 @@
-import { execFile } from 'node:child_process';
-import { readFileSync } from 'node:fs';
-import { promisify } from 'node:util';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestPlatform, type TestPlatform } from '../support/platform.ts';
+import { runReadmeSession } from '../support/readme.ts';
 
-const run = promisify(execFile);
-
-/** The README's worked example of access (section "Access for agencies and staff"), run as written with bash, curl and jq. */
-function exampleBlock(): string {
-  const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
-  const marker = readme.indexOf('<!-- example: access');
-  if (marker < 0) throw new Error('README: the access example is gone');
-  const start = readme.indexOf('```sh\n', marker) + '```sh\n'.length;
-  return readme.slice(start, readme.indexOf('```', start));
-}
+// The README's worked example of access (section "Access for agencies and staff"), run as written with bash, curl and jq.
 
 describe('README: the water bureau example runs as written', () => {
   let t: TestPlatform;
@@ -34,12 +26,11 @@ describe('README: the water bureau example runs as written', () => {
   });
 
   it('creates the key, sees only 虎门镇 water devices and is refused the rest', async () => {
-    const { stdout } = await run('bash', ['-euo', 'pipefail', '-c', exampleBlock()], {
-      env: { ...process.env, GUANLINK: t.httpUrl, ADMIN_KEY: t.adminKey },
-      timeout: 30_000,
-    });
-    const lines = stdout.trim().split('\n');
-    expect(lines[0]).toBe('{"roles":["agency"],"permissions":["live","read"],"scope":{"domains":["water"],"towns":["虎门镇"]}}');
+    const cwd = await mkdtemp(path.join(os.tmpdir(), 'guanlink-readme-'));
+    const run = await runReadmeSession('access', { env: { GUANLINK: t.httpUrl, ADMIN_KEY: t.adminKey }, cwd, timeoutMs: 30_000 }).finally(() => rm(cwd, { recursive: true, force: true }));
+    expect(run.code, run.stderr).toBe(0);
+    const lines = run.outputs.get('access')!.split('\n');
+    expect(lines[0]).toBe('{"roles":["agency"],"permissions":["devices:claim","live","read"],"scope":{"domains":["water"],"towns":["虎门镇"]}}');
     expect(lines[1]).toBe('虎门 太沙河 水位站 river-level-station');
     expect(lines[2]).toBe('虎门 太沙河 水位站');
     expect(lines[3]).toBe('this needs the permission "devices:write", which API key "flood dashboard" (roles: agency) does not have');

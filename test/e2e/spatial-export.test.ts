@@ -277,7 +277,7 @@ describe('spatial export: formats, filters and errors', () => {
     const sessions = async () =>
       (
         await db.query<{ pid: number; state: string; query: string; query_start: Date }>(
-          `SELECT pid, state, query, query_start FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'guanlink' AND pid <> pg_backend_pid()`,
+          `SELECT pid, state, query, query_start FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'guanlink-queries' AND pid <> pg_backend_pid()`,
         )
       ).rows;
     const exportSession = async () => {
