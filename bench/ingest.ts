@@ -8,13 +8,16 @@
  *       registered over REST, publisher processes sending QoS 1 telemetry over one connection per
  *       device; a PUBACK means committed; afterwards the rows are counted (must equal the PUBACKs);
  *   (c) the broker alone: the same publishers against GuanLink's broker with ingest replaced by an
- *       immediate PUBACK (bench/load/null-broker.ts), and against Mosquitto 2 when installed.
+ *       immediate PUBACK (bench/load/null-broker.ts), speaking MQTT 3.1.1 and, in alternate runs,
+ *       MQTT 5.0 (through the v5 front end, broker/mqtt5/: what it costs per message); and against
+ *       Mosquitto 2 (3.1.1) when installed.
  *
  * They run in the order (b), (a), (c): the readings are timestamped from the start of the run so
  * that (b) sees live telemetry; (a) then writes exactly the same rows. Each part writes into the
  * same, empty tables (truncated and checkpointed in between) after its own warm-up. Prints a
  * table, the CPU used by each process group in each part, and as its last
- * line `RESULT e2e_vs_copy=<(b)/(a)> broker_vs_mosquitto=<(c)(i)/(c)(ii)>` (`n/a` without Mosquitto).
+ * line `RESULT e2e_vs_copy=<(b)/(a)> broker_vs_mosquitto=<(c)(i)/(c)(iii)> mqtt5_vs_311=<(c)(ii)/(c)(i)>
+ * e2e_mqtt5_vs_311=<(b) MQTT 5 / (b) 3.1.1>` (`n/a` without Mosquitto, or (b) in one version only).
  * Design and recorded figures: bench/README.md.
  *
  * Environment:
@@ -25,7 +28,9 @@
  *   BENCH_DEVICES       devices = MQTT connections                           [1000]
  *   BENCH_WINDOW        unacknowledged QoS 1 messages per connection         [16]
  *   BENCH_PUBLISHERS    publisher processes                                  [2]
- *   BENCH_BROKER_ROUNDS (c) alternates the two brokers this many times; best of each   [2]
+ *   BENCH_BROKER_ROUNDS (c) alternates the brokers (and MQTT versions) this many times; best of each   [2]
+ *   BENCH_MQTT          the MQTT version(s) of (b)'s publishers: 3.1.1, 5, or "3.1.1,5" (then (b)
+ *                       runs once per version, on the same readings, and prints the ratio)  [3.1.1]
  *   BENCH_PARTS         which parts to run, e.g. "b" or "a,b"                [a,b,c]
  *   BENCH_PIN=0         in (c), do not pin the broker to CPU 0 and the publishers to the other CPUs
  *                       (pinned by default when `taskset` is available and there are ≥ 2 CPUs)
@@ -56,7 +61,7 @@ import { countReadings, describeServer, freshBenchDatabase, postgresProcesses, r
 import { registerDevices, startGuanlink } from './load/guanlink-process.ts';
 import { findMosquitto, mosquittoVersion, startMosquitto } from './load/mosquitto.ts';
 import { summariseProfile, type ProfileSummary } from './load/profile.ts';
-import type { FromNullBroker } from './load/protocol.ts';
+import type { FromNullBroker, MqttVersion } from './load/protocol.ts';
 import { Publishers, type PhaseResult } from './load/publishers.ts';
 import { planDevices, planWorkload, splitForPublishers, storedReadings, type Workload } from './load/workload.ts';
 import { BENCH_DATA_DIR, formatRate } from './support.ts';
@@ -69,6 +74,17 @@ function intEnv(name: string, fallback: number, min = 1): number {
   return n;
 }
 
+function mqttVersionsEnv(name: string): MqttVersion[] {
+  const versions = (process.env[name] || '3.1.1').split(',').map((raw) => {
+    const v = raw.trim();
+    if (v === '3.1.1' || v === '4') return 4;
+    if (v === '5' || v === '5.0') return 5;
+    throw new Error(`${name} must list 3.1.1 and/or 5, got "${raw}"`);
+  });
+  return [...new Set(versions)];
+}
+const versionName = (v: MqttVersion) => (v === 5 ? 'MQTT 5.0' : 'MQTT 3.1.1');
+
 const config = loadConfig(process.env);
 const opts = {
   messages: intEnv('BENCH_MESSAGES', 400_000),
@@ -79,6 +95,7 @@ const opts = {
   brokerRounds: intEnv('BENCH_BROKER_ROUNDS', 2),
   parts: new Set((process.env.BENCH_PARTS ?? 'a,b,c').split(',').map((s) => s.trim())),
   profile: /^(1|true|yes|on)$/i.test(process.env.BENCH_PROFILE ?? ''),
+  mqtt: mqttVersionsEnv('BENCH_MQTT'),
   pin: !/^(0|false|no|off)$/i.test(process.env.BENCH_PIN ?? '') && canPin(),
   batchSize: config.ingestBatchSize,
   writers: config.ingestWriters,
@@ -152,8 +169,8 @@ async function partA(pool: pg.Pool, workload: Workload, contexts: DeviceContext[
   return rows;
 }
 
-async function partB(pool: pg.Pool, publishers: Publishers, guanlink: { child: Child; mqttPort: number }, profileFile: string | undefined): Promise<{ row: Row; profile?: ProfileSummary }> {
-  await publishers.connect('127.0.0.1', guanlink.mqttPort, 'bench-guanlink');
+async function partB(pool: pg.Pool, publishers: Publishers, guanlink: { child: Child; mqttPort: number }, mqtt: MqttVersion, profileFile: string | undefined): Promise<{ row: Row; profile?: ProfileSummary }> {
+  await publishers.connect('127.0.0.1', guanlink.mqttPort, `bench-guanlink-v${mqtt}`, mqtt);
   if (publishers.messages.warmup > 0) {
     log(`(b) warm-up: ${publishers.messages.warmup} messages`);
     expectAll('(b) warm-up', await publishers.run('warmup', opts.window), publishers.messages.warmup);
@@ -177,13 +194,14 @@ async function partB(pool: pg.Pool, publishers: Publishers, guanlink: { child: C
   if (stored !== r.acked) throw new Error(`(b) ${r.acked} readings acknowledged but ${stored} rows stored`);
   await publishers.disconnect();
   return {
-    row: { part: '(b) end to end: MQTT QoS 1 → GuanLink → committed', rate: r.acked / r.seconds, seconds: r.seconds, note: `${r.acked.toLocaleString('en')} PUBACKs = ${stored.toLocaleString('en')} rows`, cpu: r.cpu },
+    row: { part: `(b) end to end: ${versionName(mqtt)} QoS 1 → GuanLink → committed`, rate: r.acked / r.seconds, seconds: r.seconds, note: `${r.acked.toLocaleString('en')} PUBACKs = ${stored.toLocaleString('en')} rows`, cpu: r.cpu },
     ...(profile ? { profile } : {}),
   };
 }
 
 interface BrokerUnderTest {
   label: string;
+  mqtt: MqttVersion;
   start(): Promise<{ child: Child; port: number }>;
   profileFile?: string;
 }
@@ -192,7 +210,7 @@ async function brokerRun(publishers: Publishers, broker: BrokerUnderTest, round:
   const { child, port } = await broker.start();
   try {
     if (opts.pin) pin(child.pid, BROKER_CPUS);
-    await publishers.connect('127.0.0.1', port, `bench-${round}`);
+    await publishers.connect('127.0.0.1', port, `bench-${round}`, broker.mqtt);
     if (publishers.messages.warmup > 0) expectAll(`${broker.label} warm-up`, await publishers.run('warmup', opts.window), publishers.messages.warmup);
     log(`(c) ${publishers.messages.main} messages through ${broker.label}`);
     const stopProfile = profileWindow(child, broker.profileFile);
@@ -212,9 +230,10 @@ async function brokerRun(publishers: Publishers, broker: BrokerUnderTest, round:
   }
 }
 
-async function partC(publishers: Publishers): Promise<{ rows: Row[]; aedes: number; mosquitto?: number; profile?: ProfileSummary }> {
+async function partC(publishers: Publishers): Promise<{ rows: Row[]; aedes: number; aedesMqtt5: number; mosquitto?: number; profile?: ProfileSummary }> {
   const nullBroker: BrokerUnderTest = {
-    label: "GuanLink's broker (aedes), ingest → immediate PUBACK",
+    label: "GuanLink's broker (aedes), MQTT 3.1.1, ingest → immediate PUBACK",
+    mqtt: 4,
     async start() {
       const child = await spawnNode('bench broker', 'bench/load/null-broker.ts', [], {
         ipc: true,
@@ -226,10 +245,12 @@ async function partC(publishers: Publishers): Promise<{ rows: Row[]; aedes: numb
     },
   };
   if (opts.profile) nullBroker.profileFile = path.join(OUT, 'bench-broker');
+  // The same broker, its clients speaking MQTT 5 (the v5 front end translates every packet both ways).
+  const nullBrokerMqtt5: BrokerUnderTest = { label: "GuanLink's broker (aedes), MQTT 5.0 through the v5 front end, ingest → immediate PUBACK", mqtt: 5, start: () => nullBroker.start() };
   const bin = findMosquitto();
-  const brokers = [nullBroker];
+  const brokers = [nullBroker, nullBrokerMqtt5];
   if (bin) {
-    brokers.push({ label: `Mosquitto ${mosquittoVersion(bin)} (${bin})`, start: () => startMosquitto(bin, OUT, path.join(OUT, 'mosquitto.log')) });
+    brokers.push({ label: `Mosquitto ${mosquittoVersion(bin)} (${bin}), MQTT 3.1.1`, mqtt: 4, start: () => startMosquitto(bin, OUT, path.join(OUT, 'mosquitto.log')) });
   } else log('(c) mosquitto not installed: broker_vs_mosquitto=n/a');
   if (opts.pin) for (const pid of publishers.pids) pin(pid, GENERATOR_CPUS);
   const best = new Map<BrokerUnderTest, Row>();
@@ -246,7 +267,7 @@ async function partC(publishers: Publishers): Promise<{ rows: Row[]; aedes: numb
     }
   }
   const rows = brokers.map((b) => best.get(b)!);
-  return { rows, aedes: rows[0]!.rate, ...(rows[1] ? { mosquitto: rows[1].rate } : {}), ...(profile ? { profile } : {}) };
+  return { rows, aedes: rows[0]!.rate, aedesMqtt5: rows[1]!.rate, ...(rows[2] ? { mosquitto: rows[2].rate } : {}), ...(profile ? { profile } : {}) };
 }
 
 function printCpu(rows: Row[]): void {
@@ -316,7 +337,7 @@ async function main(): Promise<void> {
 
     let e2e: number | undefined;
     let profileB: ProfileSummary | undefined;
-    let rowB: Row | undefined;
+    const rowsB = new Map<MqttVersion, Row>();
     if (opts.parts.has('b') || opts.parts.has('c')) {
       log(`starting ${opts.publishers} publisher processes`);
       publishers = await Publishers.start(
@@ -326,10 +347,12 @@ async function main(): Promise<void> {
       );
     }
     if (opts.parts.has('b')) {
-      const b = await partB(pool, publishers!, guanlink, opts.profile ? path.join(OUT, 'guanlink') : undefined);
-      rowB = b.row;
-      e2e = b.row.rate;
-      profileB = b.profile;
+      for (const mqtt of opts.mqtt) {
+        const b = await partB(pool, publishers!, guanlink, mqtt, opts.profile && !profileB ? path.join(OUT, 'guanlink') : undefined);
+        rowsB.set(mqtt, b.row);
+        profileB ??= b.profile;
+      }
+      e2e = rowsB.values().next().value!.rate;
     }
     await guanlink.child.stop();
 
@@ -346,7 +369,7 @@ async function main(): Promise<void> {
     let brokers: Awaited<ReturnType<typeof partC>> | undefined;
     if (opts.parts.has('c')) brokers = await partC(publishers!);
     await publishers?.stop();
-    const rows = [...rowsA, ...(rowB ? [rowB] : []), ...(brokers?.rows ?? [])];
+    const rows = [...rowsA, ...rowsB.values(), ...(brokers?.rows ?? [])];
 
     const w = workload;
     console.log(`\n# GuanLink ingest benchmark — ${startedAt.toISOString().slice(0, 16)}Z, ${dbName}, ${os.cpus().length} cores`);
@@ -361,14 +384,19 @@ async function main(): Promise<void> {
     for (const r of rows) console.log(`| ${r.part} | ${formatRate(r.rate)} | ${r.seconds.toFixed(1)} s | ${r.note} |`);
     const e2eRatio = e2e !== undefined && ceiling !== undefined ? e2e / ceiling : undefined;
     const brokerRatio = brokers?.mosquitto !== undefined ? brokers.aedes / brokers.mosquitto : undefined;
+    const mqtt5Ratio = brokers ? brokers.aedesMqtt5 / brokers.aedes : undefined;
     console.log('');
     if (e2eRatio !== undefined) console.log(`(b)/(a): ${formatRate(e2e!)} / ${formatRate(ceiling!)} (best (a)) = ${e2eRatio.toFixed(2)}  (target ≥ 0.7: ${e2eRatio >= 0.7 ? 'met' : 'MISSED'})`);
     if (brokerRatio !== undefined) console.log(`GuanLink broker / Mosquitto: ${formatRate(brokers!.aedes)} / ${formatRate(brokers!.mosquitto!)} = ${brokerRatio.toFixed(2)}  (target ≥ 0.6: ${brokerRatio >= 0.6 ? 'met' : 'MISSED'})`);
+    const e2eMqtt5Ratio = rowsB.has(4) && rowsB.has(5) ? rowsB.get(5)!.rate / rowsB.get(4)!.rate : undefined;
+    if (e2eMqtt5Ratio !== undefined) console.log(`(b) end to end, MQTT 5.0 / MQTT 3.1.1: ${formatRate(rowsB.get(5)!.rate)} / ${formatRate(rowsB.get(4)!.rate)} = ${e2eMqtt5Ratio.toFixed(2)}`);
+    if (mqtt5Ratio !== undefined) console.log(`GuanLink broker, MQTT 5.0 / MQTT 3.1.1: ${formatRate(brokers!.aedesMqtt5)} / ${formatRate(brokers!.aedes)} = ${mqtt5Ratio.toFixed(2)}`);
     printCpu(rows);
     if (profileB) printProfile('Profile of the GuanLink process during (b)', profileB, path.join(OUT, 'guanlink'));
     if (brokers?.profile) printProfile("Profile of GuanLink's broker without ingest during (c), first round", brokers.profile, path.join(OUT, 'bench-broker'));
     if (opts.profile) console.log('\n(profiled run: the profiler slows the profiled processes; do not record these rates)');
-    console.log(`\nRESULT e2e_vs_copy=${e2eRatio === undefined ? 'n/a' : e2eRatio.toFixed(2)} broker_vs_mosquitto=${brokerRatio === undefined ? 'n/a' : brokerRatio.toFixed(2)}`);
+    const ratio = (r: number | undefined) => (r === undefined ? 'n/a' : r.toFixed(2));
+    console.log(`\nRESULT e2e_vs_copy=${ratio(e2eRatio)} broker_vs_mosquitto=${ratio(brokerRatio)} mqtt5_vs_311=${ratio(mqtt5Ratio)} e2e_mqtt5_vs_311=${ratio(e2eMqtt5Ratio)}`);
   } finally {
     await cleanup();
   }

@@ -12,8 +12,10 @@ import { watchAcceptErrors } from '../core/descriptors.ts';
 import { Admission, type Eviction, type Refusal, type Ticket } from './admission.ts';
 import type { DeviceContext } from '../core/registry.ts';
 import { APPLICATION_USERNAME, type AuthResult, type ConnectCredentials } from './auth.ts';
-import { PLATFORM_EVENTS_PREFIX, maySubscribe, outboundTopic, routePublish, type DeviceApiHandlers } from './device-api.ts';
+import { PLATFORM_EVENTS_PREFIX, UNSUPPORTED_TOPIC_PUBACK, maySubscribe, outboundTopic, routePublish, type DeviceApiHandlers } from './device-api.ts';
 import { ERRORS_TOPIC } from './handlers/telemetry.ts';
+import { mqtt5FrontEnd, whenProtocolKnown } from './mqtt5/front-end.ts';
+import { REASON } from './mqtt5/reason-codes.ts';
 import type { ApplicationSession, Deliver, DeliverToSession, DeliverTracked, DeviceSession, Outbound, Session } from './session.ts';
 
 export interface BrokerOptions {
@@ -172,6 +174,10 @@ function pauseClient(client: Client): void {
   (client as Client & { pause(): void }).pause();
 }
 
+/** What GuanLink advertises to MQTT 5 clients beside its packet limit (mqtt5/translate.ts ServerLimits). */
+const MQTT5_RECEIVE_MAXIMUM = 1024;
+const MQTT5_TOPIC_ALIAS_MAXIMUM = 32;
+
 /** Sentinel error codes for CONNACK, as aedes expects them on the error object. */
 function connackError(message: string, returnCode: 2 | 3 | 4 | 5): AuthenticateError {
   return Object.assign(new Error(message), { returnCode }) as AuthenticateError;
@@ -184,12 +190,18 @@ function connackError(message: string, returnCode: 2 | 3 | 4 | 5): AuthenticateE
  * and subscribe to is decided by `device-api.ts`. A publish is acknowledged only when its handler
  * resolves — for telemetry, after commit. Nothing is routed between clients: every device uses the
  * same `v1/devices/me/...` topics, so messages to a device are written to its own connection.
+ * aedes 1.2 speaks MQTT 3.1 and 3.1.1; MQTT 5 clients reach it through mqtt5/front-end.ts.
  */
 export function createBroker(opts: BrokerOptions): Broker {
   const { log, metrics } = opts;
   const sessions = new WeakMap<Client, Session>();
   const byDevice = new Map<number, DeviceSession>();
   const endReasons = new WeakMap<Client, EndReason>();
+  // What an MQTT 5 client is told beyond the 3.1.1 packet aedes writes (mqtt5/front-end.ts): a
+  // refusing CONNACK's v5 reason when it is not the one its return code maps to, and the packet
+  // ids of publishes to unsupported topics (PUBACK 0x90 under v5; kept for MQTT 5 clients only).
+  const connackReasons = new WeakMap<Client, number>();
+  const unsupportedPublishes = new WeakMap<Client, Set<number>>();
   // Publish rate limits are per device, not per connection: reconnecting must not refill a
   // device's buckets (ThingsBoard keeps device limits across sessions). A disconnected device's
   // limiter is forgotten once its buckets are full again.
@@ -303,6 +315,7 @@ export function createBroker(opts: BrokerOptions): Broker {
   const authSeqs = new WeakMap<Client, number>();
   const closeApplication = (session: ApplicationSession, reason: string) => {
     log.info({ application: session.clientId, principal: session.principal.id, reason }, 'application session closed by the server');
+    endReasons.set(session.client, 'credentials_changed'); // an MQTT 5 client is told: administrative action
     session.client.close();
   };
   const armExpiry = (session: ApplicationSession, expiresAt: number) => {
@@ -329,6 +342,7 @@ export function createBroker(opts: BrokerOptions): Broker {
         if (!connection || admission.startSession(connection.ticket, kind, { replacing })) return true;
         if (connection.ticket.state === 'closed') return false; // evicted meanwhile: already being closed
         refuseConnection('max_connections', address);
+        connackReasons.set(client, REASON.serverBusy);
         done(connackError('server unavailable: connection limit reached', 3), false);
         return false;
       };
@@ -413,7 +427,9 @@ export function createBroker(opts: BrokerOptions): Broker {
         const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
         opts.recordRefusal?.(session.device.id, packet.topic, payload, { reason: 'topic_not_allowed', detail: route.reason });
         // Acknowledged (the device must not resend it forever), not processed; the connection stays
-        // open. The PUBACK is chosen by UNSUPPORTED_TOPIC_PUBACK (device-api.ts): plain under MQTT 3.1.1.
+        // open. The PUBACK is chosen by UNSUPPORTED_TOPIC_PUBACK (device-api.ts): plain under MQTT
+        // 3.1.1, its reason code under MQTT 5 (told to the front end by packet id).
+        if (packet.qos > 0 && packet.messageId !== undefined) unsupportedPublishes.get(client!)?.add(packet.messageId);
         return done(null);
       }
       const limiter = session.kind === 'device' && !client!.closed ? limiters.get(session.device.id) : undefined;
@@ -595,8 +611,40 @@ export function createBroker(opts: BrokerOptions): Broker {
 
   const handlers = opts.handlers(deliver, deliverToSession);
 
-  /** Hands a connection to aedes, refusing oversized packets as soon as their header is read. */
+  /**
+   * Hands a connection to aedes once its CONNECT's protocol level is known: MQTT 3.1 and 3.1.1
+   * directly, MQTT 5.0 through the v5 front end (mqtt5/front-end.ts), which translates both ways
+   * and is told here why the broker refused or ended something.
+   */
   function handle(conn: Duplex, req: IncomingMessage | undefined, address: string | undefined, connection: Connection): void {
+    whenProtocolKnown(conn, (level) => {
+      if (level !== 5) return void handleCore(conn, req, address, connection, false);
+      const packetLimit = () => (connection.ticket.state === 'session' ? opts.maxPacketBytes : preAuthBytes);
+      const front = mqtt5FrontEnd(conn, {
+        limits: { maximumPacketBytes: opts.maxPacketBytes, receiveMaximum: MQTT5_RECEIVE_MAXIMUM, topicAliasMaximum: MQTT5_TOPIC_ALIAS_MAXIMUM },
+        packetLimit,
+        onTooLarge: (announced, limit) => {
+          refuse('packet_too_large');
+          log.info({ address, announced, limit, authenticated: connection.ticket.state === 'session', mqtt: 5 }, 'MQTT packet too large: connection closed');
+        },
+        onViolation: (reasonCode, detail) => {
+          endReasons.set(client, 'protocol_error');
+          refuse('protocol_error');
+          log.info({ address, reasonCode, detail }, 'MQTT 5 protocol violation: connection closed');
+        },
+      });
+      const client = handleCore(front.inner, req, address, connection, true);
+      unsupportedPublishes.set(client, new Set());
+      front.attach({
+        connackReason: () => connackReasons.get(client),
+        pubackReason: (messageId) => (unsupportedPublishes.get(client)!.delete(messageId) ? UNSUPPORTED_TOPIC_PUBACK.mqtt5ReasonCode : undefined),
+        endReason: () => endReasons.get(client) ?? (accepting ? undefined : 'server_shutdown'),
+      });
+    });
+  }
+
+  /** Hands a (3.1.1) connection to aedes, refusing oversized packets as soon as their header is read (for MQTT 5, the front end does). */
+  function handleCore(conn: Duplex, req: IncomingMessage | undefined, address: string | undefined, connection: Connection, mqtt5: boolean): Client {
     type Parser = {
       parse(buf: Buffer): number;
       _parseHeader(): boolean;
@@ -626,6 +674,9 @@ export function createBroker(opts: BrokerOptions): Broker {
     let refused = false;
     parser._parseLength = () => {
       const complete = parseLength();
+      // MQTT 5: the front end checks the packet as the client sent it; here it arrives translated
+      // (a topic alias resolved may make it longer than on the wire).
+      if (mqtt5) return complete;
       const limit = connection.ticket.state === 'session' ? opts.maxPacketBytes : preAuthBytes;
       if (!complete || parser.packet.length <= limit) return complete;
       refused = true;
@@ -652,6 +703,7 @@ export function createBroker(opts: BrokerOptions): Broker {
       if (session) session.lastActivity = Date.now();
       return parse(buf);
     };
+    return client;
   }
 
   const tcp = net.createServer((socket) => {

@@ -66,8 +66,8 @@ const NOT_IMPLEMENTED: [RegExp, string][] = [
 /**
  * The PUBACK a device's publish to an unsupported topic gets: the connection stays open (ThingsBoard,
  * MqttTransportHandler processPublish: an unknown topic is acknowledged with reason 0x90 "topic
- * name invalid" under MQTT 5, a plain PUBACK under 3.1.1). The one place that chooses it; the
- * broker (MQTT 3.1.1) sends the plain PUBACK.
+ * name invalid" under MQTT 5, a plain PUBACK under 3.1.1). The one place that chooses it: the
+ * broker sends the plain PUBACK, and tells the MQTT 5 front end (mqtt5/front-end.ts) to send 0x90.
  */
 export const UNSUPPORTED_TOPIC_PUBACK = { mqtt311: 'plain PUBACK', mqtt5ReasonCode: 0x90 } as const;
 

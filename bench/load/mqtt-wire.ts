@@ -1,12 +1,14 @@
 import mqttPacket from 'mqtt-packet';
 
+import type { MqttVersion } from './protocol.ts';
+
 /**
- * The few MQTT 3.1.1 packets a fan-in load generator needs, pre-encoded with mqtt-packet so that
- * sending costs one socket write per batch of messages (no per-message encoding while timed).
+ * The few MQTT 3.1.1 (or 5.0) packets a fan-in load generator needs, pre-encoded with mqtt-packet
+ * so that sending costs one socket write per batch of messages (no per-message encoding while timed).
  */
 
-export function connectPacket(clientId: string, username: string, keepalive = 300): Buffer {
-  return mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, clientId, username, keepalive });
+export function connectPacket(clientId: string, username: string, protocolVersion: MqttVersion = 4, keepalive = 300): Buffer {
+  return mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion, clean: true, clientId, username, keepalive }, { protocolVersion });
 }
 
 export const DISCONNECT = Buffer.from([0xe0, 0x00]);
@@ -19,12 +21,12 @@ export interface PublishStream {
 }
 
 /** Packet ids run 1..65535 in send order, so any window ≤ 65535 never has two in flight with the same id. */
-export function encodePublishes(topic: string, payloads: readonly string[], firstSeq = 0): PublishStream {
+export function encodePublishes(topic: string, payloads: readonly string[], firstSeq = 0, protocolVersion: MqttVersion = 4): PublishStream {
   const parts: Buffer[] = [];
   const offsets = new Uint32Array(payloads.length + 1);
   let size = 0;
   payloads.forEach((payload, i) => {
-    const packet = mqttPacket.generate({ cmd: 'publish', topic, payload, qos: 1, messageId: ((firstSeq + i) % 65535) + 1, retain: false, dup: false });
+    const packet = mqttPacket.generate({ cmd: 'publish', topic, payload, qos: 1, messageId: ((firstSeq + i) % 65535) + 1, retain: false, dup: false }, { protocolVersion });
     parts.push(packet);
     size += packet.length;
     offsets[i + 1] = size;
@@ -34,7 +36,10 @@ export function encodePublishes(topic: string, payloads: readonly string[], firs
 
 /** What arrived from the broker: PUBACKs counted, a CONNACK's return code if one came. */
 export interface Incoming {
+  /** Successful PUBACKs (MQTT 5: reason code below 0x80). */
   pubacks: number;
+  /** MQTT 5 PUBACKs with a failure reason code. */
+  refused: number;
   connack?: number;
 }
 
@@ -47,7 +52,7 @@ export class AckReader {
 
   read(chunk: Buffer): Incoming {
     const data = this.rest ? Buffer.concat([this.rest, chunk]) : chunk;
-    const out: Incoming = { pubacks: 0 };
+    const out: Incoming = { pubacks: 0, refused: 0 };
     let i = 0;
     while (i + 2 <= data.length) {
       const type = data[i]! >> 4;
@@ -65,7 +70,8 @@ export class AckReader {
         }
       }
       if (!complete || j + length > data.length) break;
-      if (type === 4) out.pubacks++;
+      if (type === 4 && length >= 3 && data[j + 2]! >= 0x80) out.refused++;
+      else if (type === 4) out.pubacks++;
       else if (type === 2) out.connack = data[j + 1];
       i = j + length;
     }

@@ -2,6 +2,9 @@
 
 export type Phase = 'warmup' | 'main';
 
+/** The MQTT version publishers speak: 4 (3.1.1) or 5. */
+export type MqttVersion = 4 | 5;
+
 /** One device as a publisher process sees it: its credentials and its payloads, in send order. */
 export interface PublisherDevice {
   /** MQTT username (GuanLink access token; any string for the other brokers). */
@@ -15,7 +18,7 @@ export interface PublisherWorkload {
 }
 
 export type ToPublisher =
-  | { type: 'connect'; host: string; port: number; clientPrefix: string; concurrency: number }
+  | { type: 'connect'; host: string; port: number; clientPrefix: string; concurrency: number; mqtt: MqttVersion }
   | { type: 'run'; phase: Phase; window: number }
   | { type: 'disconnect' };
 

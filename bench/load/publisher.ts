@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import { AckReader, DISCONNECT, connectPacket, encodePublishes, type PublishStream } from './mqtt-wire.ts';
-import type { FromPublisher, Phase, PublisherWorkload, ToPublisher } from './protocol.ts';
+import type { FromPublisher, MqttVersion, Phase, PublisherWorkload, ToPublisher } from './protocol.ts';
 
 const PHASES: Phase[] = ['warmup', 'main'];
 
@@ -26,13 +26,18 @@ const fail = (message: string) => {
 };
 
 const workload = JSON.parse(readFileSync(process.argv[2]!, 'utf8')) as PublisherWorkload;
-const streams = workload.devices.map((d) => ({
-  token: d.token,
-  streams: {
-    warmup: encodePublishes(workload.topic, d.payloads.warmup),
-    main: encodePublishes(workload.topic, d.payloads.main, d.payloads.warmup.length),
-  },
-}));
+/** Each device's packets, encoded for one MQTT version (3.1.1 at start; 5 once asked, then kept). */
+const encode = (version: MqttVersion) =>
+  workload.devices.map((d) => ({
+    token: d.token,
+    streams: {
+      warmup: encodePublishes(workload.topic, d.payloads.warmup, 0, version),
+      main: encodePublishes(workload.topic, d.payloads.main, d.payloads.warmup.length, version),
+    },
+  }));
+const encoded = new Map<MqttVersion, ReturnType<typeof encode>>([[4, encode(4)]]);
+const streams = encoded.get(4)!;
+const streamsFor = (version: MqttVersion) => encoded.get(version) ?? encoded.set(version, encode(version)).get(version)!;
 let connections: Connection[] = [];
 let closing = false;
 let window = 1;
@@ -55,6 +60,7 @@ function pump(c: Connection): void {
 function onData(c: Connection, chunk: Buffer): void {
   const incoming = c.reader.read(chunk);
   if (incoming.connack !== undefined) c.onConnack?.(incoming.connack);
+  if (incoming.refused > 0) return fail(`${incoming.refused} PUBACK(s) with a failure reason code`);
   if (incoming.pubacks === 0) return;
   const cur = c.current;
   if (!cur || !running || cur.acked + incoming.pubacks > cur.next) return fail('PUBACK for a message that was not sent');
@@ -65,7 +71,7 @@ function onData(c: Connection, chunk: Buffer): void {
   } else pump(c);
 }
 
-function open(host: string, port: number, clientId: string, token: string, s: Record<Phase, PublishStream>): Promise<Connection> {
+function open(host: string, port: number, clientId: string, token: string, s: Record<Phase, PublishStream>, version: MqttVersion): Promise<Connection> {
   return new Promise((resolve, reject) => {
     const socket = net.connect({ host, port, noDelay: true });
     const c: Connection = { socket, reader: new AckReader(), streams: s };
@@ -74,7 +80,7 @@ function open(host: string, port: number, clientId: string, token: string, s: Re
       if (code === 0) resolve(c);
       else reject(new Error(`CONNACK ${code} for ${clientId}`));
     };
-    socket.on('connect', () => socket.write(connectPacket(clientId, token)));
+    socket.on('connect', () => socket.write(connectPacket(clientId, token, version)));
     socket.on('data', (chunk: Buffer) => onData(c, chunk));
     socket.on('error', (err) => {
       if (c.onConnack) reject(err);
@@ -90,10 +96,11 @@ function open(host: string, port: number, clientId: string, token: string, s: Re
 async function connectAll(m: Extract<ToPublisher, { type: 'connect' }>): Promise<void> {
   closing = false;
   connections = new Array(streams.length);
+  const packets = streamsFor(m.mqtt);
   let next = 0;
   const worker = async () => {
-    for (let i = next++; i < streams.length; i = next++) {
-      connections[i] = await open(m.host, m.port, `${m.clientPrefix}-${i}`, streams[i]!.token, streams[i]!.streams);
+    for (let i = next++; i < packets.length; i = next++) {
+      connections[i] = await open(m.host, m.port, `${m.clientPrefix}-${i}`, packets[i]!.token, packets[i]!.streams, m.mqtt);
     }
   };
   await Promise.all(Array.from({ length: m.concurrency }, worker));

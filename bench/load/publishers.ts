@@ -1,7 +1,7 @@
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { nextMessage, send, spawnNode, type Child } from './children.ts';
-import type { FromPublisher, Phase, PublisherWorkload, ToPublisher } from './protocol.ts';
+import type { FromPublisher, MqttVersion, Phase, PublisherWorkload, ToPublisher } from './protocol.ts';
 
 const SCRIPT = 'bench/load/publisher.ts';
 
@@ -43,9 +43,9 @@ export class Publishers {
     return this.children.map((c) => c.pid);
   }
 
-  /** Opens every device's connection (CONNECT with its token, waits for CONNACK 0). */
-  async connect(host: string, port: number, clientPrefix: string): Promise<void> {
-    await this.all('connected', 300_000, (k) => ({ type: 'connect', host, port, clientPrefix: `${clientPrefix}-p${k}`, concurrency: 32 }));
+  /** Opens every device's connection (CONNECT with its token, waits for CONNACK 0), speaking MQTT 3.1.1 (4) or 5. */
+  async connect(host: string, port: number, clientPrefix: string, mqtt: MqttVersion = 4): Promise<void> {
+    await this.all('connected', 300_000, (k) => ({ type: 'connect', host, port, clientPrefix: `${clientPrefix}-p${k}`, concurrency: 32, mqtt }));
   }
 
   /** Sends one phase's messages with `window` in flight per connection; resolves when every PUBACK is in. */

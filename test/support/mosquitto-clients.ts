@@ -14,6 +14,8 @@ export interface MosquittoTarget {
   username?: string;
   password?: string;
   clientId?: string;
+  /** The MQTT version the client speaks (-V): 3.1.1 unless told. */
+  protocol?: 'mqttv311' | 'mqttv5';
 }
 
 export interface MosquittoMessage {
@@ -42,7 +44,7 @@ export interface MosquittoRun {
 }
 
 function connectArgs(target: MosquittoTarget): string[] {
-  const args = ['-h', target.host ?? '127.0.0.1', '-p', String(target.port), '-V', 'mqttv311'];
+  const args = ['-h', target.host ?? '127.0.0.1', '-p', String(target.port), '-V', target.protocol ?? 'mqttv311'];
   if (target.username !== undefined) args.push('-u', target.username);
   if (target.password !== undefined) args.push('-P', target.password);
   if (target.clientId !== undefined) args.push('-i', target.clientId);
@@ -126,7 +128,7 @@ export function mosquittoSub(target: MosquittoTarget, options: { topics: string[
 }
 
 /**
- * mosquitto_rr (MQTT 3.1.1): subscribes to `responseTopic` (no wildcards: the exact response
+ * mosquitto_rr (MQTT 3.1.1 unless `target.protocol`): subscribes to `responseTopic` (no wildcards: the exact response
  * topic, e.g. `v1/devices/me/attributes/response/7`), then publishes `payload` to `topic` over the
  * same connection and waits (at most `waitSeconds`) for one message: a request and its response,
  * or a refused publish and its explanation on the errors topic.
