@@ -1,8 +1,6 @@
-import { execFile } from 'node:child_process';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -10,6 +8,7 @@ import { testPool } from '../support/database.ts';
 import { runMosquitto, startMosquitto, type MosquittoResult } from '../support/mosquitto.ts';
 import { startTestPlatform, type CreatedDevice, type TestPlatform } from '../support/platform.ts';
 import { storedReadings } from '../support/readings.ts';
+import { selfSignedCertificate } from '../support/tls.ts';
 
 const TELEMETRY = 'v1/devices/me/telemetry';
 
@@ -211,15 +210,9 @@ describe('MQTT over TLS (mqtts)', () => {
 
   beforeAll(async () => {
     dir = await mkdtemp(path.join(os.tmpdir(), 'guanlink-tls-'));
-    const cert = path.join(dir, 'cert.pem');
-    const key = path.join(dir, 'key.pem');
-    await promisify(execFile)(
-      'openssl',
-      ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1', '-days', '1', '-keyout', key, '-out', cert],
-      { timeout: 30_000 },
-    );
-    ca = await readFile(cert);
-    t = await startTestPlatform({ mqttTlsCert: cert, mqttTlsKey: key, mqttsPort: 0 });
+    const tls = await selfSignedCertificate(dir);
+    ca = tls.ca;
+    t = await startTestPlatform({ mqttTlsCert: tls.cert, mqttTlsKey: tls.key, mqttsPort: 0 });
     db = testPool(t.databaseUrl, 2);
   });
   afterAll(async () => {

@@ -1,9 +1,7 @@
-import { execFile } from 'node:child_process';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import mqtt, { type IClientOptions, type IConnackPacket, type MqttClient } from 'mqtt';
 import mqttPacket, { type Packet } from 'mqtt-packet';
 import type pg from 'pg';
@@ -13,6 +11,7 @@ import { inbox, nextMessage } from '../support/inbox.ts';
 import { mosquittoPub, mosquittoRr, mosquittoSub } from '../support/mosquitto-clients.ts';
 import { eventually, startTestPlatform, type CreatedDevice, type TestPlatform } from '../support/platform.ts';
 import { storedReadings } from '../support/readings.ts';
+import { selfSignedCertificate } from '../support/tls.ts';
 
 /**
  * MQTT 5.0 beside 3.1.1 on the same ports (broker/mqtt5/): real MQTT.js (protocolVersion 5) and
@@ -76,15 +75,9 @@ describe('MQTT 5.0', () => {
 
   beforeAll(async () => {
     dir = await mkdtemp(path.join(os.tmpdir(), 'guanlink-mqtt5-'));
-    const cert = path.join(dir, 'cert.pem');
-    const key = path.join(dir, 'key.pem');
-    await promisify(execFile)(
-      'openssl',
-      ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1', '-days', '1', '-keyout', key, '-out', cert],
-      { timeout: 30_000 },
-    );
-    ca = await readFile(cert);
-    t = await startTestPlatform({ mqttTlsCert: cert, mqttTlsKey: key, mqttsPort: 0, maxPacketBytes: MAX_PACKET_BYTES });
+    const tls = await selfSignedCertificate(dir);
+    ca = tls.ca;
+    t = await startTestPlatform({ mqttTlsCert: tls.cert, mqttTlsKey: tls.key, mqttsPort: 0, maxPacketBytes: MAX_PACKET_BYTES });
     db = testPool(t.databaseUrl, 2);
     device = await t.createDevice({ name: 'mqtt5-meter', type: 'generic' });
   });
