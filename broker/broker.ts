@@ -82,6 +82,8 @@ export type EndReason =
   | 'rate_limited'
   | 'protocol_error'
   | 'server_shutdown'
+  // A provisioning session closed by the server once its request was answered (MQTT 5: a normal disconnection).
+  | 'provisioned'
   // A gateway's sub-device (core/gateways.ts): the gateway sent v1/gateway/disconnect for it; the
   // gateway's own session ended; the sub-device was moved to another gateway (or its gateway is no
   // longer one).
@@ -638,7 +640,10 @@ export function createBroker(opts: BrokerOptions): Broker {
       front.attach({
         connackReason: () => connackReasons.get(client),
         pubackReason: (messageId) => (unsupportedPublishes.get(client)!.delete(messageId) ? UNSUPPORTED_TOPIC_PUBACK.mqtt5ReasonCode : undefined),
-        endReason: () => endReasons.get(client) ?? (accepting ? undefined : 'server_shutdown'),
+        endReason: () => {
+          const session = sessions.get(client);
+          return endReasons.get(client) ?? (session?.kind === 'provision' && session.answered ? 'provisioned' : accepting ? undefined : 'server_shutdown');
+        },
       });
     });
   }

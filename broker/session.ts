@@ -32,6 +32,8 @@ export interface DeviceSession extends SessionBase {
 /** ThingsBoard's provisioning session: CONNECT with username or client id `provision`, no credentials. */
 export interface ProvisionSession extends SessionBase {
   kind: 'provision';
+  /** Its request was answered: the server closes the session shortly (PROVISION_SESSION_CLOSE_MS), a normal end. */
+  answered?: boolean;
 }
 
 /**

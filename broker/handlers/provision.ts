@@ -30,6 +30,7 @@ export function provisionHandler(opts: { provisioning: Provisioning; deliverToSe
       response = await opts.provisioning.provision(request, { address: session.address, via: 'mqtt' });
     }
     await opts.deliverToSession(session, PROVISION_RESPONSE_TOPIC, JSON.stringify(response));
+    session.answered = true;
     const timer = setTimeout(() => session.client.close(), opts.closeAfterMs);
     timer.unref();
   };

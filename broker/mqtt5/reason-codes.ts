@@ -58,6 +58,8 @@ export function connectRefusal(returnCode: number, connect: { username?: string;
 /** The reason of the DISCONNECT a v5 client gets when the server ends its session (MQTT 5.0 §3.14.2.1). */
 export function disconnectReason(end: EndReason | undefined): number {
   switch (end) {
+    case 'provisioned':
+      return REASON.success; // 0x00 Normal disconnection [MQTT-3.14.2.1]
     case 'taken_over':
       return REASON.sessionTakenOver;
     case 'server_shutdown':

@@ -107,6 +107,14 @@ describe('device provisioning', () => {
       expect(closedAt - answeredAt).toBeLessThan(CLOSE_MS + 3000);
     });
 
+    it('tells an MQTT 5 provisioning session its end is normal (DISCONNECT 0x00) once answered', async () => {
+      const { client, responses } = await provisionSession({ protocolVersion: 5 });
+      const disconnect = new Promise<number | undefined>((resolve) => client.once('disconnect', (packet) => resolve(packet.reasonCode)));
+      await client.publishAsync('/provision/request', JSON.stringify(credentials({ deviceName: 'aq-closing-v5' })), { qos: 1 });
+      expect((await eventually(() => responses[0])).status).toBe('SUCCESS');
+      expect(await disconnect).toBe(0);
+    });
+
     it('generates a name when none is sent', async () => {
       const response = await provision(credentials());
       expect(response.status).toBe('SUCCESS');
