@@ -16,7 +16,7 @@ import { PLATFORM_EVENTS_PREFIX, UNSUPPORTED_TOPIC_PUBACK, maySubscribe, outboun
 import { ERRORS_TOPIC } from './handlers/telemetry.ts';
 import { mqtt5FrontEnd, whenProtocolKnown } from './mqtt5/front-end.ts';
 import { REASON } from './mqtt5/reason-codes.ts';
-import type { ApplicationSession, Deliver, DeliverToSession, DeliverTracked, DeviceSession, Outbound, Session } from './session.ts';
+import type { ApplicationSession, Deliver, DeliverToSession, DeliverTracked, DeviceSession, EndReason, Outbound, Session, SessionEnd } from './session.ts';
 
 export interface BrokerOptions {
   log: Logger;
@@ -69,33 +69,6 @@ export interface ApplicationAccess {
   address: string | undefined;
   topic?: string;
   reason?: string;
-}
-
-/** Why a device's session ended. */
-export type EndReason =
-  | 'client_disconnect'
-  | 'connection_lost'
-  | 'keepalive_timeout'
-  | 'taken_over'
-  | 'deleted'
-  | 'credentials_changed'
-  | 'rate_limited'
-  | 'protocol_error'
-  | 'server_shutdown'
-  // A provisioning session closed by the server once its request was answered (MQTT 5: a normal disconnection).
-  | 'provisioned'
-  // A gateway's sub-device (core/gateways.ts): the gateway sent v1/gateway/disconnect for it; the
-  // gateway's own session ended; the sub-device was moved to another gateway (or its gateway is no
-  // longer one).
-  | 'gateway_disconnect'
-  | 'gateway_offline'
-  | 'gateway_changed';
-
-export interface SessionEnd {
-  reason: EndReason;
-  /** The device's last will was published (an unclean end with a will set). */
-  willPublished: boolean;
-  at: number;
 }
 
 export interface Broker {

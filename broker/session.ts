@@ -75,3 +75,30 @@ export interface TrackedDelivery {
 
 /** Sends a message to a session and tracks its PUBACK (see TrackedDelivery). */
 export type DeliverTracked = (session: Session, to: Outbound, payload: Buffer | string, qos?: 0 | 1) => TrackedDelivery;
+
+/** Why a device's session ended. */
+export type EndReason =
+  | 'client_disconnect'
+  | 'connection_lost'
+  | 'keepalive_timeout'
+  | 'taken_over'
+  | 'deleted'
+  | 'credentials_changed'
+  | 'rate_limited'
+  | 'protocol_error'
+  | 'server_shutdown'
+  // A provisioning session closed by the server once its request was answered (MQTT 5: a normal disconnection).
+  | 'provisioned'
+  // A gateway's sub-device (core/gateways.ts): the gateway sent v1/gateway/disconnect for it; the
+  // gateway's own session ended; the sub-device was moved to another gateway (or its gateway is no
+  // longer one).
+  | 'gateway_disconnect'
+  | 'gateway_offline'
+  | 'gateway_changed';
+
+export interface SessionEnd {
+  reason: EndReason;
+  /** The device's last will was published (an unclean end with a will set). */
+  willPublished: boolean;
+  at: number;
+}

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
-import type { EndReason, SessionEnd } from '../broker/broker.ts';
+import type { EndReason, SessionEnd } from '../broker/session.ts';
 import type { DeviceSession } from '../broker/session.ts';
 import type { Domain } from './domains.ts';
 import type { Logger } from './log.ts';

@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import type { EndReason, SessionEnd } from '../broker/broker.ts';
+import type { EndReason, SessionEnd } from '../broker/session.ts';
 import type { DeviceSession } from '../broker/session.ts';
 import type { Rejection } from '../ingest/readings.ts';
 import type { Logger } from './log.ts';

@@ -1,6 +1,6 @@
 import { Duplex } from 'node:stream';
 import mqtt, { type Packet } from 'mqtt-packet';
-import type { EndReason } from '../broker.ts';
+import type { EndReason } from '../session.ts';
 import { REASON, disconnectReason } from './reason-codes.ts';
 import { PacketFramer } from './framing.ts';
 import { fromClient, mqtt5State, plainPublish, pubackToClient, toClient, type BrokerSignals, type ServerLimits } from './translate.ts';

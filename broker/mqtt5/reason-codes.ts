@@ -1,4 +1,4 @@
-import type { EndReason } from '../broker.ts';
+import type { EndReason } from '../session.ts';
 
 /**
  * MQTT 5.0 reason codes GuanLink sends (MQTT 5.0 §2.4, Table 2-6), with the choices ThingsBoard
