@@ -102,4 +102,8 @@ export const DeviceLabel = SafeText(200);
 
 export const DeviceIdParams = Type.Object({ id: Int32Id() });
 
-export const Point = Type.Object({ ts: Type.Integer({ description: 'epoch milliseconds' }), value: Type.Number() });
+export const TelemetryValue = Type.Unknown({
+  description: 'a number, or one of ThingsBoard\'s other value types as the device sent it: a string, a boolean, or a JSON object or array (aggregates are numbers)',
+});
+
+export const Point = Type.Object({ ts: Type.Integer({ description: 'epoch milliseconds' }), value: TelemetryValue });

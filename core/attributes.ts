@@ -3,6 +3,7 @@ import type pg from 'pg';
 import type { Logger } from './log.ts';
 import type { Rejection } from '../ingest/readings.ts';
 import { describeValue } from '../ingest/telemetry-payload.ts';
+import { valueProblem as jsonValueProblem, type Json } from '../ingest/json-value.ts';
 import { MAX_KEY_LENGTH, keyProblem } from '../ingest/validate.ts';
 
 /**
@@ -21,11 +22,12 @@ import { MAX_KEY_LENGTH, keyProblem } from '../ingest/validate.ts';
  * (pushing shared changes to devices, live streams).
  */
 
+export type { Json };
+
 export const ATTRIBUTE_SCOPES = ['client', 'shared', 'server'] as const;
 export type AttributeScope = (typeof ATTRIBUTE_SCOPES)[number];
 export const isAttributeScope = (s: string): s is AttributeScope => (ATTRIBUTE_SCOPES as readonly string[]).includes(s);
 
-export type Json = string | number | boolean | null | Json[] | { [key: string]: Json };
 /** What an attribute holds: any JSON value but null. */
 export type AttributeValue = Exclude<Json, null>;
 export type AttributeValues = Record<string, AttributeValue>;
@@ -56,6 +58,9 @@ export interface AttributeEntry {
   value: AttributeValue;
   ts: number;
 }
+
+/** Why a value cannot be an attribute, with the reason to report, or undefined. */
+export const valueProblem = (raw: unknown, limits: Readonly<AttributeLimits> = ATTRIBUTE_LIMITS) => jsonValueProblem(raw, limits);
 
 /** A committed change: keys set (with their values) or keys deleted, in one scope of one device. */
 export interface AttributeChange {
@@ -107,52 +112,6 @@ export class AttributeError extends Error {
 const isPlainObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /** Why a string cannot be stored (PostgreSQL's jsonb refuses U+0000 and lone surrogates), or undefined. */
-function stringProblem(s: string): string | undefined {
-  if (s.includes('\u0000')) return 'contains U+0000';
-  if (!s.isWellFormed()) return 'is not well-formed Unicode (lone surrogate)';
-  return undefined;
-}
-
-/** Why a value cannot be an attribute, with the reason to report, or undefined (then `json` is its text). */
-export function valueProblem(raw: unknown, limits: Readonly<AttributeLimits> = ATTRIBUTE_LIMITS): { reason: 'invalid_value' | 'value_too_large'; detail: string } | undefined {
-  if (raw === null || raw === undefined) return { reason: 'invalid_value', detail: 'null is not a value' };
-  const t = typeof raw;
-  if (t === 'object') {
-    // Iterative, bounded walk: a hostile value nests thousands of levels deep within a small payload.
-    const stack: [unknown, number][] = [[raw, 1]];
-    while (stack.length > 0) {
-      const [v, depth] = stack.pop()!;
-      if (typeof v === 'string') {
-        const p = stringProblem(v);
-        if (p) return { reason: 'invalid_value', detail: `a string inside ${p}` };
-      } else if (typeof v === 'number') {
-        if (!Number.isFinite(v)) return { reason: 'invalid_value', detail: 'a number inside is out of range' };
-      } else if (typeof v === 'object' && v !== null) {
-        if (depth > limits.maxDepth) return { reason: 'invalid_value', detail: `nested deeper than ${limits.maxDepth} levels` };
-        if (Array.isArray(v)) {
-          for (const item of v) stack.push([item, depth + 1]);
-        } else {
-          for (const [k, item] of Object.entries(v)) {
-            const p = stringProblem(k);
-            if (p) return { reason: 'invalid_value', detail: `a key inside ${p}` };
-            stack.push([item, depth + 1]);
-          }
-        }
-      }
-    }
-  } else if (t === 'string') {
-    const p = stringProblem(raw as string);
-    if (p) return { reason: 'invalid_value', detail: `the string ${p}` };
-  } else if (t === 'number') {
-    if (!Number.isFinite(raw)) return { reason: 'invalid_value', detail: `${describeValue(raw)} is not a finite number` };
-  } else if (t !== 'boolean') {
-    return { reason: 'invalid_value', detail: `a ${t} is not a JSON value` };
-  }
-  const bytes = Buffer.byteLength(JSON.stringify(raw));
-  if (bytes > limits.maxValueBytes) return { reason: 'value_too_large', detail: `the value is ${bytes} bytes as JSON; the limit is ${limits.maxValueBytes}` };
-  return undefined;
-}
-
 /**
  * Checks a flat object of attribute values. A bad key or value is refused on its own (the rest
  * are kept). `nulls: 'skip'` ignores null values silently (ThingsBoard's device API);

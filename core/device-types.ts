@@ -3,12 +3,22 @@ import { Domain } from './domains.ts';
 
 export const Label = Type.Object({ en: Type.String({ maxLength: 200 }), zh: Type.String({ maxLength: 200 }) }, { additionalProperties: false });
 
+/** ThingsBoard's value types: a number (long or double), a string, a boolean, or a JSON object/array. */
+export const VALUE_TYPES = ['number', 'string', 'boolean', 'json'] as const;
+export type ValueType = (typeof VALUE_TYPES)[number];
+
 export const TelemetryKey = Type.Object(
   {
+    type: Type.Optional(
+      Type.Union(
+        [Type.Literal('number'), Type.Literal('string'), Type.Literal('boolean'), Type.Literal('json')],
+        { description: 'value type (default number); a declared string key keeps numeric-looking strings as strings' },
+      ),
+    ),
     label: Type.Optional(Label),
     unit: Type.Optional(Type.String({ maxLength: 32 })),
-    min: Type.Optional(Type.Number({ description: 'lowest plausible value; lower readings are refused (out_of_range)' })),
-    max: Type.Optional(Type.Number({ description: 'highest plausible value' })),
+    min: Type.Optional(Type.Number({ description: 'lowest plausible value; lower readings are refused (out_of_range); numbers only' })),
+    max: Type.Optional(Type.Number({ description: 'highest plausible value; numbers only' })),
   },
   { additionalProperties: false },
 );
@@ -23,7 +33,7 @@ export const DeviceTypeDefinition = Type.Object(
     domain: Domain,
     label: Label,
     moving: Type.Boolean({ default: false, description: 'Position comes from telemetry (latitude/longitude keys) rather than the registry.' }),
-    acceptsUndeclaredKeys: Type.Boolean({ default: false, description: 'Numeric keys not declared below are stored too.' }),
+    acceptsUndeclaredKeys: Type.Boolean({ default: false, description: 'Keys not declared below are stored too, with whatever value type they arrive as.' }),
     keys: Type.Record(Type.String(), TelemetryKey, {
       maxProperties: MAX_DECLARED_KEYS,
       description: 'Telemetry keys by name, with unit and plausible range (latitude/longitude/altitude are implicit)',

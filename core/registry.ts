@@ -163,6 +163,9 @@ function checkDefinition(definition: DeviceTypeDefinition): void {
     if (key.length === 0 || key.length > 100 || /[\u0000-\u001f\u007f]/.test(key) || !key.isWellFormed()) {
       throw new RegistryError('invalid', `keys: "${key}" is not a valid telemetry key name (1 to 100 characters, no control characters)`);
     }
+    if ((spec.type ?? 'number') !== 'number' && (spec.min !== undefined || spec.max !== undefined || spec.unit !== undefined)) {
+      throw new RegistryError('invalid', `keys.${key}: min, max and unit apply to numbers only, not to a ${spec.type} key`);
+    }
     if (spec.min !== undefined && spec.max !== undefined && spec.min > spec.max) {
       throw new RegistryError('invalid', `keys.${key}: min ${spec.min} is greater than max ${spec.max}`);
     }

@@ -151,7 +151,8 @@ export async function spatialAggregate(client: pg.ClientBase, deps: Pick<Spatial
   const parent = (cell: string) => parentCellSql(cell, q.resolution);
   const keyId = 'keyId' in q.value ? params.add(q.value.keyId, '::int2') : undefined;
   const value = keyId !== undefined ? `r.vals[array_position(r.keys, ${keyId})]` : `r.${(q.value as { column: PositionColumn }).column}::float8`;
-  const notNull = 'column' in q.value && q.value.column === 'alt' ? ['r.alt IS NOT NULL'] : [];
+  // Numbers only: a row whose value of the key is a string, boolean or JSON (in jvals) is left out.
+  const notNull = keyId !== undefined ? [`${keyId} = ANY (r.keys)`] : 'column' in q.value && q.value.column === 'alt' ? ['r.alt IS NOT NULL'] : [];
   const rawColumns = `${parent('r.cell')} AS c, date_bin(${interval}, r.ts, ${origin}) AS b, ${value} AS v`;
   const existing = 'EXISTS (SELECT 1 FROM devices d WHERE d.id = r.device_id)';
 

@@ -1,5 +1,6 @@
 import type pg from 'pg';
 import type { Domain } from '../core/domains.ts';
+import type { NonNumericValue } from '../ingest/readings.ts';
 import { Params } from './area-query.ts';
 import { selectionRowsSql, type ResolvedSelection } from './spatial-query.ts';
 
@@ -35,6 +36,8 @@ export type ExportRow = [
   cell: string,
   keys: number[],
   vals: number[],
+  /** The values that are not numbers, by key id (as text); null when there are none. */
+  jvals: Record<string, NonNumericValue> | null,
 ];
 
 export interface ExportReadOptions {
@@ -53,13 +56,13 @@ const CURSOR = 'guanlink_export';
 // ts as epoch ms (float8 keeps the parse cheap), alt as real (its text form is the value sent), the
 // cell as hex text: the H3 index string, without a bigint round trip in JavaScript.
 const columns = (domain: Domain): string =>
-  `r.device_id, r.ts, floor(extract(epoch FROM r.ts) * 1000)::float8 AS ms, r.lat, r.lng, r.alt, to_hex(r.cell) AS cell, r.keys, r.vals, '${domain}'::text AS domain`;
+  `r.device_id, r.ts, floor(extract(epoch FROM r.ts) * 1000)::float8 AS ms, r.lat, r.lng, r.alt, to_hex(r.cell) AS cell, r.keys, r.vals, r.jvals, '${domain}'::text AS domain`;
 
 /** The statement reading one time slice [from, to) of the selection, in export order. */
 export function exportSliceSql(sel: ResolvedSelection, from: Date, to: Date, params: Params): string {
   const parts = sel.domains.map((d) => `(${selectionRowsSql(sel, d, columns(d), params, { from, to })})`);
   return (
-    `SELECT x.device_id, d.name, d.type, x.domain, x.ms, x.lat, x.lng, x.alt, x.cell, x.keys, x.vals ` +
+    `SELECT x.device_id, d.name, d.type, x.domain, x.ms, x.lat, x.lng, x.alt, x.cell, x.keys, x.vals, x.jvals ` +
     `FROM (${parts.join(' UNION ALL ')}) x JOIN devices d ON d.id = x.device_id ` +
     `ORDER BY x.ts, x.device_id`
   );
@@ -94,9 +97,10 @@ export async function* exportBatches(client: pg.ClientBase, sel: ResolvedSelecti
 /** Ids of the telemetry keys present in the selection's readings (one pass; the CSV columns when no keys were asked for). */
 export async function selectionKeyIds(client: pg.ClientBase, sel: ResolvedSelection): Promise<number[]> {
   const params = new Params();
-  const parts = sel.domains.map((d) => `(${selectionRowsSql(sel, d, 'r.keys', params)})`);
+  const parts = sel.domains.map((d) => `(${selectionRowsSql(sel, d, 'r.keys, r.jvals', params)})`);
   const { rows } = await client.query<[number]>({
-    text: `SELECT DISTINCT k FROM (${parts.join(' UNION ALL ')}) x, unnest(x.keys) AS k ORDER BY 1`,
+    text: `SELECT DISTINCT k FROM (${parts.join(' UNION ALL ')}) x,
+             LATERAL (SELECT unnest(x.keys) UNION ALL SELECT jsonb_object_keys(x.jvals)::smallint) AS u(k) ORDER BY 1`,
     values: params.values,
     rowMode: 'array',
   });

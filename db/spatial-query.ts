@@ -236,7 +236,10 @@ export function selectionRowsSql(
 ): string {
   const where = [...(options.where ?? [])];
   if (sel.deviceIds) where.push(`r.device_id = ANY (${params.add(sel.deviceIds, '::int4[]')})`);
-  if (sel.keyIds) where.push(`r.keys && ${params.add(sel.keyIds, '::int2[]')}`);
+  if (sel.keyIds) {
+    // A key's value is in keys/vals (a number) or in jvals under its id (another type).
+    where.push(`(r.keys && ${params.add(sel.keyIds, '::int2[]')} OR r.jvals ?| ${params.add(sel.keyIds.map(String), '::text[]')})`);
+  }
   const { drive, plan, also } = sel.reading;
   return areaRowsSql({
     also,

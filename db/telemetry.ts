@@ -5,8 +5,15 @@ import { readingsTable } from './readings-tables.ts';
 import { BUCKET_ORIGIN, MINUTE, floorTo, planSources, type Aggregate, type Source } from './buckets.ts';
 import type { KeyDictionary } from './keys.ts';
 import { rollupTable } from './rollups.ts';
+import type { TelemetryValue } from '../ingest/readings.ts';
 
 export interface Point {
+  ts: number;
+  value: TelemetryValue;
+}
+
+/** An aggregate per time bucket: always a number. */
+export interface BucketPoint {
   ts: number;
   value: number;
 }
@@ -42,19 +49,20 @@ export async function telemetryHistory(
         return;
       }
       const { rows } = column
-        ? await pool.query<{ ts: Date; v: number }>(
+        ? await pool.query<{ ts: Date; v: number; j?: undefined }>(
             `SELECT ts, ${column}::float8 AS v FROM readings r
               WHERE device_id = $1 AND ts >= $2 AND ts <= $3 AND ${column} IS NOT NULL${extra}
               ORDER BY ts DESC LIMIT $4`,
             [deviceId, from, to, limit],
           )
-        : await pool.query<{ ts: Date; v: number }>(
-            `SELECT ts, vals[array_position(keys, $5::smallint)] AS v FROM readings r
-              WHERE device_id = $1 AND ts >= $2 AND ts <= $3 AND $5::smallint = ANY (keys)${extra}
+        : await pool.query<{ ts: Date; v: number | null; j: TelemetryValue | null }>(
+            // A key's value is a number (in keys/vals) or another type (in jvals, under its id).
+            `SELECT ts, vals[array_position(keys, $5::smallint)] AS v, jvals -> $6::text AS j FROM readings r
+              WHERE device_id = $1 AND ts >= $2 AND ts <= $3 AND ($5::smallint = ANY (keys) OR jvals ? $6::text)${extra}
               ORDER BY ts DESC LIMIT $4`,
-            [deviceId, from, to, limit, id],
+            [deviceId, from, to, limit, id, String(id)],
           );
-      result[key] = rows.map((r) => ({ ts: r.ts.getTime(), value: r.v }));
+      result[key] = rows.map((r) => ({ ts: r.ts.getTime(), value: r.v ?? r.j! }));
     }),
   );
   return result;
@@ -63,9 +71,9 @@ export async function telemetryHistory(
 /** Keys one device reported in [from, to] (newest 10000 rows at most). */
 export async function keysInRange(pool: pg.Pool, dictionary: KeyDictionary, deviceId: number, from: Date, to: Date): Promise<string[]> {
   const { rows } = await pool.query<{ id: number }>(
-    `SELECT DISTINCT unnest(keys) AS id FROM (
-       SELECT keys FROM readings WHERE device_id = $1 AND ts >= $2 AND ts <= $3 ORDER BY ts DESC LIMIT 10000
-     ) r`,
+    `SELECT DISTINCT k.id FROM (
+       SELECT keys, jvals FROM readings WHERE device_id = $1 AND ts >= $2 AND ts <= $3 ORDER BY ts DESC LIMIT 10000
+     ) r, LATERAL (SELECT unnest(r.keys) UNION ALL SELECT jsonb_object_keys(r.jvals)::smallint) AS k(id)`,
     [deviceId, from, to],
   );
   const names = await Promise.all(rows.map((r) => dictionary.name(r.id)));
@@ -91,8 +99,8 @@ export interface BucketQuery {
 }
 
 export interface BucketResult {
-  /** Per key, one point per bucket that has data: ts is the bucket's start. */
-  points: Record<string, Point[]>;
+  /** Per key, one point per bucket that has data: ts is the bucket's start. Numbers only (other values are not aggregated). */
+  points: Record<string, BucketPoint[]>;
   /** Sources read, coarsest first (for the response header and tests). */
   sources: Source[];
 }
@@ -131,7 +139,7 @@ export async function telemetryBuckets(pool: pg.Pool, dictionary: KeyDictionary,
   // Very many minutes with pending late data: one raw scan rather than a statement of hundreds of parts.
   if (plan.length > MAX_SEGMENTS) plan = [{ source: 'raw', start: from, end: to }];
   const sources = new Set<Source>();
-  const points: Record<string, Point[]> = {};
+  const points: Record<string, BucketPoint[]> = {};
   await Promise.all(
     q.keys.map(async (key) => {
       const column = positionColumn(key);

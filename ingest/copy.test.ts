@@ -12,7 +12,7 @@ describe('binary COPY of readings', () => {
   beforeAll(async () => {
     db = await createTestDatabase();
     pool = testPool(db.url);
-    await pool.query(`CREATE TABLE r (device_id int4, ts timestamptz, cell int8, lat float8, lng float8, alt real, keys int2[], vals float8[])`);
+    await pool.query(`CREATE TABLE r (device_id int4, ts timestamptz, cell int8, lat float8, lng float8, alt real, keys int2[], vals float8[], jvals jsonb)`);
   });
   afterAll(async () => {
     await pool?.end();
@@ -24,6 +24,7 @@ describe('binary COPY of readings', () => {
       { deviceId: 1, domain: 'generic', ts: Date.UTC(2026, 0, 1, 12, 30, 15, 123), values: { c: 3.5, a: -1.25e-7 } },
       { deviceId: 2_000_000_000, domain: 'generic', ts: Date.UTC(2000, 0, 1), values: { b: Number.MAX_VALUE }, lat: -89.999999, lng: 179.123456789, alt: 12.5, cell: 644_245_094_400_000_000n },
       { deviceId: 3, domain: 'generic', ts: Date.UTC(2099, 11, 31, 23, 59, 59, 999), values: {}, lat: 23, lng: 113.7, cell: 1n },
+      { deviceId: 4, domain: 'generic', ts: 1, values: { b: 1 }, jsonValues: { c: 'ÜTF-8 ✓ "quoted"', a: { on: true, list: [1, 'x', null] } } },
     ];
     const client = await pool.connect();
     try {
@@ -31,11 +32,12 @@ describe('binary COPY of readings', () => {
     } finally {
       client.release();
     }
-    const { rows: back } = await pool.query(`SELECT device_id, ts, cell::text, lat, lng, alt, keys, vals FROM r ORDER BY device_id`);
+    const { rows: back } = await pool.query(`SELECT device_id, ts, cell::text, lat, lng, alt, keys, vals, jvals FROM r ORDER BY device_id`);
     expect(back).toEqual([
-      { device_id: 1, ts: new Date(rows[0]!.ts), cell: null, lat: null, lng: null, alt: null, keys: [1, 3], vals: [-1.25e-7, 3.5] },
-      { device_id: 3, ts: new Date(rows[2]!.ts), cell: '1', lat: 23, lng: 113.7, alt: null, keys: [], vals: [] },
-      { device_id: 2_000_000_000, ts: new Date(rows[1]!.ts), cell: '644245094400000000', lat: -89.999999, lng: 179.123456789, alt: 12.5, keys: [2], vals: [Number.MAX_VALUE] },
+      { device_id: 1, ts: new Date(rows[0]!.ts), cell: null, lat: null, lng: null, alt: null, keys: [1, 3], vals: [-1.25e-7, 3.5], jvals: null },
+      { device_id: 3, ts: new Date(rows[2]!.ts), cell: '1', lat: 23, lng: 113.7, alt: null, keys: [], vals: [], jvals: null },
+      { device_id: 4, ts: new Date(1), cell: null, lat: null, lng: null, alt: null, keys: [2], vals: [1], jvals: { 3: 'ÜTF-8 ✓ "quoted"', 1: { on: true, list: [1, 'x', null] } } },
+      { device_id: 2_000_000_000, ts: new Date(rows[1]!.ts), cell: '644245094400000000', lat: -89.999999, lng: 179.123456789, alt: 12.5, keys: [2], vals: [Number.MAX_VALUE], jvals: null },
     ]);
   });
 
@@ -63,6 +65,13 @@ describe('binary COPY of readings', () => {
       { deviceId: 1, domain: 'generic', ts: 10, values: { a: 1, b: 2 }, lat: 1, lng: 2, cell: 3n },
       { deviceId: 2, domain: 'generic', ts: 10, values: { a: 9 } },
     ]);
+    // a key has one value per instant whatever its type: the later one replaces the other type
+    expect(
+      mergeSameInstant([
+        { deviceId: 1, domain: 'generic', ts: 10, values: { a: 1, b: 1 }, jsonValues: { c: 'x' } },
+        { deviceId: 1, domain: 'generic', ts: 10, values: { c: 3 }, jsonValues: { a: true } },
+      ]),
+    ).toEqual([{ deviceId: 1, domain: 'generic', ts: 10, values: { b: 1, c: 3 }, jsonValues: { a: true } }]);
     const distinct: Reading[] = [
       { deviceId: 1, domain: 'generic', ts: 10, values: { a: 1 } },
       { deviceId: 1, domain: 'generic', ts: 11, values: { a: 2 } },

@@ -4,10 +4,10 @@ import type pg from 'pg';
 import copyStreams from 'pg-copy-streams';
 import type { Domain } from '../core/domains.ts';
 import type { KeyDictionary } from '../db/keys.ts';
-import type { Reading } from './readings.ts';
+import type { NonNumericValue, Reading } from './readings.ts';
 
 /** Columns written for each reading, in COPY order. */
-export const READING_COLUMNS = '(device_id, ts, cell, lat, lng, alt, keys, vals)';
+export const READING_COLUMNS = '(device_id, ts, cell, lat, lng, alt, keys, vals, jvals)';
 
 /**
  * Writes readings into a readings table (or the staging table) with one binary COPY. Binary,
@@ -19,7 +19,8 @@ export async function copyReadings(client: pg.ClientBase, table: string, rows: r
 }
 
 const SIGNATURE = Buffer.from('PGCOPY\n\xff\r\n\0', 'latin1');
-const FIELDS = 8;
+const FIELDS = 9;
+const JSONB_VERSION = 1;
 const INT2_OID = 21;
 const FLOAT8_OID = 701;
 const PG_EPOCH_MS = Date.UTC(2000, 0, 1);
@@ -28,17 +29,24 @@ const TWO_32 = 2 ** 32;
 // Scratch space reused for every row: the encoder runs per reading on the hot path.
 const ids: number[] = [];
 const vals: number[] = [];
+const jsonTexts: (Buffer | undefined)[] = [];
 
 /**
  * PostgreSQL's binary COPY format for READING_COLUMNS: int4, timestamptz (µs since 2000),
- * int8, float8, float8, float4, int2[] and float8[] (key ids ascending, values alongside).
+ * int8, float8, float8, float4, int2[] and float8[] (key ids ascending, values alongside), and
+ * jsonb (the values that are not numbers, keyed by key id; NULL when there are none).
  * Every key must already have an id.
  */
 export function encodeCopyBinary(rows: readonly Reading[], dictionary: Pick<KeyDictionary, 'id'>): Buffer {
   let size = SIGNATURE.length + 8 + 2;
-  for (const r of rows) {
+  jsonTexts.length = rows.length;
+  for (let i = 0; i < rows.length; i++) {
+    const r = rows[i]!;
     let n = 0;
     for (const _ in r.values) n++;
+    const json = r.jsonValues && jsonText(r.jsonValues, dictionary);
+    jsonTexts[i] = json;
+    size += json ? 4 + 1 + json.length : 4;
     // field count; device, ts, cell, lat, lng, alt (length + value or -1); two arrays
     size += 2 + 8 + 12 + (r.cell === undefined ? 4 : 12) + (r.lat === undefined ? 4 : 12) + (r.lng === undefined ? 4 : 12) + (r.alt === undefined ? 4 : 8);
     size += 2 * (4 + 12 + (n > 0 ? 8 : 0)) + n * (6 + 12);
@@ -47,7 +55,8 @@ export function encodeCopyBinary(rows: readonly Reading[], dictionary: Pick<KeyD
   let o = SIGNATURE.copy(buf, 0);
   o = buf.writeInt32BE(0, o); // flags
   o = buf.writeInt32BE(0, o); // header extension
-  for (const r of rows) {
+  for (let row = 0; row < rows.length; row++) {
+    const r = rows[row]!;
     ids.length = 0;
     vals.length = 0;
     let sorted = true;
@@ -90,10 +99,31 @@ export function encodeCopyBinary(rows: readonly Reading[], dictionary: Pick<KeyD
       o = buf.writeInt32BE(8, o);
       o = buf.writeDoubleBE(vals[i]!, o);
     }
+    const json = jsonTexts[row];
+    if (json === undefined) o = buf.writeInt32BE(-1, o);
+    else {
+      o = buf.writeInt32BE(1 + json.length, o);
+      o = buf.writeUInt8(JSONB_VERSION, o);
+      o += json.copy(buf, o);
+    }
   }
+  jsonTexts.length = 0;
   o = buf.writeInt16BE(-1, o); // trailer
   if (o !== size) throw new Error(`binary COPY size mismatch: wrote ${o} of ${size} bytes`);
   return buf;
+}
+
+/** The jsonb text of a reading's non-numeric values, keyed by key id (the `jvals` column), or undefined when there are none. */
+function jsonText(values: Record<string, NonNumericValue>, dictionary: Pick<KeyDictionary, 'id'>): Buffer | undefined {
+  const byId: Record<string, NonNumericValue> = {};
+  let any = false;
+  for (const key in values) {
+    const id = dictionary.id(key);
+    if (id === undefined) throw new Error(`telemetry key "${key}" has no id yet`);
+    byId[id] = values[key]!;
+    any = true;
+  }
+  return any ? Buffer.from(JSON.stringify(byId)) : undefined;
 }
 
 function float8(buf: Buffer, o: number, v: number | undefined): number {
@@ -163,7 +193,7 @@ export function mergeSameInstant(rows: readonly Reading[]): Reading[] {
       byKey.set(key, r);
       continue;
     }
-    const next: Reading = { ...prev, values: { ...prev.values, ...r.values } };
+    const next = mergeValues(prev, r);
     if (r.cell !== undefined) {
       next.cell = r.cell;
       next.lat = r.lat;
@@ -174,6 +204,18 @@ export function mergeSameInstant(rows: readonly Reading[]): Reading[] {
     byKey.set(key, next);
   }
   return [...byKey.values()];
+}
+
+/** prev's values with r's over them: a key has one value per instant, whatever its type, and the later write wins. */
+function mergeValues(prev: Reading, r: Reading): Reading {
+  const values = { ...prev.values, ...r.values };
+  const jsonValues = { ...prev.jsonValues, ...r.jsonValues };
+  for (const key in r.values) delete jsonValues[key];
+  for (const key in r.jsonValues) delete values[key];
+  const next: Reading = { ...prev, values };
+  if (Object.keys(jsonValues).length > 0) next.jsonValues = jsonValues;
+  else delete next.jsonValues;
+  return next;
 }
 
 /** Rows grouped by the domain table they go to. */

@@ -1,13 +1,13 @@
 import type pg from 'pg';
 import type { Logger } from '../core/log.ts';
 import type { KeyDictionary } from '../db/keys.ts';
-import type { Reading } from './readings.ts';
+import type { NonNumericValue, Reading, TelemetryValue } from './readings.ts';
 
 /** A device's newest values ({key: [ts, value]}) and newest position. */
 export interface DeviceLatest {
   deviceId: number;
   lastTs: number;
-  values: Record<string, [number, number]>;
+  values: Record<string, [number, TelemetryValue]>;
   position?: { ts: number; lat: number; lng: number; alt?: number; cell: bigint };
 }
 
@@ -106,8 +106,9 @@ export class LatestTracker {
       alt: number | null;
       keys: number[];
       vals: number[];
+      jvals: Record<string, NonNumericValue> | null;
     }>(
-      `SELECT device_id, domain, ts, cell, lat, lng, alt, keys, vals FROM readings
+      `SELECT device_id, domain, ts, cell, lat, lng, alt, keys, vals, jvals FROM readings
         WHERE ts > coalesce((SELECT max(updated_at) FROM device_state), '-infinity') - interval '1 minute'
           AND ts <= now() + interval '1 hour'
         ORDER BY ts`,
@@ -120,6 +121,14 @@ export class LatestTracker {
         if (name !== undefined) values[name] = r.vals[i]!;
       }
       const reading: Reading = { deviceId: r.device_id, domain: r.domain, ts: r.ts.getTime(), values };
+      if (r.jvals) {
+        const jsonValues: Record<string, NonNumericValue> = {};
+        for (const [id, value] of Object.entries(r.jvals)) {
+          const name = await this.dictionary.name(Number(id));
+          if (name !== undefined) jsonValues[name] = value;
+        }
+        reading.jsonValues = jsonValues;
+      }
       if (r.cell !== null && r.lat !== null && r.lng !== null) {
         reading.cell = BigInt(r.cell);
         reading.lat = r.lat;
@@ -180,7 +189,7 @@ interface StateRow {
   alt: number | null;
   cell: string | null;
   position_ts: Date | null;
-  latest: Record<string, [number, number]>;
+  latest: Record<string, [number, TelemetryValue]>;
 }
 const SELECT_STATE = `SELECT device_id, last_ts, lat, lng, alt, cell, position_ts, latest FROM device_state`;
 
@@ -195,17 +204,20 @@ function fromRow(r: StateRow): DeviceLatest {
 
 function mergeReading(d: DeviceLatest, r: Reading): void {
   if (r.ts > d.lastTs) d.lastTs = r.ts;
-  for (const key in r.values) {
-    const prev = d.values[key];
-    if (!prev) d.values[key] = [r.ts, r.values[key]!];
-    else if (prev[0] <= r.ts) {
-      prev[0] = r.ts;
-      prev[1] = r.values[key]!;
-    }
-  }
+  for (const key in r.values) setLatest(d, key, r.ts, r.values[key]!);
+  for (const key in r.jsonValues) setLatest(d, key, r.ts, r.jsonValues[key]!);
   if (r.cell !== undefined && r.lat !== undefined && r.lng !== undefined && (!d.position || d.position.ts <= r.ts)) {
     d.position = { ts: r.ts, lat: r.lat, lng: r.lng, cell: r.cell };
     if (r.alt !== undefined) d.position.alt = r.alt;
+  }
+}
+
+function setLatest(d: DeviceLatest, key: string, ts: number, value: TelemetryValue): void {
+  const prev = d.values[key];
+  if (!prev) d.values[key] = [ts, value];
+  else if (prev[0] <= ts) {
+    prev[0] = ts;
+    prev[1] = value;
   }
 }
 

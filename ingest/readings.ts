@@ -1,4 +1,10 @@
 import type { Domain } from '../core/domains.ts';
+import type { Json } from './json-value.ts';
+
+/** A telemetry value that is not a number: a string, a boolean, or a JSON object or array (ThingsBoard's other types). */
+export type NonNumericValue = Exclude<Json, number | null>;
+/** Any stored telemetry value. */
+export type TelemetryValue = number | NonNumericValue;
 
 /** One stored row: every value a device reported for one timestamp, with where it was. */
 export interface Reading {
@@ -7,7 +13,10 @@ export interface Reading {
   domain: Domain;
   /** Epoch milliseconds. */
   ts: number;
+  /** Numeric values: the typed fast path (key-id and float8 arrays). */
   values: Record<string, number>;
+  /** The other values, absent when every value is a number (stored in the `jvals` column). */
+  jsonValues?: Record<string, NonNumericValue>;
   lat?: number;
   lng?: number;
   alt?: number;
@@ -24,6 +33,8 @@ export const REJECT_REASONS = [
   'too_many_values',
   'invalid_key',
   'not_numeric',
+  // A value of another type than the device type declares for the key (core/device-types.ts).
+  'wrong_type',
   'out_of_range',
   'undeclared_key',
   'too_many_keys',

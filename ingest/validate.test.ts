@@ -26,9 +26,71 @@ describe('toReadings', () => {
   });
 
   it('rejects a bad key alone and keeps the good ones', () => {
-    const { readings, rejections } = toReadings([{ values: { ok: 1, word: 'hot', flag: true, inf: 'Infinity', '': 3 } }], device('generic'), NOW);
+    const { readings, rejections } = toReadings([{ values: { ok: 1, word: 'a\u0000b', big: 'x'.repeat(4097), '': 3 } }], device('generic'), NOW);
     expect(readings[0]!.values).toEqual({ ok: 1 });
-    expect(rejections.map((r) => r.reason).sort()).toEqual(['invalid_key', 'not_numeric', 'not_numeric', 'not_numeric']);
+    expect(readings[0]!.jsonValues).toBeUndefined();
+    expect(rejections.map((r) => [r.reason, r.key])).toEqual([
+      ['invalid_value', 'word'],
+      ['value_too_large', 'big'],
+      ['invalid_key', ''],
+    ]);
+    expect(rejections[1]!.detail).toBe('big: the string is 4097 characters; the limit is 4096');
+  });
+
+  it('stores strings, booleans and JSON values beside the numbers, each with its type (ThingsBoard value types)', () => {
+    const values = { n: 2, s: 'DOWNLOADING', b: false, o: { fw: '1.2', parts: [1, 'two', null] }, a: [1, 2], inf: 'Infinity', big: '1e999' };
+    const { readings, rejections } = toReadings([{ values }], device('generic'), NOW);
+    expect(rejections).toEqual([]);
+    expect(readings).toEqual([
+      {
+        deviceId: 7,
+        domain: 'generic',
+        ts: NOW,
+        values: { n: 2 },
+        jsonValues: { s: 'DOWNLOADING', b: false, o: { fw: '1.2', parts: [1, 'two', null] }, a: [1, 2], inf: 'Infinity', big: '1e999' },
+      },
+    ]);
+    // a message of strings alone is a reading too
+    expect(toReadings([{ values: { fw_state: 'UPDATED' } }], device('generic'), NOW).readings).toHaveLength(1);
+  });
+
+  it('limits JSON values in size and depth', () => {
+    const { readings, rejections } = toReadings(
+      [{ values: { wide: { pad: 'y'.repeat(16_384) }, deep: JSON.parse('['.repeat(33) + ']'.repeat(33)) as unknown, fine: { k: 'v' } } }],
+      device('generic'),
+      NOW,
+    );
+    expect(readings[0]!.jsonValues).toEqual({ fine: { k: 'v' } });
+    expect(rejections.map((r) => [r.reason, r.key])).toEqual([
+      ['value_too_large', 'wide'],
+      ['invalid_value', 'deep'],
+    ]);
+    expect(rejections[0]!.detail).toMatch(/^wide: the value is 16\d{3} bytes as JSON; the limit is 16384$/);
+    expect(rejections[1]!.detail).toBe('deep: nested deeper than 32 levels');
+  });
+
+  it('checks a declared value type: numbers stay numbers, a string key keeps numeric-looking strings, positions are numbers', () => {
+    const typed = device('generic');
+    typed.type = {
+      ...typed.type,
+      name: 'ota-sensor',
+      acceptsUndeclaredKeys: false,
+      keys: { level: { min: 0, max: 10 }, fw_version: { type: 'string' }, relay: { type: 'boolean' }, config: { type: 'json' } },
+    };
+    const ok = toReadings([{ values: { level: '5', fw_version: '1.10', relay: true, config: { a: 1 } } }], typed, NOW);
+    expect(ok.rejections).toEqual([]);
+    expect(ok.readings[0]).toMatchObject({ values: { level: 5 }, jsonValues: { fw_version: '1.10', relay: true, config: { a: 1 } } });
+    const bad = toReadings([{ values: { level: 'high', fw_version: 110, relay: 'on', config: 'x', latitude: 'north', extra: 's' } }], typed, NOW);
+    expect(bad.readings).toEqual([]);
+    expect(bad.rejections.map((r) => [r.reason, r.key])).toEqual([
+      ['not_numeric', 'level'],
+      ['wrong_type', 'fw_version'],
+      ['wrong_type', 'relay'],
+      ['wrong_type', 'config'],
+      ['not_numeric', 'latitude'],
+      ['undeclared_key', 'extra'],
+    ]);
+    expect(bad.rejections[1]!.detail).toBe('fw_version: device type ota-sensor declares a string, got 110');
   });
 
   it('checks declared ranges and undeclared keys of a typed device', () => {
@@ -112,7 +174,11 @@ describe('toReadings', () => {
     const deep = JSON.parse(`{"a":${'['.repeat(20_000)}${']'.repeat(20_000)},"b":1}`) as Record<string, unknown>;
     const { readings, rejections } = toReadings([{ values: deep }], device('generic'), NOW);
     expect(readings[0]!.values).toEqual({ b: 1 });
-    expect(rejections).toEqual([{ reason: 'not_numeric', key: 'a', detail: 'a: expected a finite number, got an array nested too deeply to show' }]);
+    expect(rejections).toEqual([{ reason: 'invalid_value', key: 'a', detail: 'a: nested deeper than 32 levels' }]);
+    const numeric = toReadings([{ values: deep }], device('river-level-station'), NOW);
+    expect(numeric.rejections[0]).toEqual({ reason: 'undeclared_key', key: 'a', detail: 'a is not a key of device type river-level-station' });
+    const declared = toReadings([{ values: { water_level: deep.a } }], device('river-level-station'), NOW);
+    expect(declared.rejections).toEqual([{ reason: 'not_numeric', key: 'water_level', detail: 'water_level: expected a finite number, got an array nested too deeply to show' }]);
   });
 
   it('refuses an altitude without latitude and longitude instead of dropping it', () => {

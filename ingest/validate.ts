@@ -1,7 +1,8 @@
-import { POSITION_KEYS } from '../core/device-types.ts';
+import { POSITION_KEYS, type ValueType } from '../core/device-types.ts';
 import type { DeviceContext } from '../core/registry.ts';
 import { storageCell } from '../geo/cell.ts';
-import type { Reading, Rejection } from './readings.ts';
+import { valueProblem } from './json-value.ts';
+import type { NonNumericValue, Reading, Rejection } from './readings.ts';
 import { describeValue, type TelemetryEntry } from './telemetry-payload.ts';
 
 export interface TimeRules {
@@ -44,6 +45,16 @@ function checkKey(key: string): string | undefined {
   return undefined;
 }
 
+/** Limits on telemetry values that are not numbers; larger ones are refused (value_too_large). */
+export const TELEMETRY_VALUE_LIMITS = {
+  /** Characters in a string value. */
+  maxStringLength: 4096,
+  /** Bytes of a JSON (object or array) value written as JSON. */
+  maxValueBytes: 16_384,
+  /** Nesting of objects and arrays within one JSON value. */
+  maxDepth: 32,
+} as const;
+
 function toNumber(raw: unknown): number | undefined {
   if (typeof raw === 'number') return Number.isFinite(raw) ? raw : undefined;
   if (typeof raw === 'string' && NUMERIC_STRING.test(raw)) {
@@ -77,6 +88,7 @@ export function toReadings(
       continue;
     }
     const values: Record<string, number> = {};
+    let jsonValues: Record<string, NonNumericValue> | undefined;
     let latitude: number | undefined;
     let longitude: number | undefined;
     let altitude: number | undefined;
@@ -90,14 +102,14 @@ export function toReadings(
         rejections.push({ reason: 'invalid_key', detail: problem, key: key.slice(0, MAX_KEY_LENGTH) });
         continue;
       }
-      const value = toNumber(raw);
-      if (value === undefined) {
-        rejections.push({ reason: 'not_numeric', detail: `${key}: expected a finite number, got ${describeValue(raw)}`, key });
-        continue;
-      }
       // Own keys only: `in` also sees Object.prototype, so "constructor", "toString"… were taken
       // for position keys and silently dropped.
       if (Object.hasOwn(POSITION_KEYS, key)) {
+        const value = toNumber(raw);
+        if (value === undefined) {
+          rejections.push({ reason: 'not_numeric', detail: `${key}: expected a finite number, got ${describeValue(raw)}`, key });
+          continue;
+        }
         if (key === 'latitude') latitude = value;
         else if (key === 'longitude') longitude = value;
         else altitude = value;
@@ -108,7 +120,15 @@ export function toReadings(
         rejections.push({ reason: 'undeclared_key', detail: `${key} is not a key of device type ${device.type.name}`, key });
         continue;
       }
-      if (declared && ((declared.min !== undefined && value < declared.min) || (declared.max !== undefined && value > declared.max))) {
+      const type = declared ? (declared.type ?? 'number') : undefined;
+      const value = type === 'number' || type === undefined ? toNumber(raw) : undefined;
+      if (value === undefined) {
+        const problem = nonNumericProblem(key, raw, type, device.type.name);
+        if (problem) {
+          rejections.push(problem);
+          continue;
+        }
+      } else if (declared && ((declared.min !== undefined && value < declared.min) || (declared.max !== undefined && value > declared.max))) {
         rejections.push({
           reason: 'out_of_range',
           detail: `${key}=${value} is outside the plausible range ${declared.min ?? '-∞'}..${declared.max ?? '∞'}${declared.unit ? ` ${declared.unit}` : ''}`,
@@ -120,10 +140,12 @@ export function toReadings(
         rejections.push({ reason: 'too_many_keys', detail: `${key}: the platform already holds its maximum number of distinct telemetry keys`, key });
         continue;
       }
-      values[key] = value;
+      if (value !== undefined) values[key] = value;
+      else (jsonValues ??= {})[key] = raw as NonNumericValue;
       count++;
     }
     const reading: Reading = { deviceId: device.id, domain: device.type.domain, ts, values };
+    if (jsonValues) reading.jsonValues = jsonValues;
     const hasLat = latitude !== undefined;
     const hasLng = longitude !== undefined;
     const hasAlt = altitude !== undefined;
@@ -158,4 +180,26 @@ export function toReadings(
     if (count > 0 || sentPosition) readings.push(reading);
   }
   return { readings, rejections };
+}
+
+const TYPE_OF: Record<Exclude<ValueType, 'number'>, (raw: unknown) => boolean> = {
+  string: (raw) => typeof raw === 'string',
+  boolean: (raw) => typeof raw === 'boolean',
+  json: (raw) => typeof raw === 'object' && raw !== null,
+};
+
+/**
+ * Why a value that is not a number cannot be stored under `key`, or undefined when it can (a
+ * string, boolean or JSON object/array within TELEMETRY_VALUE_LIMITS, of the declared type if any).
+ */
+function nonNumericProblem(key: string, raw: unknown, type: ValueType | undefined, typeName: string): Rejection | undefined {
+  if (type === 'number') return { reason: 'not_numeric', detail: `${key}: expected a finite number, got ${describeValue(raw)}`, key };
+  if (type !== undefined && !TYPE_OF[type](raw)) {
+    return { reason: 'wrong_type', detail: `${key}: device type ${typeName} declares a ${type}, got ${describeValue(raw)}`, key };
+  }
+  if (typeof raw === 'string' && raw.length > TELEMETRY_VALUE_LIMITS.maxStringLength) {
+    return { reason: 'value_too_large', detail: `${key}: the string is ${raw.length} characters; the limit is ${TELEMETRY_VALUE_LIMITS.maxStringLength}`, key };
+  }
+  const problem = valueProblem(raw, TELEMETRY_VALUE_LIMITS);
+  return problem && { reason: problem.reason, detail: `${key}: ${problem.detail}`, key };
 }

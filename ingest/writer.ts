@@ -194,7 +194,10 @@ export class ReadingWriter {
     const started = Date.now();
     const rows = mergeSameInstant(input);
     const names = new Set<string>();
-    for (const r of rows) for (const key in r.values) names.add(key);
+    for (const r of rows) {
+      for (const key in r.values) names.add(key);
+      for (const key in r.jsonValues) names.add(key);
+    }
     await this.opts.keys.ensure(names);
     const groups = [...byDomain(rows)].map(([domain, group]) => ({ table: readingsTable(domain), rows: group }));
     const client = await this.opts.pool.connect();
@@ -216,9 +219,10 @@ export class ReadingWriter {
           await copyReadings(client, 'readings_stage', g.rows, this.opts.keys);
           await client.query(
             `INSERT INTO ${g.table} AS r ${READING_COLUMNS}
-               SELECT device_id, ts, cell, lat, lng, alt, keys, vals FROM readings_stage
+               SELECT device_id, ts, cell, lat, lng, alt, keys, vals, jvals FROM readings_stage
              ON CONFLICT (device_id, ts) DO UPDATE SET
-               (keys, vals) = (SELECT m.keys, m.vals FROM guanlink_merge_values(r.keys, r.vals, excluded.keys, excluded.vals) AS m),
+               (keys, vals, jvals) = (SELECT m.keys, m.vals, m.jvals
+                                        FROM guanlink_merge_typed_values(r.keys, r.vals, r.jvals, excluded.keys, excluded.vals, excluded.jvals) AS m),
                cell = coalesce(excluded.cell, r.cell),
                lat = CASE WHEN excluded.cell IS NULL THEN r.lat ELSE excluded.lat END,
                lng = CASE WHEN excluded.cell IS NULL THEN r.lng ELSE excluded.lng END,

@@ -11,7 +11,7 @@ import type { AttributeChange } from '../../core/attributes.ts';
 import type { ConnectivityChange } from '../../core/connectivity.ts';
 import { eventJson, type GeofenceEvent } from '../../core/geofences.ts';
 import type { LatestTracker } from '../../ingest/latest.ts';
-import type { Reading } from '../../ingest/readings.ts';
+import type { Reading, TelemetryValue } from '../../ingest/readings.ts';
 
 /** What a live client receives for each committed reading (event `readings`, an array). */
 export interface LiveReading {
@@ -19,7 +19,8 @@ export interface LiveReading {
   domain: Domain;
   type: string;
   ts: number;
-  values: Record<string, number>;
+  /** Every value of the reading, each with its JSON type (number, string, boolean, object or array). */
+  values: Record<string, TelemetryValue>;
   lat?: number;
   lng?: number;
   alt?: number;
@@ -401,7 +402,7 @@ export function attachLive(
           if (!watchDevice && !watchDomain) continue;
           if (!sees(g, sets, subject)) continue;
           if (!live) {
-            live = { deviceId: row.deviceId, domain, type: typeName, ts: row.ts, values: row.values };
+            live = { deviceId: row.deviceId, domain, type: typeName, ts: row.ts, values: row.jsonValues ? { ...row.values, ...row.jsonValues } : row.values };
             if (positioned) {
               live.lat = row.lat;
               live.lng = row.lng;

@@ -3,6 +3,7 @@ import type { FastifyBaseLogger, FastifyReply } from 'fastify';
 import type { ServerResponse } from 'node:http';
 import { stringify } from 'csv-stringify/sync';
 import { Type, type Static } from 'typebox';
+import type { NonNumericValue, TelemetryValue } from '../../ingest/readings.ts';
 import { exportBatches, selectionKeyIds, type ExportRow } from '../../db/spatial-export.ts';
 import { QUERY_CANCELED, resolveSelection, runHeavy, selectsNothing, withSpatialSession, withinScope, type SpatialDeps } from '../../db/spatial-query.ts';
 import type { Scope } from '../../core/access/scope.ts';
@@ -68,12 +69,16 @@ interface Formatter {
 }
 
 function formatter(format: ExportFormat, keyName: (id: number) => string | undefined, columns: readonly string[]): Formatter {
-  const values = (r: ExportRow): Record<string, number> => {
-    const out: Record<string, number> = {};
-    const [, , , , , , , , , keys, vals] = r;
+  const values = (r: ExportRow): Record<string, TelemetryValue> => {
+    const out: Record<string, TelemetryValue> = {};
+    const [, , , , , , , , , keys, vals, jvals] = r;
     for (let i = 0; i < keys.length; i++) {
       const name = keyName(keys[i]!);
       if (name !== undefined) out[name] = vals[i]!;
+    }
+    for (const id in jvals) {
+      const name = keyName(Number(id));
+      if (name !== undefined) out[name] = jvals[id]!;
     }
     return out;
   };
@@ -116,7 +121,7 @@ function formatter(format: ExportFormat, keyName: (id: number) => string | undef
     rows: (batch) =>
       stringify(
         batch.map((r) => {
-          const [deviceId, name, type, domain, ts, lat, lng, alt, cell, keys, vals] = r;
+          const [deviceId, name, type, domain, ts, lat, lng, alt, cell, keys, vals, jvals] = r;
           const row: unknown[] = [deviceId, name, type, domain, new Date(ts).toISOString(), ts, lat, lng, alt, cell];
           row.length = FIXED_COLUMNS.length + columns.length;
           for (let i = 0; i < keys.length; i++) {
@@ -124,12 +129,20 @@ function formatter(format: ExportFormat, keyName: (id: number) => string | undef
             const at = name === undefined ? undefined : index.get(name);
             if (at !== undefined) row[FIXED_COLUMNS.length + at] = vals[i];
           }
+          for (const id in jvals) {
+            const name = keyName(Number(id));
+            const at = name === undefined ? undefined : index.get(name);
+            if (at !== undefined) row[FIXED_COLUMNS.length + at] = csvCell(jvals[id]!);
+          }
           return row;
         }),
       ),
     tail: () => '',
   };
 }
+
+/** A string as it is, a boolean as true/false (csv-stringify would write 1 or nothing), a JSON object or array as its JSON text. */
+const csvCell = (v: NonNumericValue): string => (typeof v === 'string' ? v : JSON.stringify(v));
 
 /** Resolves when `res` can take more (drained) or is gone (closed). */
 function drained(res: ServerResponse): Promise<void> {
@@ -179,7 +192,7 @@ export const spatialExportRoutes: FastifyPluginAsyncTypebox<{ spatial: SpatialDe
       keyName: (id: number) => names.get(id),
       async learn(batch: readonly ExportRow[]) {
         for (const r of batch) {
-          for (const id of r[9]) {
+          for (const id of r[11] ? [...r[9], ...Object.keys(r[11]).map(Number)] : r[9]) {
             if (names.has(id)) continue;
             const name = spatial.keys.nameSync(id) ?? (await spatial.keys.name(id));
             names.set(id, name !== undefined && (!keep || keep.has(name)) ? name : undefined);

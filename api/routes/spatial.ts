@@ -9,6 +9,7 @@ import { scopeContains, type Scope } from '../../core/access/scope.ts';
 import type { LatestTracker } from '../../ingest/latest.ts';
 import { ErrorResponse, badRequest, Limit, SafeText, INT32_MAX } from '../schemas.ts';
 import { MAX_WINDOW_DAYS, SelectionError, SelectionFields, geometryRefusal, parseSelectionWith, type SelectionInput } from '../spatial-selection.ts';
+import type { NonNumericValue, TelemetryValue } from '../../ingest/readings.ts';
 
 /** Readings one history page may hold. */
 export const MAX_HISTORY_LIMIT = 100_000;
@@ -63,6 +64,7 @@ interface HistoryRow {
   cell: string;
   keys: number[];
   vals: number[];
+  jvals: Record<string, NonNumericValue> | null;
 }
 
 /**
@@ -168,10 +170,10 @@ export const spatialRoutes: FastifyPluginAsyncTypebox<{ spatial: SpatialDeps; la
             const params = new Params();
             const where = after ? [`(r.ts, r.device_id) < (${params.add(after.ts)}::timestamptz, ${params.add(after.device)}::int4)`] : [];
             const parts = resolved.domains.map((domain) =>
-              selectionRowsSql(resolved, domain, 'r.device_id, r.ts, r.lat, r.lng, r.alt, r.cell, r.keys, r.vals', params, { from: new Date(from), to: new Date(to), where }),
+              selectionRowsSql(resolved, domain, 'r.device_id, r.ts, r.lat, r.lng, r.alt, r.cell, r.keys, r.vals, r.jvals', params, { from: new Date(from), to: new Date(to), where }),
             );
             const sql =
-              `SELECT q.device_id, d.name, d.type, q.ts, to_char(q.ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS pos, q.lat, q.lng, q.alt, q.cell::text AS cell, q.keys, q.vals ` +
+              `SELECT q.device_id, d.name, d.type, q.ts, to_char(q.ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS pos, q.lat, q.lng, q.alt, q.cell::text AS cell, q.keys, q.vals, q.jvals ` +
               `FROM (${parts.join(' UNION ALL ')}) q JOIN devices d ON d.id = q.device_id ORDER BY q.ts DESC, q.device_id DESC LIMIT ${params.add(limit - rows.length)}`;
             const { rows: page } = await client.query<HistoryRow>(sql, params.values);
             rows.push(...page);
@@ -184,11 +186,15 @@ export const spatialRoutes: FastifyPluginAsyncTypebox<{ spatial: SpatialDeps; la
       const next = rows.length === limit && last ? encodeCursor({ ts: last.pos, device: last.device_id }) : null;
       reply.request.auditRows = rows.length;
       const readings = rows.map((r) => {
-        const values: Record<string, number> = {};
+        const values: Record<string, TelemetryValue> = {};
         r.keys.forEach((id, i) => {
           const name = spatial.keys.nameSync(id);
           if (name !== undefined && (!sel.keys || sel.keys.includes(name))) values[name] = r.vals[i]!;
         });
+        for (const id in r.jvals) {
+          const name = spatial.keys.nameSync(Number(id));
+          if (name !== undefined && (!sel.keys || sel.keys.includes(name))) values[name] = r.jvals[id]!;
+        }
         return { deviceId: r.device_id, name: r.name, type: r.type, ts: r.ts.getTime(), lng: r.lng, lat: r.lat, alt: r.alt, cell: bigIntToCell(r.cell), values };
       });
       if (input.format === 'json') return { readings, next };

@@ -7,6 +7,7 @@ import type { KeyDictionary } from '../../db/keys.ts';
 import { AGGREGATES, autoInterval, formatInterval, parseInterval, type Aggregate } from '../../db/buckets.ts';
 import { MAX_POINTS_PER_KEY, earliestData, keysInRange, telemetryBuckets, telemetryHistory } from '../../db/telemetry.ts';
 import type { LatestTracker } from '../../ingest/latest.ts';
+import type { TelemetryValue } from '../../ingest/readings.ts';
 import { DeviceIdParams, ErrorResponse, Point, badRequest, Limit, SafeText } from '../schemas.ts';
 import { noDevice } from '../registry-errors.ts';
 
@@ -120,7 +121,7 @@ export const telemetryRoutes: FastifyPluginAsyncTypebox<{ registry: DeviceRegist
       const { id } = request.params;
       if (!(await registry.get(id))) return reply.code(404).send(noDevice(id));
       const state = await latest.get(id);
-      const all: Record<string, { ts: number; value: number }> = {};
+      const all: Record<string, { ts: number; value: TelemetryValue }> = {};
       if (state) {
         for (const [key, [ts, value]] of Object.entries(state.values)) all[key] = { ts, value };
         if (state.position) {
