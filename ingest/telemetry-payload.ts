@@ -69,7 +69,8 @@ export function parseTelemetry(payload: Buffer | string): ParsedTelemetry {
 export function describeValue(raw: unknown): string {
   let s: string;
   try {
-    s = JSON.stringify(raw) ?? String(raw);
+    // JSON.stringify writes a number that overflowed a double (1e999 parses to Infinity) as null.
+    s = typeof raw === 'number' ? String(raw) : (JSON.stringify(raw) ?? String(raw));
   } catch {
     s = `${Array.isArray(raw) ? 'an array' : 'an object'} nested too deeply to show`;
   }

@@ -38,6 +38,8 @@ describe('toReadings', () => {
   });
 
   it('stores strings, booleans and JSON values beside the numbers, each with its type (ThingsBoard value types)', () => {
+    const overflow = toReadings([{ values: { o: Number.POSITIVE_INFINITY } }], device('generic'), NOW);
+    expect(overflow.rejections).toEqual([{ reason: 'not_numeric', key: 'o', detail: 'o: expected a finite number, got Infinity' }]);
     const values = { n: 2, s: 'DOWNLOADING', b: false, o: { fw: '1.2', parts: [1, 'two', null] }, a: [1, 2], inf: 'Infinity', big: '1e999' };
     const { readings, rejections } = toReadings([{ values }], device('generic'), NOW);
     expect(rejections).toEqual([]);

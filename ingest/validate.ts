@@ -197,6 +197,8 @@ function nonNumericProblem(key: string, raw: unknown, type: ValueType | undefine
   if (type !== undefined && !TYPE_OF[type](raw)) {
     return { reason: 'wrong_type', detail: `${key}: device type ${typeName} declares a ${type}, got ${describeValue(raw)}`, key };
   }
+  // A number that overflows a double (1e999) is not stored as anything else.
+  if (typeof raw === 'number') return { reason: 'not_numeric', detail: `${key}: expected a finite number, got ${describeValue(raw)}`, key };
   if (typeof raw === 'string' && raw.length > TELEMETRY_VALUE_LIMITS.maxStringLength) {
     return { reason: 'value_too_large', detail: `${key}: the string is ${raw.length} characters; the limit is ${TELEMETRY_VALUE_LIMITS.maxStringLength}`, key };
   }

@@ -5,7 +5,7 @@ import { createRng } from '../../simulators/random.ts';
  * A seeded corpus of hostile telemetry payloads for the fuzz test (test/e2e/fuzz.test.ts), each
  * with what the platform must answer: every rejection ("reason|key"), how many readings it stores
  * and exactly which rows. The expectations come from a small model of the rules the README states
- * (ThingsBoard forms, numbers only, per-key rejection, ranges of typed devices, key dictionary,
+ * (ThingsBoard forms, value types and their limits, per-key rejection, ranges of typed devices, key dictionary,
  * time and position rules); payloads are built as JSON text so that keys such as `__proto__`, lone
  * surrogates and duplicate-free hostile names reach the broker exactly as written.
  */
@@ -41,7 +41,8 @@ export interface HostileDevice {
 
 export interface ExpectedRow {
   ts: number;
-  values: Record<string, number>;
+  /** Numbers, and values of ThingsBoard's other types (string, boolean, JSON) as sent. */
+  values: Record<string, unknown>;
   lat: number | null;
   lng: number | null;
   alt: number | null;
@@ -135,7 +136,7 @@ const UNWARMED_NAMES = [
   '-1',
 ];
 
-/** JSON texts the platform must not read as a number. */
+/** JSON texts the platform must not read as a number: stored as strings, booleans or JSON where the device type allows it. */
 const NON_NUMERIC = [
   '"abc"',
   '""',
@@ -171,7 +172,10 @@ const NON_NUMERIC = [
   `"${'y'.repeat(3000)}"`,
 ];
 
-/** Numbers that overflow a double (or strings of them): never stored. */
+/** Numbers that overflow a double (never stored), or strings of them (stored as strings where any type is allowed). */
+/** Values no device type stores: an overflowing number, U+0000, a lone surrogate, too long, too deep. */
+const REFUSED = ['1e999', '-1e999', '1.8e308', '"\\u0000"', '"a\\ud800"', `"${'z'.repeat(4097)}"`, `${'['.repeat(33)}${']'.repeat(33)}`];
+
 const OVERFLOW = ['1e999', '-1e999', '"1e999"', '"-1e999"', '1.8e308', '-1.8e308', '"1.8e308"', '1e400', '123e456', '"  9e999  "'];
 
 /** Numeric strings and edge literals with the number they must be stored as. */
@@ -218,6 +222,33 @@ const round = (x: number, digits: number): number => {
 };
 const objectText = (pairs: [string, Val][]): string => `{${pairs.map(([k, v]) => `${JSON.stringify(k)}:${v.json}`).join(',')}}`;
 
+/**
+ * The README's rules for a value that is not a number (an undeclared key of a type that stores any
+ * key): a number overflowing a double is refused; a string of more than 4096 characters, or a JSON
+ * value of more than 16384 bytes or nested deeper than 32, is too large; U+0000 or a lone surrogate
+ * anywhere is invalid. Undefined: stored with its type.
+ */
+function otherTypeProblem(json: string): string | undefined {
+  const value: unknown = JSON.parse(json);
+  if (typeof value === 'number') return 'not_numeric';
+  const badText = (t: string) => t.includes('\u0000') || !t.isWellFormed();
+  if (typeof value === 'string') return value.length > 4096 ? 'value_too_large' : badText(value) ? 'invalid_value' : undefined;
+  if (typeof value !== 'object' || value === null) return undefined;
+  const stack: [unknown, number][] = [[value, 1]];
+  while (stack.length > 0) {
+    const [v, depth] = stack.pop()!;
+    if (typeof v === 'string' && badText(v)) return 'invalid_value';
+    if (typeof v === 'object' && v !== null) {
+      if (depth > 32) return 'invalid_value';
+      for (const [k, item] of Object.entries(v)) {
+        if (!Array.isArray(v) && badText(k)) return 'invalid_value';
+        stack.push([item, depth + 1]);
+      }
+    }
+  }
+  return Buffer.byteLength(JSON.stringify(value)) > 16_384 ? 'value_too_large' : undefined;
+}
+
 export function hostileCorpus(opts: CorpusOptions): HostileCase[] {
   const rng = createRng(opts.seed);
   const types = new Map(BUILTIN_DEVICE_TYPES.map((t) => [t.name, t]));
@@ -234,20 +265,37 @@ export function hostileCorpus(opts: CorpusOptions): HostileCase[] {
   const declared = (d: Dev, key: string) => (Object.hasOwn(d.typeDef.keys, key) ? d.typeDef.keys[key] : undefined);
 
   // --- the model: what the platform does with one key/value of one device (README rules) ---
-  type Outcome = { k: 'skip' } | { k: 'err'; e: string } | { k: 'pos'; axis: 'latitude' | 'longitude' | 'altitude'; num: number } | { k: 'good'; num: number };
+  type Outcome = { k: 'skip' } | { k: 'err'; e: string } | { k: 'pos'; axis: 'latitude' | 'longitude' | 'altitude'; num: number } | { k: 'good'; value: unknown };
   function classify(d: Dev, key: string, v: Val): Outcome {
     if (v.kind === 'null') return { k: 'skip' };
     // eslint-disable-next-line no-control-regex
     if (key.length === 0 || key.length > 100 || /[\u0000-\u001f\u007f]/.test(key) || !key.isWellFormed() || key === '__proto__') {
       return { k: 'err', e: `invalid_key|${key.slice(0, 100)}` };
     }
-    if (v.kind === 'bad') return { k: 'err', e: `not_numeric|${key}` };
-    if (key === 'latitude' || key === 'longitude' || key === 'altitude') return { k: 'pos', axis: key, num: v.num };
+    const position = key === 'latitude' || key === 'longitude' || key === 'altitude';
+    if (v.kind === 'bad' && position) return { k: 'err', e: `not_numeric|${key}` };
+    if (position) return { k: 'pos', axis: key, num: (v as { num: number }).num };
     const spec = declared(d, key);
     if (!spec && !d.typeDef.acceptsUndeclaredKeys) return { k: 'err', e: `undeclared_key|${key}` };
-    if (spec && ((spec.min !== undefined && v.num < spec.min) || (spec.max !== undefined && v.num > spec.max))) return { k: 'err', e: `out_of_range|${key}` };
+    let value: unknown;
+    if (v.kind === 'bad') {
+      // built-in types declare numbers only
+      if (spec) return { k: 'err', e: `not_numeric|${key}` };
+      const problem = otherTypeProblem(v.json);
+      if (problem) return { k: 'err', e: `${problem}|${key}` };
+      value = JSON.parse(v.json);
+    } else {
+      if (spec && ((spec.min !== undefined && v.num < spec.min) || (spec.max !== undefined && v.num > spec.max))) return { k: 'err', e: `out_of_range|${key}` };
+      value = v.num;
+    }
     if (!opts.knownKeys.has(key)) return { k: 'err', e: `too_many_keys|${key}` };
-    return { k: 'good', num: v.num };
+    return { k: 'good', value };
+  }
+  /** The rejection of `json` sent for `key` by `d`, for payloads that must store nothing (corpus bug otherwise). */
+  function refusal(d: Dev, key: string, json: string): string {
+    const o = classify(d, key, bad(json));
+    if (o.k !== 'err') throw new Error(`corpus bug: ${key}=${json.slice(0, 80)} is stored by ${d.name}`);
+    return o.e;
   }
 
   function entry(d: Dev, ts: TsSpec, pairs: [string, Val][], extras = ''): Entry {
@@ -255,7 +303,7 @@ export function hostileCorpus(opts: CorpusOptions): HostileCase[] {
       return { text: `{"ts":${ts.json},"values":${objectText(pairs)}${extras}}`, errors: [ts.kind === 'future' ? 'ts_in_future|' : 'ts_too_old|'], row: undefined };
     }
     const errors: string[] = [];
-    const values: Record<string, number> = {};
+    const values: Record<string, unknown> = {};
     const pos: Partial<Record<'latitude' | 'longitude' | 'altitude', number>> = {};
     let count = 0;
     for (const [key, v] of pairs) {
@@ -263,7 +311,7 @@ export function hostileCorpus(opts: CorpusOptions): HostileCase[] {
       if (o.k === 'err') errors.push(o.e);
       else if (o.k === 'pos') pos[o.axis] = o.num;
       else if (o.k === 'good') {
-        values[key] = o.num;
+        values[key] = o.value;
         count++;
       }
     }
@@ -304,6 +352,14 @@ export function hostileCorpus(opts: CorpusOptions): HostileCase[] {
     let errors = entries.flatMap((e) => e.errors);
     if (errors.length === 0 && rows.length === 0) errors = ['empty|'];
     push(d, category, text, errors, rows);
+  }
+
+  /** Entries made until one of them is refused something (a payload of values all stored is not hostile). */
+  function pushRejected(d: Dev, category: Category, make: () => Entry[]): void {
+    for (let attempt = 0; attempt < 100; attempt++) {
+      const entries = make();
+      if (entries.some((e) => e.errors.length > 0)) return pushEntries(d, category, entries);
+    }
   }
 
   // --- value and fragment generators ---
@@ -624,7 +680,8 @@ export function hostileCorpus(opts: CorpusOptions): HostileCase[] {
       pushEntries(d, 'timestamps', rng.shuffle(entries), true);
     } else {
       // ts without values is an ordinary key of a flat object
-      pushEntries(d, 'timestamps', [entry(d, { kind: 'server' }, [['ts', bad(rng.pick(['"abc"', 'true', '[]', '{}', '1e999']))], ['reading', bad(rng.pick(NON_NUMERIC))]])]);
+      // ts without values is an ordinary key of a flat object (values every type refuses: nothing is stored at server time)
+      pushEntries(d, 'timestamps', [entry(d, { kind: 'server' }, [['ts', bad(rng.pick(REFUSED))], ['reading', bad(rng.pick(REFUSED))]])]);
     }
   }
 
@@ -635,7 +692,7 @@ export function hostileCorpus(opts: CorpusOptions): HostileCase[] {
     const objDepth = 500 + rng.int(Math.floor(opts.maxPayloadBytes / 5) - 600);
     const r = rng.int(8);
     if (r === 0) push(d, 'deep_nesting', nested(arrDepth, 'array'), ['invalid_shape|']);
-    else if (r === 1) push(d, 'deep_nesting', `{"a":${nested(arrDepth, 'array')}}`, ['not_numeric|a']);
+    else if (r === 1) push(d, 'deep_nesting', `{"a":${nested(arrDepth, 'array')}}`, [refusal(d, 'a', nested(arrDepth, 'array'))]);
     else if (r === 2) push(d, 'deep_nesting', `{"ts":${nested(arrDepth, 'array')},"values":{"a":1}}`, ['invalid_ts|']);
     else if (r === 3) {
       const good = build(goods(d, 1, 2));
@@ -643,11 +700,11 @@ export function hostileCorpus(opts: CorpusOptions): HostileCase[] {
       const e = entry(d, ts, good);
       const deep = rng.next() < 0.5 ? nested(arrDepth - 100, 'array') : nested(objDepth - 100, 'object');
       const text = `{"ts":${(ts as { json: string }).json},"values":{${good.map(([k, v]) => `${JSON.stringify(k)}:${v.json}`).join(',')},"deep":${deep}}}`;
-      push(d, 'deep_nesting', text, [...e.errors, 'not_numeric|deep'], e.row ? [e.row] : []);
-    } else if (r === 4) push(d, 'deep_nesting', nested(objDepth, 'object'), ['not_numeric|a']);
+      push(d, 'deep_nesting', text, [...e.errors, refusal(d, 'deep', deep)], e.row ? [e.row] : []);
+    } else if (r === 4) push(d, 'deep_nesting', nested(objDepth, 'object'), [refusal(d, 'a', nested(objDepth - 1, 'object'))]);
     else if (r === 5) push(d, 'deep_nesting', '['.repeat(arrDepth), ['invalid_json|']);
     else if (r === 6) push(d, 'deep_nesting', `[{"a":"x"},${nested(arrDepth, 'array')}]`, ['invalid_shape|']);
-    else push(d, 'deep_nesting', `{"ts":${takeTs(d)},"values":${'{"v":'.repeat(objDepth)}1${'}'.repeat(objDepth)}}`, ['not_numeric|v']);
+    else push(d, 'deep_nesting', `{"ts":${takeTs(d)},"values":${'{"v":'.repeat(objDepth)}1${'}'.repeat(objDepth)}}`, [refusal(d, 'v', `${'{"v":'.repeat(objDepth - 1)}1${'}'.repeat(objDepth - 1)}`)]);
   }
 
   for (let i = 0; i < opts.counts.huge_arrays; i++) {
@@ -658,10 +715,10 @@ export function hostileCorpus(opts: CorpusOptions): HostileCase[] {
     else if (r === 2) push(d, 'huge_arrays', `[${times(1001 + rng.int(900), () => '{"a":1}').join(',')}]`, ['too_many_values|']);
     else if (r === 3) {
       // 1000 entries (the most allowed), each refused: over 100 rejections in one message
-      push(d, 'huge_arrays', `[${times(1000, () => '{"x":"bad"}').join(',')}]`, times(1000, () => 'not_numeric|x'));
+      push(d, 'huge_arrays', `[${times(1000, () => '{"x":1e999}').join(',')}]`, times(1000, () => refusal(d, 'x', '1e999')));
     } else if (r === 4) {
       const n = 300 + rng.int(1100);
-      push(d, 'huge_arrays', `{${times(n, (j) => `"k${j}":"x"`).join(',')}}`, times(n, (j) => `not_numeric|k${j}`));
+      push(d, 'huge_arrays', `{${times(n, (j) => `"k${j}":1e999`).join(',')}}`, times(n, (j) => refusal(d, `k${j}`, '1e999')));
     } else if (r === 5) {
       const n = 200 + rng.int(600);
       const first = novel;
@@ -689,17 +746,20 @@ export function hostileCorpus(opts: CorpusOptions): HostileCase[] {
     else {
       // exactly at the limit: read, and refused for what it says
       const head = '{"pad":"';
-      push(d, 'oversized', head + 'y'.repeat(opts.maxPayloadBytes - head.length - 2) + '"}', ['not_numeric|pad']);
+      const pad = 'y'.repeat(opts.maxPayloadBytes - head.length - 2);
+      push(d, 'oversized', head + pad + '"}', [refusal(d, 'pad', `"${pad}"`)]);
     }
   }
 
   for (let i = 0; i < opts.counts.number_overflow; i++) {
     const d = pickDev();
-    pushEntries(d, 'number_overflow', times(1 + rng.int(2), () => mixedEntry(d, [() => overflowFrag(d), ...(rng.next() < 0.5 ? [() => edgeFrag(d)] : []), ...(rng.next() < 0.3 ? [() => overflowFrag(d)] : [])])));
+    pushRejected(d, 'number_overflow', () => times(1 + rng.int(2), () => mixedEntry(d, [() => overflowFrag(d), ...(rng.next() < 0.5 ? [() => edgeFrag(d)] : []), ...(rng.next() < 0.3 ? [() => overflowFrag(d)] : [])])));
   }
   for (let i = 0; i < opts.counts.non_numeric; i++) {
     const d = pickDev();
-    pushEntries(d, 'non_numeric', times(1 + rng.int(2), () => mixedEntry(d, [...times(1 + rng.int(3), () => () => nonNumericFrag(d)), ...(rng.next() < 0.4 ? [() => numericStringFrag(d)] : []), ...(rng.next() < 0.2 ? [() => nullFrag(d)] : [])])));
+    pushRejected(d, 'non_numeric', () =>
+      times(1 + rng.int(2), () => mixedEntry(d, [...times(1 + rng.int(3), () => () => nonNumericFrag(d)), ...(rng.next() < 0.4 ? [() => numericStringFrag(d)] : []), ...(rng.next() < 0.2 ? [() => nullFrag(d)] : [])])),
+    );
   }
   for (let i = 0; i < opts.counts.hostile_keys; i++) {
     const d = pickDev();
