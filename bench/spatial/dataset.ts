@@ -136,7 +136,7 @@ async function buildIngestOrder(pool: pg.Pool, spec: DatasetSpec, log: (m: strin
   await pool.query(`DROP TABLE IF EXISTS ${TABLE}`);
   // GuanLink's readings columns, plus the PostGIS point computed from lat/lng as rows arrive.
   await pool.query(
-    `CREATE TABLE ${TABLE} (device_id int4 NOT NULL, ts timestamptz NOT NULL, cell int8, lat float8, lng float8, alt real, keys int2[] NOT NULL, vals float8[] NOT NULL,
+    `CREATE TABLE ${TABLE} (device_id int4 NOT NULL, ts timestamptz NOT NULL, cell int8, lat float8, lng float8, alt real, keys int2[] NOT NULL, vals float8[] NOT NULL, jvals jsonb,
        geom geometry(Point, 4326) GENERATED ALWAYS AS (ST_SetSRID(ST_MakePoint(lng, lat), 4326)) STORED)`,
   );
   await pool.query(`SELECT create_hypertable('${TABLE}', 'ts', chunk_time_interval => interval '1 day', create_default_indexes => false)`);
