@@ -356,12 +356,19 @@ function toRule(r: RuleRow): AlarmRule {
   return { ...common, kind: 'threshold', key: r.key!, operator: r.operator!, raiseThreshold: r.raise_threshold!, clearThreshold: r.clear_threshold! };
 }
 
-/** The reading's value of `key`: position keys come from the reading's position. */
+/**
+ * The reading's value of `key`: position keys come from the reading's position; a boolean counts
+ * as 1 (true) or 0 (false), so `relay >= 1` alarms while it is true; strings and JSON values are
+ * not compared.
+ */
 function readingValue(row: Reading, key: string): number | undefined {
   if (key === 'latitude') return row.lat;
   if (key === 'longitude') return row.lng;
   if (key === 'altitude') return row.alt;
-  return row.values[key];
+  const value = row.values[key];
+  if (value !== undefined) return value;
+  const other = row.jsonValues?.[key];
+  return typeof other === 'boolean' ? Number(other) : undefined;
 }
 
 /** Serialises async work (rule changes, REST actions and the evaluator's writes). */
@@ -792,6 +799,10 @@ export class AlarmService {
       }
       const problem = keyProblem(key);
       if (problem) throw invalid(`key: ${problem}`);
+    }
+    const valueType = Object.hasOwn(type.keys, key) ? (type.keys[key]!.type ?? 'number') : 'number';
+    if (valueType === 'string' || valueType === 'json') {
+      throw invalid(`key: "${key}" is a ${valueType} key of device type "${type.name}"; thresholds compare numbers (and booleans as 1 and 0)`);
     }
     if (input.operator == null) throw invalid(`operator: required for threshold rules (one of ${ALARM_OPERATORS.join(' ')})`);
     const raise = input.raiseThreshold;

@@ -206,6 +206,45 @@ describe('telemetry of every ThingsBoard value type', () => {
     ]);
   });
 
+  it('alarms on a boolean key (true counts as 1, false as 0) and refuses thresholds on string keys', async () => {
+    const refused = await t.api<{ message: string }>('POST', '/api/v1/alarm-rules', {
+      name: 'fw-version-threshold',
+      severity: 'minor',
+      deviceType: TYPE,
+      key: 'fw_version',
+      operator: '>',
+      raiseThreshold: 1,
+    });
+    expect(refused.status).toBe(400);
+    expect(refused.body.message).toBe(`key: "fw_version" is a string key of device type "${TYPE}"; thresholds compare numbers (and booleans as 1 and 0)`);
+
+    const created = await t.api<{ id: number }>('POST', '/api/v1/alarm-rules', {
+      name: 'relay-tripped',
+      severity: 'major',
+      deviceType: TYPE,
+      key: 'relay',
+      operator: '>=',
+      raiseThreshold: 1,
+      clearThreshold: 1,
+    });
+    expect(created.status, JSON.stringify(created.body)).toBe(201);
+    const d = await device();
+    const client = await t.connect(d.accessToken);
+    const ts = Date.now() - 5000;
+    type Alarm = { ruleName: string; status: string; value: number; clearedAt: string | null };
+    const alarms = async () => (await t.api<{ items: Alarm[] }>('GET', `/api/v1/alarms?device=${d.id}`)).body.items;
+    await send(client, { ts, values: { relay: false, fw_state: 'IDLE' } });
+    await send(client, { ts: ts + 1000, values: { relay: true } });
+    const [raised] = await eventually(async () => ((await alarms()).length > 0 ? alarms() : undefined));
+    expect(raised).toMatchObject({ ruleName: 'relay-tripped', status: 'raised', value: 1, clearedAt: null });
+    await send(client, { ts: ts + 2000, values: { relay: false } });
+    const [cleared] = await eventually(async () => {
+      const list = await alarms();
+      return list[0]?.clearedAt ? list : undefined;
+    });
+    expect(cleared).toMatchObject({ ruleName: 'relay-tripped', status: 'cleared' });
+  });
+
   it('streams live readings with every value in its type', async () => {
     const d = await device();
     const socket = ioClient(t.httpUrl, { auth: { token: t.adminKey }, transports: ['websocket'], forceNew: true });
