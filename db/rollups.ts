@@ -53,6 +53,14 @@ const upsert = `ON CONFLICT (device_id, key_id, bucket) DO UPDATE SET count = ex
   min = excluded.min, max = excluded.max, last_ts = excluded.last_ts, last_value = excluded.last_value`;
 
 /**
+ * The (key id, value) pairs of a readings row `r` that aggregate: its numbers, and its booleans
+ * as 1 (true) and 0 (false), so that sum counts the true values and avg is their share. Strings
+ * and JSON values are not aggregated.
+ */
+export const NUMBERS_AND_BOOLEANS = `SELECT * FROM unnest(r.keys, r.vals)
+  UNION ALL SELECT b.key::smallint, (b.value = 'true'::jsonb)::int::float8 FROM jsonb_each(r.jvals) AS b WHERE jsonb_typeof(b.value) = 'boolean'`;
+
+/**
  * Minute rollups of one domain's raw readings that match `where` (alias r; joins go in `from`).
  * `replace`: upsert over existing buckets (recomputation); otherwise the range was emptied first.
  */
@@ -60,7 +68,7 @@ const minuteSql = (domain: Domain, from: string, where: string, replace = true) 
   INSERT INTO ${rollupTable('1m', domain)} (device_id, key_id, bucket, count, sum, min, max, last_ts, last_value)
   SELECT r.device_id, u.k, date_bin('1 minute', r.ts, '${ORIGIN}'), count(*), sum(u.v), min(u.v), max(u.v), max(r.ts),
          (array_agg(u.v ORDER BY r.ts DESC))[1]
-    FROM ${from} CROSS JOIN LATERAL unnest(r.keys, r.vals) AS u(k, v)
+    FROM ${from} CROSS JOIN LATERAL (${NUMBERS_AND_BOOLEANS}) AS u(k, v)
    WHERE ${where}
    GROUP BY 1, 2, 3
   ${replace ? upsert : ''}`;
@@ -316,7 +324,7 @@ export class Rollups {
             domain,
             // LATERAL … OFFSET 0: one index range scan per minute, whatever the planner guesses of the list.
             `unnest($1::int[], $2::timestamptz[]) AS i(device_id, bucket)
-             CROSS JOIN LATERAL (SELECT r.device_id, r.ts, r.keys, r.vals FROM ${readingsTable(domain)} r
+             CROSS JOIN LATERAL (SELECT r.device_id, r.ts, r.keys, r.vals, r.jvals FROM ${readingsTable(domain)} r
                                   WHERE r.device_id = i.device_id AND r.ts >= i.bucket AND r.ts < i.bucket + interval '1 minute'
                                     AND r.ts >= $3::timestamptz AND r.ts < $4::timestamptz OFFSET 0) r`,
             'true',

@@ -150,9 +150,19 @@ export async function spatialAggregate(client: pg.ClientBase, deps: Pick<Spatial
   const origin = params.add(new Date(q.originMs).toISOString(), '::timestamptz');
   const parent = (cell: string) => parentCellSql(cell, q.resolution);
   const keyId = 'keyId' in q.value ? params.add(q.value.keyId, '::int2') : undefined;
-  const value = keyId !== undefined ? `r.vals[array_position(r.keys, ${keyId})]` : `r.${(q.value as { column: PositionColumn }).column}::float8`;
-  // Numbers only: a row whose value of the key is a string, boolean or JSON (in jvals) is left out.
-  const notNull = keyId !== undefined ? [`${keyId} = ANY (r.keys)`] : 'column' in q.value && q.value.column === 'alt' ? ['r.alt IS NOT NULL'] : [];
+  // Derived from keyId in SQL, not a parameter of its own: a statement of rollup parts only would leave it unused (untyped).
+  const keyText = keyId !== undefined ? `(${keyId})::text` : undefined;
+  // A number, or a boolean as 1 or 0 (as the rollups count it: db/rollups.ts NUMBERS_AND_BOOLEANS); strings and JSON are left out.
+  const value =
+    keyId !== undefined
+      ? `coalesce(r.vals[array_position(r.keys, ${keyId})], (r.jvals -> ${keyText} = 'true'::jsonb)::int::float8)`
+      : `r.${(q.value as { column: PositionColumn }).column}::float8`;
+  const notNull =
+    keyId !== undefined
+      ? [`(${keyId} = ANY (r.keys) OR jsonb_typeof(r.jvals -> ${keyText}) = 'boolean')`]
+      : 'column' in q.value && q.value.column === 'alt'
+        ? ['r.alt IS NOT NULL']
+        : [];
   const rawColumns = `${parent('r.cell')} AS c, date_bin(${interval}, r.ts, ${origin}) AS b, ${value} AS v`;
   const existing = 'EXISTS (SELECT 1 FROM devices d WHERE d.id = r.device_id)';
 

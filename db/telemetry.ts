@@ -99,7 +99,7 @@ export interface BucketQuery {
 }
 
 export interface BucketResult {
-  /** Per key, one point per bucket that has data: ts is the bucket's start. Numbers only (other values are not aggregated). */
+  /** Per key, one point per bucket that has data: ts is the bucket's start. Numbers, and booleans as 1/0; strings and JSON are not aggregated. */
   points: Record<string, BucketPoint[]>;
   /** Sources read, coarsest first (for the response header and tests). */
   sources: Source[];
@@ -163,8 +163,10 @@ export async function telemetryBuckets(pool: pg.Pool, dictionary: KeyDictionary,
                     FROM ${rollupTable(segment.source, q.domain)} x
                    WHERE x.device_id = $1 AND x.key_id = $5::smallint AND x.bucket >= ${a} AND x.bucket < ${z}`;
         }
-        const value = column ? `r.${column}::float8` : 'r.vals[array_position(r.keys, $5::smallint)]';
-        const filter = (column ? `r.${column} IS NOT NULL` : '$5::smallint = ANY (r.keys)') + (q.where ? ` AND ${q.where}` : '');
+        // A number, or a boolean as 1 or 0 (as the rollups count it: db/rollups.ts NUMBERS_AND_BOOLEANS).
+        const value = column ? `r.${column}::float8` : `coalesce(r.vals[array_position(r.keys, $5::smallint)], (r.jvals -> $5::smallint::text = 'true'::jsonb)::int::float8)`;
+        const filter =
+          (column ? `r.${column} IS NOT NULL` : `($5::smallint = ANY (r.keys) OR jsonb_typeof(r.jvals -> $5::smallint::text) = 'boolean')`) + (q.where ? ` AND ${q.where}` : '');
         return `SELECT date_bin($2::interval, r.ts, $3::timestamptz) AS b, 1::bigint AS n, r.v AS s, r.v AS lo, r.v AS hi, r.ts AS lts, r.v AS lv
                   FROM (SELECT r.ts, ${value} AS v FROM ${readingsTable(q.domain)} r WHERE r.device_id = $1 AND r.ts >= ${a} AND r.ts < ${z} AND ${filter}) r`;
       });

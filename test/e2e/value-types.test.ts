@@ -35,7 +35,8 @@ describe('telemetry of every ThingsBoard value type', () => {
   const send = (client: MqttClient, body: unknown) => client.publishAsync(TELEMETRY, JSON.stringify(body), { qos: 1 });
 
   beforeAll(async () => {
-    t = await startTestPlatform();
+    // Rollups refreshed by the test (not by the clock), with no lateness allowance.
+    t = await startTestPlatform({ rollupRefreshMs: 0, rollupLatenessMs: 0 });
     const res = await t.api('POST', '/api/v1/device-types', {
       name: TYPE,
       domain: 'generic',
@@ -115,12 +116,41 @@ describe('telemetry of every ThingsBoard value type', () => {
       tags: { ts: t0 + 1000, value: ['a', 1, null] },
     });
 
-    // aggregates are over numbers only: a boolean or string key has no buckets
-    const buckets = await history(d, `keys=level,relay,fw_state&from=${t0 - 1}&interval=1h&agg=max`);
-    expect(buckets.level).toHaveLength(1);
-    expect(buckets.level![0]!.value).toBe(5);
-    expect(buckets.relay).toEqual([]);
+    // aggregates: numbers, and booleans as 1/0 (sum counts the true ones); strings and JSON have no buckets
+    const buckets = await history(d, `keys=level,relay,fw_state,config&from=${t0 - 1}&interval=1h&agg=max`);
+    expect(buckets.level!.map((p) => p.value)).toEqual([5]);
+    expect(buckets.relay!.map((p) => p.value)).toEqual([1]);
     expect(buckets.fw_state).toEqual([]);
+    expect(buckets.config).toEqual([]);
+    expect((await history(d, `keys=relay&from=${t0 - 1}&interval=1h&agg=sum`)).relay!.map((p) => p.value)).toEqual([1]);
+    expect((await history(d, `keys=relay&from=${t0 - 1}&interval=1h&agg=avg`)).relay!.map((p) => p.value)).toEqual([0.5]);
+  });
+
+  it('rolls booleans up as 1/0 beside the numbers, and answers the same from rollups as from raw readings', async () => {
+    const d = await device({ lat: 22.7001, lng: 113.3001 });
+    const client = await t.connect(d.accessToken);
+    const hour = 3_600_000;
+    const start = Math.floor((Date.now() - 5 * hour) / hour) * hour;
+    const sent = [true, true, false, true].map((on, i) => ({ ts: start + i * 60_000, values: { door: on, level: i, label: `s${i}` } }));
+    await send(client, sent);
+    const query = `keys=door,level,label&from=${start}&to=${start + hour - 1}&interval=1h&agg=sum`;
+    const raw = await history(d, query);
+    expect(raw).toEqual({ door: [{ ts: start, value: 3 }], level: [{ ts: start, value: 6 }], label: [] });
+    const heatmap = async () => {
+      const q = `bbox=113.2,22.6,113.4,22.8&from=${new Date(start).toISOString()}&to=${new Date(start + hour).toISOString()}&key=door&resolution=7&interval=1h&stats=count,sum,avg&format=json`;
+      const r = await fetch(`${t.httpUrl}/api/v1/spatial/aggregate?${q}`, { headers: { authorization: `Bearer ${t.adminKey}` } });
+      const body = (await r.json()) as { sources: string[]; rows: { count: number; sum: number; avg: number }[] };
+      expect(r.status, JSON.stringify(body)).toBe(200);
+      return body;
+    };
+    const rawHeat = await heatmap();
+    expect(rawHeat.sources).toEqual(['raw']);
+    expect(rawHeat.rows.map((r) => [r.count, r.sum, r.avg])).toEqual([[4, 3, 0.75]]);
+    const refreshed = await t.api<{ skipped: boolean }>('POST', '/api/v1/rollups/refresh');
+    expect(refreshed.status).toBe(200);
+    const res = await fetch(`${t.httpUrl}/api/v1/devices/${d.id}/telemetry?${query}`, { headers: { authorization: `Bearer ${t.adminKey}` } });
+    expect([res.status, res.headers.get('guanlink-sources')]).toEqual([200, '1h']);
+    expect(await res.json()).toEqual(raw);
   });
 
   it('refuses values of the wrong declared type and values over the limits, each alone, and says why', async () => {
