@@ -275,6 +275,19 @@ describe('telemetry of every ThingsBoard value type', () => {
     expect(cleared).toMatchObject({ ruleName: 'relay-tripped', status: 'cleared' });
   });
 
+  it('stores every value type a gateway sends for its sub-devices', async () => {
+    const gw = await t.api<CreatedDevice>('POST', '/api/v1/devices', { name: `values-gw-${++n}`, isGateway: true });
+    expect(gw.status).toBe(201);
+    const client = await t.connect(gw.body.accessToken, { protocolVersion: 5 });
+    const sub = `values-sub-${n}`;
+    const ts = Date.now() - 5000;
+    await client.publishAsync('v1/gateway/telemetry', JSON.stringify({ [sub]: [{ ts, values: { fw_state: 'FAILED', online: true, err: { code: 7 }, rssi: -70 } }] }), { qos: 1 });
+    const found = await t.api<{ items: { id: number; name: string }[] }>('GET', `/api/v1/devices?namePrefix=${sub}&limit=10`);
+    const id = found.body.items.find((d) => d.name === sub)!.id;
+    const res = await t.api<Series>('GET', `/api/v1/devices/${id}/telemetry?keys=fw_state,online,err,rssi`);
+    expect(res.body).toEqual({ fw_state: [{ ts, value: 'FAILED' }], online: [{ ts, value: true }], err: [{ ts, value: { code: 7 } }], rssi: [{ ts, value: -70 }] });
+  });
+
   it('streams live readings with every value in its type', async () => {
     const d = await device();
     const socket = ioClient(t.httpUrl, { auth: { token: t.adminKey }, transports: ['websocket'], forceNew: true });
