@@ -1,8 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import { initialCondition, stepCondition, thresholdObservation, type AlarmOperator, type ConditionState } from './alarms.ts';
+import { matches, type AlarmScalar, type MatchOperator } from './alarm-match.ts';
+import { initialCondition, stepCondition, thresholdObservation, type ConditionState, type ThresholdOperator } from './alarms.ts';
 
 interface Rule {
-  operator: AlarmOperator;
+  operator: ThresholdOperator;
   raiseThreshold: number;
   clearThreshold: number;
   minDurationSeconds: number;
@@ -105,5 +106,50 @@ describe('alarm condition: thresholds', () => {
   it('an alarm reloaded open after a restart clears when the value has recovered', () => {
     const { changes } = run(flood, [4, 3.4], 1000, initialCondition(true));
     expect(changes).toEqual([{ change: 'clear', ts: 1000 }]);
+  });
+});
+
+describe('alarm condition: match rules', () => {
+  /** Runs values (one a second from t = 0) through a match rule; the changes with their times. */
+  function runMatch(rule: { operator: MatchOperator; value: AlarmScalar; minDurationSeconds: number; clearDurationSeconds: number }, values: AlarmScalar[], start = initialCondition()) {
+    let state = start;
+    const changes: { change: 'raise' | 'clear'; ts: number }[] = [];
+    values.forEach((v, i) => {
+      const breach = matches(rule, v);
+      const out = stepCondition(state, { ts: i * 1000, breach, recovered: !breach }, { raiseAfterMs: rule.minDurationSeconds * 1000, clearAfterMs: rule.clearDurationSeconds * 1000 });
+      state = out.state;
+      if (out.change) changes.push({ change: out.change, ts: i * 1000 });
+    });
+    return changes;
+  }
+  const failed = { operator: '==' as const, value: 'FAILED', minDurationSeconds: 0, clearDurationSeconds: 0 };
+
+  it('== raises on the value and clears on any other', () => {
+    expect(runMatch(failed, ['IDLE', 'DOWNLOADING', 'FAILED', 'FAILED', 'DOWNLOADING', 'FAILED'])).toEqual([
+      { change: 'raise', ts: 2000 },
+      { change: 'clear', ts: 4000 },
+      { change: 'raise', ts: 5000 },
+    ]);
+  });
+
+  it('!= raises while the value differs and clears when it is back', () => {
+    const online = { operator: '!=' as const, value: 'ONLINE', minDurationSeconds: 0, clearDurationSeconds: 0 };
+    expect(runMatch(online, ['ONLINE', 'OFFLINE', 'DEGRADED', 'ONLINE'])).toEqual([
+      { change: 'raise', ts: 1000 },
+      { change: 'clear', ts: 3000 },
+    ]);
+  });
+
+  it('durations apply: a shorter FAILED raises nothing, the clear waits its duration', () => {
+    const rule = { ...failed, minDurationSeconds: 3, clearDurationSeconds: 2 };
+    expect(runMatch(rule, ['FAILED', 'FAILED', 'FAILED', 'IDLE', 'FAILED'])).toEqual([]);
+    expect(runMatch(rule, ['FAILED', 'FAILED', 'FAILED', 'FAILED', 'IDLE', 'IDLE', 'FAILED', 'IDLE', 'IDLE', 'IDLE'])).toEqual([
+      { change: 'raise', ts: 3000 },
+      { change: 'clear', ts: 9000 },
+    ]);
+  });
+
+  it('an alarm reloaded open after a restart clears on another value', () => {
+    expect(runMatch(failed, ['FAILED', 'UPDATED'], initialCondition(true))).toEqual([{ change: 'clear', ts: 1000 }]);
   });
 });

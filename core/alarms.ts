@@ -6,11 +6,14 @@ import type { Logger } from './log.ts';
 import type { Device, DeviceRegistry } from './registry.ts';
 import type { Reading } from '../ingest/readings.ts';
 import { keyProblem } from '../ingest/validate.ts';
+import { comparableValue, MATCH_OPERATORS, matches, matchValueProblem, type AlarmScalar, type MatchOperator } from './alarm-match.ts';
+import type { ValueType } from './device-types.ts';
 
 /**
  * Alarms: rules per device type and telemetry key (or geofence), evaluated against every
  * committed reading, with hysteresis (separate raise and clear thresholds) and minimum durations
- * so a value wobbling around a line does not flap. Lifecycle: raised → acknowledged → cleared
+ * so a value wobbling around a line does not flap; match rules compare a key for equality
+ * (core/alarm-match.ts). Lifecycle: raised → acknowledged → cleared
  * (by the condition, by hand, or because the rule was disabled, changed or deleted), each step
  * with who and when. Changes go to `onChange` listeners after they are committed (live streams,
  * MQTT events).
@@ -34,9 +37,11 @@ import { keyProblem } from '../ingest/validate.ts';
 
 export const ALARM_SEVERITIES = ['critical', 'major', 'minor', 'warning'] as const;
 export type AlarmSeverity = (typeof ALARM_SEVERITIES)[number];
-export const ALARM_OPERATORS = ['>', '>=', '<', '<='] as const;
+export const THRESHOLD_OPERATORS = ['>', '>=', '<', '<='] as const;
+export type ThresholdOperator = (typeof THRESHOLD_OPERATORS)[number];
+export const ALARM_OPERATORS = [...THRESHOLD_OPERATORS, ...MATCH_OPERATORS] as const;
 export type AlarmOperator = (typeof ALARM_OPERATORS)[number];
-export const ALARM_RULE_KINDS = ['threshold', 'geofence_exit'] as const;
+export const ALARM_RULE_KINDS = ['threshold', 'geofence_exit', 'match'] as const;
 export type AlarmRuleKind = (typeof ALARM_RULE_KINDS)[number];
 export const ALARM_STATUSES = ['raised', 'acknowledged', 'cleared'] as const;
 export type AlarmStatus = (typeof ALARM_STATUSES)[number];
@@ -109,7 +114,7 @@ export function thresholdObservation(rule: Pick<ThresholdRule, 'operator' | 'rai
 }
 
 /** Whether `b` is worse than `a` for a rule with this operator. */
-const worse = (operator: AlarmOperator, a: number, b: number) => (operator === '>' || operator === '>=' ? b > a : b < a);
+const worse = (operator: ThresholdOperator, a: number, b: number) => (operator === '>' || operator === '>=' ? b > a : b < a);
 
 // ---------------------------------------------------------------------------------------------
 // Rules
@@ -130,7 +135,7 @@ interface RuleCommon {
 export interface ThresholdRule extends RuleCommon {
   kind: 'threshold';
   key: string;
-  operator: AlarmOperator;
+  operator: ThresholdOperator;
   raiseThreshold: number;
   clearThreshold: number;
 }
@@ -138,7 +143,13 @@ export interface GeofenceExitRule extends RuleCommon {
   kind: 'geofence_exit';
   geofence: string;
 }
-export type AlarmRule = ThresholdRule | GeofenceExitRule;
+export interface MatchRule extends RuleCommon {
+  kind: 'match';
+  key: string;
+  operator: MatchOperator;
+  value: AlarmScalar;
+}
+export type AlarmRule = ThresholdRule | GeofenceExitRule | MatchRule;
 
 /** What a rule is made of (create and replace); clearThreshold defaults to the raise threshold. */
 export interface AlarmRuleInput {
@@ -151,6 +162,8 @@ export interface AlarmRuleInput {
   raiseThreshold?: number | null;
   clearThreshold?: number | null;
   geofence?: string | null;
+  /** Match rules: the value compared with. */
+  value?: AlarmScalar | null;
   minDurationSeconds?: number;
   clearDurationSeconds?: number;
   severity: AlarmSeverity;
@@ -180,6 +193,8 @@ export interface Alarm {
   key: string | null;
   operator: AlarmOperator | null;
   threshold: number | null;
+  /** Match rules: the value compared with when it was raised. */
+  matchValue: AlarmScalar | null;
   geofence: string | null;
   severity: AlarmSeverity;
   status: AlarmStatus;
@@ -188,8 +203,8 @@ export interface Alarm {
   position: { lat: number; lng: number } | null;
   conditionSince: string;
   raisedAt: string;
-  value: number | null;
-  lastValue: number | null;
+  value: AlarmScalar | null;
+  lastValue: AlarmScalar | null;
   lastValueAt: string | null;
   peakValue: number | null;
   acknowledgedAt: string | null;
@@ -238,7 +253,7 @@ interface TrackedState extends ConditionState {
   alarmId: number | null;
   /** Outside the rule's geofence (geofence_exit rules). */
   outside?: boolean;
-  lastValue?: number;
+  lastValue?: AlarmScalar;
   lastValueTs?: number;
   peak?: number;
   dirty?: boolean;
@@ -259,13 +274,16 @@ interface AlarmRow {
   key: string | null;
   operator: AlarmOperator | null;
   threshold: number | null;
+  match_value: AlarmScalar | null;
   geofence: string | null;
   severity: AlarmSeverity;
   status: AlarmStatus;
   condition_since: Date;
   raised_at: Date;
   value: number | null;
+  value_json: AlarmScalar | null;
   last_value: number | null;
+  last_value_json: AlarmScalar | null;
   last_value_at: Date | null;
   peak_value: number | null;
   lat: number | null;
@@ -297,6 +315,7 @@ function toAlarm(r: AlarmRow): Alarm {
     key: r.key,
     operator: r.operator,
     threshold: r.threshold,
+    matchValue: r.match_value,
     geofence: r.geofence,
     severity: r.severity,
     status: r.status,
@@ -304,8 +323,8 @@ function toAlarm(r: AlarmRow): Alarm {
     position: lat !== null && lng !== null ? { lat, lng } : null,
     conditionSince: r.condition_since.toISOString(),
     raisedAt: r.raised_at.toISOString(),
-    value: r.value,
-    lastValue: r.last_value,
+    value: r.value ?? r.value_json,
+    lastValue: r.last_value ?? r.last_value_json,
     lastValueAt: iso(r.last_value_at),
     peakValue: r.peak_value,
     acknowledgedAt: iso(r.acknowledged_at),
@@ -329,6 +348,7 @@ interface RuleRow {
   raise_threshold: number | null;
   clear_threshold: number | null;
   geofence: string | null;
+  value: AlarmScalar | null;
   min_duration_seconds: number;
   clear_duration_seconds: number;
   severity: AlarmSeverity;
@@ -353,7 +373,8 @@ function toRule(r: RuleRow): AlarmRule {
     updatedAt: r.updated_at.toISOString(),
   };
   if (r.kind === 'geofence_exit') return { ...common, kind: 'geofence_exit', geofence: r.geofence! };
-  return { ...common, kind: 'threshold', key: r.key!, operator: r.operator!, raiseThreshold: r.raise_threshold!, clearThreshold: r.clear_threshold! };
+  if (r.kind === 'match') return { ...common, kind: 'match', key: r.key!, operator: r.operator as MatchOperator, value: r.value! };
+  return { ...common, kind: 'threshold', key: r.key!, operator: r.operator as ThresholdOperator, raiseThreshold: r.raise_threshold!, clearThreshold: r.clear_threshold! };
 }
 
 /**
@@ -362,14 +383,25 @@ function toRule(r: RuleRow): AlarmRule {
  * not compared.
  */
 function readingValue(row: Reading, key: string): number | undefined {
-  if (key === 'latitude') return row.lat;
-  if (key === 'longitude') return row.lng;
-  if (key === 'altitude') return row.alt;
-  const value = row.values[key];
+  const value = positionValue(row, key) ?? row.values[key];
   if (value !== undefined) return value;
   const other = row.jsonValues?.[key];
   return typeof other === 'boolean' ? Number(other) : undefined;
 }
+
+function positionValue(row: Reading, key: string): number | undefined {
+  if (key === 'latitude') return row.lat;
+  if (key === 'longitude') return row.lng;
+  if (key === 'altitude') return row.alt;
+  return undefined;
+}
+
+/** The reading's value of `key` for a match rule: a string, number or boolean as sent (objects and arrays are not compared). */
+const readingScalar = (row: Reading, key: string): AlarmScalar | undefined => positionValue(row, key) ?? comparableValue(row.values[key] ?? row.jsonValues?.[key]);
+
+/** An observed value in the alarm's columns: numbers in the float8 one, strings and booleans as JSON text for the jsonb one. */
+const valueColumns = (v: AlarmScalar | undefined): [number | null, string | null] =>
+  v === undefined ? [null, null] : typeof v === 'number' ? [v, null] : [null, JSON.stringify(v)];
 
 /** Serialises async work (rule changes, REST actions and the evaluator's writes). */
 class Mutex {
@@ -544,6 +576,12 @@ export class AlarmService {
           if (value === undefined) continue;
           const writing = this.observe(rule, device, thresholdObservation(rule, row.ts, value), row, value);
           if (writing) await writing;
+        } else if (rule.kind === 'match') {
+          const value = readingScalar(row, rule.key);
+          if (value === undefined) continue;
+          const breach = matches(rule, value);
+          const writing = this.observe(rule, device, { ts: row.ts, breach, recovered: !breach }, row, value);
+          if (writing) await writing;
         } else {
           // Still outside (or back in) since the last geofence event: durations advance with readings.
           const state = this.states.get(stateKey(rule.id, device.id));
@@ -570,16 +608,16 @@ export class AlarmService {
   }
 
   /** Steps the (rule, device) state; returns the write's promise when the step raises or clears, else nothing (the common case stays synchronous). */
-  private observe(rule: AlarmRule, device: DeviceInfo, o: Observation, row: Reading, value: number | undefined): Promise<void> | undefined {
+  private observe(rule: AlarmRule, device: DeviceInfo, o: Observation, row: Reading, value: AlarmScalar | undefined): Promise<void> | undefined {
     const key = stateKey(rule.id, device.id);
     const before = this.states.get(key) ?? { ...initialCondition(), alarmId: null };
     const { state, change } = stepCondition(before, o, { raiseAfterMs: rule.minDurationSeconds * 1000, clearAfterMs: rule.clearDurationSeconds * 1000 });
     if (state === before) return undefined; // an old reading: ignored
     const next: TrackedState = { ...before, ...state };
-    if (state.open && value !== undefined && rule.kind === 'threshold' && o.ts >= (before.lastValueTs ?? -Infinity)) {
+    if (state.open && value !== undefined && rule.kind !== 'geofence_exit' && o.ts >= (before.lastValueTs ?? -Infinity)) {
       next.lastValue = value;
       next.lastValueTs = o.ts;
-      next.peak = next.peak === undefined || worse(rule.operator, next.peak, value) ? value : next.peak;
+      if (rule.kind === 'threshold' && typeof value === 'number') next.peak = next.peak === undefined || worse(rule.operator, next.peak, value) ? value : next.peak;
       next.dirty = true;
     }
     if (change === null) {
@@ -598,7 +636,7 @@ export class AlarmService {
     change: 'raise' | 'clear',
     o: Observation,
     row: Reading,
-    value: number | undefined,
+    value: AlarmScalar | undefined,
   ): Promise<void> {
     if (change === 'raise') {
       try {
@@ -607,7 +645,7 @@ export class AlarmService {
         next.alarmId = id;
         next.lastValue = value;
         next.lastValueTs = o.ts;
-        next.peak = value;
+        next.peak = rule.kind === 'threshold' && typeof value === 'number' ? value : undefined;
         next.dirty = false;
         const alarm = created && id !== null ? await this.get(id) : undefined;
         if (alarm) this.emit({ kind: 'raised', alarm });
@@ -632,13 +670,14 @@ export class AlarmService {
     this.states.set(key, next);
   }
 
-  private async insertAlarm(rule: AlarmRule, device: DeviceInfo, since: number, ts: number, value: number | undefined, row: Reading): Promise<{ id: number | null; created: boolean }> {
-    const threshold = rule.kind === 'threshold';
+  private async insertAlarm(rule: AlarmRule, device: DeviceInfo, since: number, ts: number, value: AlarmScalar | undefined, row: Reading): Promise<{ id: number | null; created: boolean }> {
+    const [number, json] = valueColumns(value);
     const { rows } = await this.opts.pool.query<{ id: string }>(
-      `INSERT INTO alarms (rule_id, device_id, rule_name, kind, key, operator, threshold, geofence, severity, status,
-                           condition_since, raised_at, value, last_value, last_value_at, peak_value, lat, lng)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'raised', to_timestamp($10 / 1000.0), to_timestamp($11 / 1000.0), $12, $12,
-               CASE WHEN $12::float8 IS NULL THEN NULL ELSE to_timestamp($11 / 1000.0) END, $12, $13, $14)
+      `INSERT INTO alarms (rule_id, device_id, rule_name, kind, key, operator, threshold, match_value, geofence, severity, status,
+                           condition_since, raised_at, value, value_json, last_value, last_value_json, last_value_at, peak_value, lat, lng)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $15::jsonb, $8, $9, 'raised', to_timestamp($10 / 1000.0), to_timestamp($11 / 1000.0), $12, $16::jsonb, $12, $16::jsonb,
+               CASE WHEN $12::float8 IS NULL AND $16::jsonb IS NULL THEN NULL ELSE to_timestamp($11 / 1000.0) END,
+               CASE WHEN $4 = 'threshold' THEN $12 END, $13, $14)
        ON CONFLICT (rule_id, device_id) WHERE status <> 'cleared' DO NOTHING
        RETURNING id`,
       [
@@ -646,16 +685,18 @@ export class AlarmService {
         device.id,
         rule.name,
         rule.kind,
-        threshold ? rule.key : null,
-        threshold ? rule.operator : null,
-        threshold ? rule.raiseThreshold : null,
-        threshold ? null : rule.geofence,
+        rule.kind === 'geofence_exit' ? null : rule.key,
+        rule.kind === 'geofence_exit' ? null : rule.operator,
+        rule.kind === 'threshold' ? rule.raiseThreshold : null,
+        rule.kind === 'geofence_exit' ? rule.geofence : null,
         rule.severity,
         since,
         ts,
-        value ?? null,
+        number,
         row.lat ?? null,
         row.lng ?? null,
+        rule.kind === 'match' ? JSON.stringify(rule.value) : null,
+        json,
       ],
     );
     if (rows.length > 0) return { id: Number(rows[0]!.id), created: true };
@@ -668,15 +709,18 @@ export class AlarmService {
   private async clearAlarm(
     ruleId: number,
     deviceId: number,
-    how: { at: Date | null; by: string | null; reason: ClearReason; value?: number; note?: string | null; flushed?: TrackedState },
+    how: { at: Date | null; by: string | null; reason: ClearReason; value?: AlarmScalar; note?: string | null; flushed?: TrackedState },
   ): Promise<Alarm | undefined> {
     const s = how.flushed;
+    const [number, json] = valueColumns(how.value ?? s?.lastValue);
     const { rows } = await this.opts.pool.query<{ id: string }>(
       `UPDATE alarms SET status = 'cleared', cleared_at = COALESCE($3, now()), cleared_by = $4, clear_reason = $5, clear_note = $6,
-              last_value = COALESCE($7, last_value), last_value_at = CASE WHEN $7::float8 IS NULL THEN last_value_at ELSE $3 END,
+              last_value = CASE WHEN $7::float8 IS NULL AND $9::jsonb IS NULL THEN last_value ELSE $7 END,
+              last_value_json = CASE WHEN $7::float8 IS NULL AND $9::jsonb IS NULL THEN last_value_json ELSE $9::jsonb END,
+              last_value_at = CASE WHEN $7::float8 IS NULL AND $9::jsonb IS NULL THEN last_value_at ELSE $3 END,
               peak_value = COALESCE($8, peak_value)
        WHERE rule_id = $1 AND device_id = $2 AND status <> 'cleared' RETURNING id`,
-      [ruleId, deviceId, how.at, how.by, how.reason, how.note ?? null, how.value ?? s?.lastValue ?? null, s?.peak ?? null],
+      [ruleId, deviceId, how.at, how.by, how.reason, how.note ?? null, number, s?.peak ?? null, json],
     );
     return rows.length === 0 ? undefined : this.get(Number(rows[0]!.id));
   }
@@ -696,11 +740,12 @@ export class AlarmService {
     if (dirty.length === 0) return;
     for (const s of dirty) s.dirty = false;
     try {
+      const columns = dirty.map((s) => valueColumns(s.lastValue));
       await this.opts.pool.query(
-        `UPDATE alarms a SET last_value = u.v, last_value_at = to_timestamp(u.ts / 1000.0), peak_value = u.peak
-         FROM (SELECT unnest($1::bigint[]) AS id, unnest($2::float8[]) AS v, unnest($3::float8[]) AS ts, unnest($4::float8[]) AS peak) u
+        `UPDATE alarms a SET last_value = u.v, last_value_json = u.j::jsonb, last_value_at = to_timestamp(u.ts / 1000.0), peak_value = coalesce(u.peak, a.peak_value)
+         FROM (SELECT unnest($1::bigint[]) AS id, unnest($2::float8[]) AS v, unnest($5::text[]) AS j, unnest($3::float8[]) AS ts, unnest($4::float8[]) AS peak) u
          WHERE a.id = u.id AND a.status <> 'cleared'`,
-        [dirty.map((s) => s.alarmId), dirty.map((s) => s.lastValue), dirty.map((s) => s.lastValueTs), dirty.map((s) => s.peak ?? s.lastValue)],
+        [dirty.map((s) => s.alarmId), columns.map(([v]) => v), dirty.map((s) => s.lastValueTs), dirty.map((s) => s.peak ?? null), columns.map(([, j]) => j)],
       );
     } catch (err) {
       for (const s of dirty) s.dirty = true;
@@ -780,17 +825,17 @@ export class AlarmService {
       enabled: input.enabled ?? true,
     };
     if (kind === 'geofence_exit') {
-      for (const field of ['key', 'operator', 'raiseThreshold', 'clearThreshold'] as const) {
+      for (const field of ['key', 'operator', 'raiseThreshold', 'clearThreshold', 'value'] as const) {
         if (input[field] != null) throw invalid(`${field}: not used by geofence_exit rules (they watch a geofence)`);
       }
       if (input.geofence == null || input.geofence === '') throw invalid('geofence: required for geofence_exit rules (the name of the geofence the devices must stay in)');
       if (!type.moving) throw invalid(`deviceType: "${type.name}" devices do not move (only moving types can leave a geofence)`);
       if (this.geofenceExists && !(await this.geofenceExists(input.geofence))) throw invalid(`geofence: no geofence "${input.geofence}"`);
-      return { ...common, key: null, operator: null, raiseThreshold: null, clearThreshold: null, geofence: input.geofence };
+      return { ...common, key: null, operator: null, raiseThreshold: null, clearThreshold: null, geofence: input.geofence, value: null };
     }
-    if (input.geofence != null) throw invalid('geofence: only geofence_exit rules name a geofence');
+    if (input.geofence != null) throw invalid(`geofence: only geofence_exit rules name a geofence`);
     const key = input.key;
-    if (key == null || key === '') throw invalid('key: required for threshold rules (the telemetry key to watch)');
+    if (key == null || key === '') throw invalid(`key: required for ${kind} rules (the telemetry key to watch)`);
     const isPosition = Object.hasOwn(POSITION_KEYS, key);
     if (isPosition && !type.moving) throw invalid(`key: "${key}" is a position key; "${type.name}" devices do not report positions`);
     if (!isPosition && !Object.hasOwn(type.keys, key)) {
@@ -800,11 +845,25 @@ export class AlarmService {
       const problem = keyProblem(key);
       if (problem) throw invalid(`key: ${problem}`);
     }
-    const valueType = Object.hasOwn(type.keys, key) ? (type.keys[key]!.type ?? 'number') : 'number';
-    if (valueType === 'string' || valueType === 'json') {
-      throw invalid(`key: "${key}" is a ${valueType} key of device type "${type.name}"; thresholds compare numbers (and booleans as 1 and 0)`);
+    // The key's declared type; undefined for an undeclared key (of a type that accepts them).
+    const keyType: ValueType | undefined = isPosition ? 'number' : Object.hasOwn(type.keys, key) ? (type.keys[key]!.type ?? 'number') : undefined;
+    if (kind === 'match') {
+      for (const field of ['raiseThreshold', 'clearThreshold'] as const) {
+        if (input[field] != null) throw invalid(`${field}: match rules have no thresholds (and no hysteresis): they compare the key with value`);
+      }
+      if (input.operator == null || !isMatchOperator(input.operator)) {
+        throw invalid(`operator: match rules compare with ${MATCH_OPERATORS.join(' or ')}${input.operator == null ? '' : `, not "${input.operator}"`}`);
+      }
+      const problem = matchValueProblem(key, keyType, input.value);
+      if (problem) throw invalid(problem);
+      return { ...common, key, operator: input.operator, raiseThreshold: null, clearThreshold: null, geofence: null, value: input.value! };
     }
-    if (input.operator == null) throw invalid(`operator: required for threshold rules (one of ${ALARM_OPERATORS.join(' ')})`);
+    if (input.value != null) throw invalid('value: only match rules compare with a value (threshold rules have raiseThreshold)');
+    if (keyType === 'string' || keyType === 'json') {
+      throw invalid(`key: "${key}" is a ${keyType} key of device type "${type.name}"; thresholds compare numbers (and booleans as 1 and 0)`);
+    }
+    if (input.operator == null) throw invalid(`operator: required for threshold rules (one of ${THRESHOLD_OPERATORS.join(' ')})`);
+    if (isMatchOperator(input.operator)) throw invalid(`operator: "${input.operator}" compares for equality: give "kind": "match" and a value (threshold rules take ${THRESHOLD_OPERATORS.join(' ')})`);
     const raise = input.raiseThreshold;
     if (raise == null || !Number.isFinite(raise)) throw invalid('raiseThreshold: required for threshold rules (a finite number)');
     const clear = input.clearThreshold ?? raise;
@@ -812,7 +871,7 @@ export class AlarmService {
     const upward = input.operator === '>' || input.operator === '>=';
     if (upward && clear > raise) throw invalid(`clearThreshold: for operator "${input.operator}" the clear threshold (${clear}) must not be above the raise threshold (${raise})`);
     if (!upward && clear < raise) throw invalid(`clearThreshold: for operator "${input.operator}" the clear threshold (${clear}) must not be below the raise threshold (${raise})`);
-    return { ...common, key, operator: input.operator, raiseThreshold: raise, clearThreshold: clear, geofence: null };
+    return { ...common, key, operator: input.operator, raiseThreshold: raise, clearThreshold: clear, geofence: null, value: null };
   }
 
   async createRule(input: AlarmRuleInput): Promise<AlarmRule> {
@@ -821,9 +880,9 @@ export class AlarmService {
       try {
         const { rows } = await this.opts.pool.query<RuleRow>(
           `INSERT INTO alarm_rules (name, description, kind, device_type, key, operator, raise_threshold, clear_threshold, geofence,
-                                    min_duration_seconds, clear_duration_seconds, severity, enabled)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING *`,
-          [r.name, r.description, r.kind, r.deviceType, r.key, r.operator, r.raiseThreshold, r.clearThreshold, r.geofence, r.minDurationSeconds, r.clearDurationSeconds, r.severity, r.enabled],
+                                    min_duration_seconds, clear_duration_seconds, severity, enabled, value)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14::jsonb) RETURNING *`,
+          [r.name, r.description, r.kind, r.deviceType, r.key, r.operator, r.raiseThreshold, r.clearThreshold, r.geofence, r.minDurationSeconds, r.clearDurationSeconds, r.severity, r.enabled, jsonOrNull(r.value)],
         );
         const rule = toRule(rows[0]!);
         this.rules.set(rule.id, rule);
@@ -849,12 +908,14 @@ export class AlarmService {
         const { rows } = await client.query<RuleRow>(
           `UPDATE alarm_rules SET name = $2, description = $3, kind = $4, device_type = $5, key = $6, operator = $7, raise_threshold = $8,
                   clear_threshold = $9, geofence = $10, min_duration_seconds = $11, clear_duration_seconds = $12, severity = $13, enabled = $14,
-                  updated_at = now()
+                  value = $15::jsonb, updated_at = now()
            WHERE id = $1 RETURNING *`,
-          [id, r.name, r.description, r.kind, r.deviceType, r.key, r.operator, r.raiseThreshold, r.clearThreshold, r.geofence, r.minDurationSeconds, r.clearDurationSeconds, r.severity, r.enabled],
+          [id, r.name, r.description, r.kind, r.deviceType, r.key, r.operator, r.raiseThreshold, r.clearThreshold, r.geofence, r.minDurationSeconds, r.clearDurationSeconds, r.severity, r.enabled, jsonOrNull(r.value)],
         );
         rule = toRule(rows[0]!);
-        const watches = (x: AlarmRule) => `${x.kind}|${x.deviceType}|${x.kind === 'threshold' ? `${x.key}|${x.operator}` : x.geofence}`;
+        // A match rule's value is what it watches for: a new one clears its open alarms, as a new key does.
+        const watches = (x: AlarmRule) =>
+          `${x.kind}|${x.deviceType}|${x.kind === 'geofence_exit' ? x.geofence : `${x.key}|${x.operator}${x.kind === 'match' ? `|${JSON.stringify(x.value)}` : ''}`}`;
         const reason: ClearReason | undefined = !rule.enabled ? 'rule_disabled' : watches(rule) !== watches(old) ? 'rule_changed' : undefined;
         if (reason) cleared.push(...(await clearAllOfRule(client, id, reason)));
         await client.query('COMMIT');
@@ -1002,6 +1063,8 @@ export class AlarmService {
 }
 
 const stateKey = (ruleId: number, deviceId: number) => `${ruleId}:${deviceId}`;
+const isMatchOperator = (op: string): op is MatchOperator => (MATCH_OPERATORS as readonly string[]).includes(op);
+const jsonOrNull = (v: AlarmScalar | null) => (v === null ? null : JSON.stringify(v));
 
 async function clearAllOfRule(client: pg.PoolClient, ruleId: number, reason: ClearReason): Promise<number[]> {
   const { rows } = await client.query<{ id: string }>(

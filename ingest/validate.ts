@@ -55,6 +55,9 @@ export const TELEMETRY_VALUE_LIMITS = {
   maxDepth: 32,
 } as const;
 
+/** Whether ingest stores this string, sent for an undeclared key, as a number (ThingsBoard's cast). */
+export const isNumericString = (s: string): boolean => toNumber(s) !== undefined;
+
 function toNumber(raw: unknown): number | undefined {
   if (typeof raw === 'number') return Number.isFinite(raw) ? raw : undefined;
   if (typeof raw === 'string' && NUMERIC_STRING.test(raw)) {

@@ -17,7 +17,7 @@ import {
   type AlarmStatus,
 } from '../../core/alarms.ts';
 import { DOMAINS, Domain, type Domain as DomainName } from '../../core/domains.ts';
-import { MAX_KEY_LENGTH } from '../../ingest/validate.ts';
+import { MAX_KEY_LENGTH, TELEMETRY_VALUE_LIMITS } from '../../ingest/validate.ts';
 import { ErrorResponse, badRequest, Int32Id, Int64Id, Limit, SafeName, SafeText } from '../schemas.ts';
 import { parseInstant } from './telemetry.ts';
 import type { Access } from '../../core/access/access.ts';
@@ -31,8 +31,13 @@ const Text = (maxLength: number, description?: string) =>
   SafeName(maxLength, description === undefined ? {} : { description });
 const Seconds = (description: string) => Type.Integer({ minimum: 0, maximum: 604_800, description });
 
-const Kind = Type.Enum(ALARM_RULE_KINDS, { description: 'threshold: a telemetry key against thresholds; geofence_exit: leaving a geofence' });
-const Operator = Type.Enum(ALARM_OPERATORS, { description: "'>'/'>=': raised above the raise threshold, cleared below the clear threshold; '<'/'<=': the other way round" });
+const Kind = Type.Enum(ALARM_RULE_KINDS, { description: 'threshold: a telemetry key against thresholds; geofence_exit: leaving a geofence; match: a telemetry key equal (or not) to a value' });
+const Operator = Type.Enum(ALARM_OPERATORS, {
+  description: "threshold rules: '>'/'>=' raised above the raise threshold, cleared below the clear threshold; '<'/'<=' the other way round. match rules: '==' raised while the value equals, '!=' while it differs; cleared by the opposite",
+});
+/** A value a match rule compares with, or a match alarm observed. */
+const Scalar = (description: string) =>
+  Type.Union([Type.Number(), Type.String({ maxLength: TELEMETRY_VALUE_LIMITS.maxStringLength }), Type.Boolean()], { description });
 const Severity = Type.Enum(ALARM_SEVERITIES);
 
 const AlarmRuleSchema = Type.Object({
@@ -46,6 +51,7 @@ const AlarmRuleSchema = Type.Object({
   raiseThreshold: Type.Optional(Type.Number()),
   clearThreshold: Type.Optional(Type.Number()),
   geofence: Type.Optional(Type.String()),
+  value: Type.Optional(Scalar('match rules: the value compared with')),
   minDurationSeconds: Type.Integer(),
   clearDurationSeconds: Type.Integer(),
   severity: Severity,
@@ -60,7 +66,7 @@ const ruleFields = {
   kind: Type.Optional(Kind),
   deviceType: SafeText(64, { description: 'the device type whose devices the rule watches' }),
   key: Type.Optional(
-    Nullable(SafeText(MAX_KEY_LENGTH, { description: 'threshold rules: a telemetry key the type declares (or latitude/longitude/altitude for moving types)' })),
+    Nullable(SafeText(MAX_KEY_LENGTH, { description: 'threshold and match rules: a telemetry key the type declares (or latitude/longitude/altitude for moving types)' })),
   ),
   operator: Type.Optional(Nullable(Operator)),
   raiseThreshold: Type.Optional(Nullable(Type.Number({ description: 'threshold rules: the line whose crossing raises the alarm' }))),
@@ -68,6 +74,12 @@ const ruleFields = {
     Nullable(Type.Number({ description: "threshold rules: the line back past which it clears (hysteresis); default the raise threshold. For '>' at or below it, for '<' at or above it" })),
   ),
   geofence: Type.Optional(Nullable(SafeText(200, { description: 'geofence_exit rules: the name of the geofence the devices must stay in' }))),
+  // Checked by core/alarm-match.ts, not here: ajv's type coercion would take false for 0 (or 0 for false) in a union of scalars.
+  value: Type.Optional(
+    Type.Unknown({
+      description: `match rules: the string (at most ${TELEMETRY_VALUE_LIMITS.maxStringLength} characters), number or boolean the key is compared with, of the key's declared type (strings compare exactly)`,
+    }),
+  ),
   minDurationSeconds: Type.Optional(Seconds('the raise condition must hold on every reading this long before the alarm is raised (default 0)')),
   clearDurationSeconds: Type.Optional(Seconds('the clear condition must hold this long before the alarm is cleared (default 0)')),
   severity: Severity,
@@ -86,7 +98,8 @@ const AlarmSchema = Type.Object({
   kind: Kind,
   key: Nullable(Type.String()),
   operator: Nullable(Operator),
-  threshold: Nullable(Type.Number({ description: 'the raise threshold when it was raised' })),
+  threshold: Nullable(Type.Number({ description: 'threshold rules: the raise threshold when it was raised' })),
+  matchValue: Nullable(Scalar('match rules: the value compared with when it was raised')),
   geofence: Nullable(Type.String()),
   severity: Severity,
   status: Type.Enum(ALARM_STATUSES),
@@ -94,8 +107,8 @@ const AlarmSchema = Type.Object({
   position: Nullable(Position),
   conditionSince: At,
   raisedAt: At,
-  value: Nullable(Type.Number({ description: 'the value that raised it' })),
-  lastValue: Nullable(Type.Number({ description: 'the latest value while open (written every few seconds) or at clear' })),
+  value: Nullable(Scalar('the value that raised it (a number for threshold rules; as sent for match rules)')),
+  lastValue: Nullable(Scalar('the latest value while open (written every few seconds) or at clear')),
   lastValueAt: Nullable(At),
   peakValue: Nullable(Type.Number({ description: "the worst value while open (highest for '>' rules, lowest for '<')" })),
   acknowledgedAt: Nullable(At),
@@ -126,6 +139,12 @@ const Actor = Type.Object(
   { by: Type.Optional(Text(200, "who does it (a user name); default: the credential's name")), note: Type.Optional(SafeText(1000)) },
   { additionalProperties: false },
 );
+
+const KIND_FIELDS: Record<AlarmRule['kind'], readonly ('key' | 'operator' | 'raiseThreshold' | 'clearThreshold' | 'geofence' | 'value')[]> = {
+  threshold: ['key', 'operator', 'raiseThreshold', 'clearThreshold'],
+  geofence_exit: ['geofence'],
+  match: ['key', 'operator', 'value'],
+};
 
 const STATUS_TEXT = `${ALARM_STATUSES.join(', ')} or open (raised and acknowledged)`;
 const GEOJSON = 'application/geo+json';
@@ -233,8 +252,9 @@ export const alarmsRoutes: FastifyPluginAsyncTypebox<{ alarms: AlarmService; acc
         summary: 'Create an alarm rule',
         description:
           'A threshold rule watches one telemetry key of every device of a type: raised when the value is beyond raiseThreshold for minDurationSeconds, ' +
-          'cleared when it is back beyond clearThreshold for clearDurationSeconds. A geofence_exit rule is raised when a device of a moving type leaves the named geofence. ' +
-          '400 for an unknown device type, a key the type does not declare, or thresholds the wrong way round.',
+          'cleared when it is back beyond clearThreshold for clearDurationSeconds. A match rule compares the key with value (== or !=) for as long instead, cleared by the opposite. ' +
+          'A geofence_exit rule is raised when a device of a moving type leaves the named geofence. ' +
+          "400 for an unknown device type, a key the type does not declare, thresholds the wrong way round, an operator of the other kind, or a value not of the key's type.",
         tags: ['alarms'],
         body: RuleBody,
         response: { 201: AlarmRuleSchema, 400: ErrorResponse, 409: ErrorResponse },
@@ -249,7 +269,7 @@ export const alarmsRoutes: FastifyPluginAsyncTypebox<{ alarms: AlarmService; acc
       config: { permission: 'alarms:write' }, schema: {
         summary: 'Replace an alarm rule',
         description:
-          'Open alarms stay open under new thresholds and durations (pending waits start over); they are cleared (clearReason rule_changed) when the type, key, operator or geofence changes, and (rule_disabled) when the rule is disabled.',
+          'Open alarms stay open under new thresholds and durations (pending waits start over); they are cleared (clearReason rule_changed) when the kind, type, key, operator, match value or geofence changes, and (rule_disabled) when the rule is disabled.',
         tags: ['alarms'],
         params: RuleIdParams,
         body: RuleBody,
@@ -276,10 +296,10 @@ export const alarmsRoutes: FastifyPluginAsyncTypebox<{ alarms: AlarmService; acc
       if (!old) throw new AlarmError('not_found', `no alarm rule ${request.params.id}`);
       const { id: _id, builtin: _builtin, createdAt: _c, updatedAt: _u, ...fields } = old;
       const merged = { ...fields, ...request.body } as AlarmRuleInput;
-      // Switching kind drops the other kind's fields unless given.
-      if (request.body.kind === 'geofence_exit' && old.kind === 'threshold') {
-        for (const f of ['key', 'operator', 'raiseThreshold', 'clearThreshold'] as const) if (!(f in request.body)) merged[f] = null;
-      } else if (request.body.kind === 'threshold' && old.kind === 'geofence_exit' && !('geofence' in request.body)) merged.geofence = null;
+      // Switching kind drops the fields the new kind does not have, unless given.
+      if (request.body.kind !== undefined && request.body.kind !== old.kind) {
+        for (const f of KIND_FIELDS[old.kind]) if (!KIND_FIELDS[request.body.kind].includes(f) && !(f in request.body)) merged[f] = null;
+      }
       // A new raise threshold alone takes the clear threshold along (same hysteresis), unless that is given too.
       if (old.kind === 'threshold' && request.body.raiseThreshold != null && request.body.clearThreshold === undefined) {
         merged.clearThreshold = request.body.raiseThreshold - (old.raiseThreshold - old.clearThreshold);

@@ -244,6 +244,14 @@ describe('README examples run as written', () => {
       expect(alarm).toBe('{"ruleName":"pm25-high","severity":"minor","status":"raised","value":82}');
     });
 
+    it('alarm-match: a match rule on a string raises on FAILED and clears on the next state', () => {
+      expect(out('alarm-match')).toEqual([
+        '{"name":"firmware-update-failed","kind":"match","operator":"==","value":"FAILED"}',
+        '{"ruleName":"firmware-update-failed","status":"raised","matchValue":"FAILED","value":"FAILED"}',
+        '{"status":"cleared","clearReason":"condition","lastValue":"DOWNLOADING"}',
+      ]);
+    });
+
     it('geofences: the bus entering the depot is an enter event', () => {
       expect(out('geofences')).toEqual(['{"kind":"enter","device":"bus-L1-07","at":[113.765,23.025]}']);
     });

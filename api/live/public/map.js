@@ -1064,13 +1064,16 @@ function alarmHtml(a) {
 </button>${ack}`;
 }
 
-/** "Water level 4.05 m > 3.8 m" / "left geofence drone-corridors". */
+/** "Water level 4.05 m > 3.8 m" / "Firmware state "FAILED" == "FAILED"" / "left geofence drone-corridors". */
 function alarmCondition(a) {
   if (a.kind === 'geofence_exit') return t(state.lang, 'leftGeofence', a.geofence ?? '');
   const spec = state.types.get(a.device.type)?.keys?.[a.key];
   const label = pick(spec?.label, state.lang, a.key ?? '');
-  const value = a.value === null ? '' : ` ${formatValue(a.value, spec?.unit)}`;
-  const threshold = a.threshold === null ? '' : ` ${a.operator ?? ''} ${formatValue(a.threshold, spec?.unit)}`;
+  // Match alarms' values may be strings or booleans, shown as JSON.
+  const show = (v) => (typeof v === 'number' ? formatValue(v, spec?.unit) : JSON.stringify(v));
+  const value = a.value === null ? '' : ` ${show(a.value)}`;
+  const against = a.threshold ?? a.matchValue ?? null;
+  const threshold = against === null ? '' : ` ${a.operator ?? ''} ${show(against)}`;
   return `${label}${value}${threshold}`;
 }
 
