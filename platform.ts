@@ -28,13 +28,20 @@ import { createMetrics } from './core/metrics.ts';
 import { connectionBudget, DescriptorWatch, readDescriptorLimits, watchAcceptErrors } from './core/descriptors.ts';
 import { parseRateLimit } from './core/rate-limit.ts';
 import { DeviceRegistry } from './core/registry.ts';
-import { AuthThrottle, type AuthWorkCounters } from './core/auth-throttle.ts';
+import { AuthThrottle, credentialId, type AuthWorkCounters } from './core/auth-throttle.ts';
+import { OtaPackages } from './core/ota/packages.ts';
+import { OtaAssignments } from './core/ota/assignments.ts';
+import { OtaDeviceStates } from './core/ota/device-states.ts';
+import { OtaCampaigns } from './core/ota/campaigns.ts';
+import { otaRequestHandler } from './broker/handlers/ota.ts';
+import type { DeviceTokenCheck } from './api/routes/ota-device.ts';
 import { parseRequestLimit } from './core/access/rate-limits.ts';
 import { detectDialect, type Dialect } from './db/dialect.ts';
 import { startEmbeddedPostgres } from './db/embedded.ts';
 import { migrate } from './db/migrate.ts';
 import { KeyDictionary } from './db/keys.ts';
 import { createPool } from './db/pool.ts';
+import type pg from 'pg';
 import { Retention } from './db/retention.ts';
 import { ChunkLayout } from './db/chunk-layout.ts';
 import { readingsTable } from './db/readings-tables.ts';
@@ -182,6 +189,8 @@ export async function startPlatform(config: Config, log: Logger): Promise<Platfo
       inTransaction: rollups.recordLate,
     });
     await ingest.start();
+    const ota = assembleOta({ pool, attributes, registry, ingest, throttle, maxPackageBytes: config.otaMaxPackageBytes, log: log.child({ module: 'ota' }) });
+    cleanups.unshift(() => ota.states.drained()); // reports of committed telemetry written before the pool closes
     // Geometry work (requests' areas, geofences' polygons) runs on worker threads; stopped after the HTTP server and geofences.
     const geometry = new GeometryPool(
       { threads: config.geometryThreads, maxQueue: config.geometryQueue, taskTimeoutMs: config.geometryTaskTimeoutMs },
@@ -317,6 +326,16 @@ export async function startPlatform(config: Config, log: Logger): Promise<Platfo
         rpcResponse: rpcResponseHandler(rpc, deliver, rpcLog, countRefusal),
         rpcRequest: rpcRequestHandler({ deliver, limits: sessionLimits, log: rpcLog, count: countRefusal }),
         claim: deviceClaimHandler({ claims, ingest, deliver, maxPayloadBytes: config.maxPayloadBytes }),
+        otaRequest: otaRequestHandler({
+          target: (deviceId, type) => ota.assignments.target(deviceId, type),
+          read: (packageId, offset, length) => ota.packages.read(packageId, offset, length),
+          deliverToSession,
+          close: (session, reason) => {
+            if (broker.session(session.device.id) === session) broker.disconnect(session.device.id, reason);
+          },
+          maxPayloadSize: sessionLimits.maxPayloadSize,
+          log: log.child({ module: 'ota' }),
+        }),
         gateway: {
           ...gatewayHandlers({
             gateways,
@@ -339,6 +358,9 @@ export async function startPlatform(config: Config, log: Logger): Promise<Platfo
     rpc.start();
     attributes.onChange(sharedAttributesPusher(broker.session, broker.deliver));
     attributes.onChange(gatewayAttributesPusher(gateways, broker.deliverToSession));
+    // Campaigns assign (and tell devices) through the pushers above; stopped before the broker closes.
+    ota.campaigns.start();
+    cleanups.unshift(() => ota.campaigns.stop());
     registry.onChange((event) => {
       if (event.kind === 'deleted') broker.disconnect(event.device.id, 'deleted');
       else if (event.kind === 'credentials') broker.disconnect(event.device.id, 'credentials_changed');
@@ -418,6 +440,7 @@ export async function startPlatform(config: Config, log: Logger): Promise<Platfo
       keys,
       metrics,
       latest: ingest.latest,
+      ota: { ...ota, maxPackageBytes: config.otaMaxPackageBytes },
       rollups,
       retention,
       rpc,
@@ -534,6 +557,37 @@ export async function startPlatform(config: Config, log: Logger): Promise<Platfo
     await http?.finish();
     throw err;
   }
+}
+
+/**
+ * Firmware and software updates (core/ota/): packages, their assignments (followed by devices
+ * created or changed later), what devices report of their updates (from committed telemetry),
+ * campaigns (started once the broker pushes attributes), and the HTTP download's token check
+ * (failed tokens throttled as MQTT CONNECTs are).
+ */
+function assembleOta(deps: { pool: pg.Pool; attributes: AttributeService; registry: DeviceRegistry; ingest: Ingest; throttle: AuthThrottle; maxPackageBytes: number; log: Logger }) {
+  const { pool, attributes, registry, ingest, throttle, log } = deps;
+  const packages = new OtaPackages(pool, deps.maxPackageBytes);
+  const assignments = new OtaAssignments({ pool, packages, attributes, log });
+  const states = new OtaDeviceStates({ pool, log });
+  ingest.onCommitted((rows) => states.readingsCommitted(rows));
+  const campaigns = new OtaCampaigns({ pool, packages, assignments, log });
+  // A device created with (or moved to) a type that has a package is told of it, as ThingsBoard does on save.
+  registry.onChange((event) => {
+    if (event.kind !== 'created' && event.kind !== 'updated') return;
+    assignments.deviceChanged(event.device.id).catch((err: Error) => log.warn({ err: err.message, device: event.device.id }, 'OTA target not sent to a new or changed device'));
+  });
+  const checkDeviceToken: DeviceTokenCheck = async (token, source) => {
+    const attempt = { via: 'rest' as const, source, credential: credentialId('token', token) };
+    const outcome = await registry.authenticate(token, { admit: () => throttle.admit(attempt) });
+    if (outcome.ok) {
+      throttle.succeeded(attempt);
+      return outcome.device;
+    }
+    if (outcome.reason !== 'throttled') throttle.failed(attempt, outcome.reason);
+    return undefined;
+  };
+  return { packages, assignments, states, campaigns, checkDeviceToken };
 }
 
 async function runCleanups(cleanups: (() => Promise<void>)[], log: Logger): Promise<void> {

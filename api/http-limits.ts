@@ -5,6 +5,7 @@ import fp from 'fastify-plugin';
 import { Counter, type Registry } from 'prom-client';
 import { ConfigError } from '../core/config.ts';
 import { problem, PROBLEM_CONTENT_TYPE } from './problem.ts';
+import { loggedPath } from './logged-path.ts';
 
 /** The HTTP server's limits, as configured (core/config.ts). */
 export interface HttpSettings {
@@ -86,7 +87,7 @@ export const idleTimeoutPlugin = fp(async (app) => {
     res.on('timeout', (socket: Socket) => {
       const clientStalled = !request.raw.complete || (res.headersSent && res.writableNeedDrain);
       if (!clientStalled) return;
-      request.log.info({ path: request.url.split('?')[0], receiving: !request.raw.complete }, 'HTTP connection idle past HTTP_IDLE_TIMEOUT_MS on the client side: closed');
+      request.log.info({ path: loggedPath(request), receiving: !request.raw.complete }, 'HTTP connection idle past HTTP_IDLE_TIMEOUT_MS on the client side: closed');
       socket.destroy();
     });
   });

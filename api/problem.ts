@@ -1,6 +1,7 @@
 import { STATUS_CODES } from 'node:http';
 import type { FastifyError, FastifyReply, FastifyRequest, RouteOptions } from 'fastify';
 import fp from 'fastify-plugin';
+import { loggedPath } from './logged-path.ts';
 
 /**
  * One error shape for every HTTP answer ≥ 400: RFC 9457 problem details
@@ -102,12 +103,12 @@ export const problemDetailsPlugin = fp(async (app) => {
     const status = Number.isInteger(declared) && declared! >= 400 && declared! <= 599 ? declared! : reply.statusCode >= 400 ? reply.statusCode : 500;
     if (reply.raw.headersSent) {
       // The answer had started (a stream failed midway): nothing can be said any more but to cut it.
-      request.log.error({ err, path: request.url.split('?')[0] }, 'response failed after it started');
+      request.log.error({ err, path: loggedPath(request) }, 'response failed after it started');
       reply.raw.destroy();
       return reply;
     }
     if (status >= 500 && err.expose !== true) {
-      request.log.error({ err, method: request.method, path: request.url.split('?')[0] }, 'internal error');
+      request.log.error({ err, method: request.method, path: loggedPath(request) }, 'internal error');
       return reply.code(status).type(PROBLEM_CONTENT_TYPE).send(problem(status, `internal error; reference ${instanceOf(request)} (the server log has the cause)`, request));
     }
     if (err.headers) reply.headers(err.headers);

@@ -59,6 +59,13 @@ import type { SpatialDeps } from '../db/spatial-query.ts';
 import { spatialRoutes } from './routes/spatial.ts';
 import { spatialAggregateRoutes } from './routes/spatial-aggregate.ts';
 import { spatialExportRoutes } from './routes/spatial-export.ts';
+import { otaRoutes } from './routes/ota.ts';
+import { otaDeviceRoutes, type DeviceTokenCheck } from './routes/ota-device.ts';
+import type { OtaPackages } from '../core/ota/packages.ts';
+import type { OtaAssignments } from '../core/ota/assignments.ts';
+import type { OtaCampaigns } from '../core/ota/campaigns.ts';
+import type { OtaDeviceStates } from '../core/ota/device-states.ts';
+import { loggedPath } from './logged-path.ts';
 
 export interface ApiDeps {
   log: Logger;
@@ -85,6 +92,8 @@ export interface ApiDeps {
   rollups: Rollups;
   retention: Retention;
   rpc: RpcService;
+  /** Firmware and software updates (core/ota/). */
+  ota: { packages: OtaPackages; assignments: OtaAssignments; campaigns: OtaCampaigns; states: OtaDeviceStates; maxPackageBytes: number; checkDeviceToken: DeviceTokenCheck };
   geofences: GeofenceService;
   alarms: AlarmService;
   checks: ReadinessChecks;
@@ -129,7 +138,7 @@ export async function buildApi(deps: ApiDeps) {
   });
 
   app.addHook('onResponse', async (request, reply) => {
-    const entry = { method: request.method, url: request.url.split('?')[0], status: reply.statusCode, ms: Math.round(reply.elapsedTime) };
+    const entry = { method: request.method, url: loggedPath(request), status: reply.statusCode, ms: Math.round(reply.elapsedTime) };
     if (reply.statusCode >= 400) request.log.info(entry, 'request refused');
     else request.log.debug(entry, 'request');
   });
@@ -193,11 +202,13 @@ export async function buildApi(deps: ApiDeps) {
       await api.register(spatialRoutes, { spatial: deps.spatial, latest: deps.latest });
       await api.register(spatialAggregateRoutes, { spatial: deps.spatial });
       await api.register(spatialExportRoutes, { spatial: deps.spatial });
+      await api.register(otaRoutes, { ...deps.ota, registry: deps.registry, access: deps.access });
     },
     { prefix: '/api/v1' },
   );
   // The device API over HTTP: no admin key (a device proves itself with its provision key and secret).
   await app.register(provisionRoutes, { prefix: '/api/v1', provisioning: deps.provisioning });
+  await app.register(otaDeviceRoutes, { prefix: '/api/v1', packages: deps.ota.packages, target: (id, type) => deps.ota.assignments.target(id, type), checkToken: deps.ota.checkDeviceToken });
 
   app.get('/api/v1/openapi.json', { config: { permission: 'public' }, schema: { hide: true } }, async () => app.swagger());
   await app.register(authConfigRoutes, { oidc: deps.oidc });

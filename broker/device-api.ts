@@ -21,6 +21,8 @@ export interface DeviceApiHandlers {
   rpcRequest?: TopicHandler;
   /** The device asks to be claimed by an agency (core/claims.ts). */
   claim?: TopicHandler;
+  /** The device downloads a chunk of its firmware or software (`v2/fw/request/{id}/chunk/{n}`, `v2/sw/…`; handlers/ota.ts). */
+  otaRequest?: TopicHandler;
   gateway?: {
     connect: TopicHandler;
     disconnect: TopicHandler;
@@ -46,6 +48,7 @@ const DEVICE_PATTERNS: [RegExp, keyof Omit<DeviceApiHandlers, 'gateway' | 'provi
   [new RegExp(`^(?:v1/devices/me/rpc/response/|v2/r/res/)${ID}$`), 'rpcResponse'],
   [new RegExp(`^(?:v1/devices/me/rpc/request/|v2/r/req/)${ID}$`), 'rpcRequest'],
   [/^(?:v1\/devices\/me\/claim|v2\/c|v2\/c\/j)$/, 'claim'],
+  [/^v2\/(?:fw|sw)\/request\/(\d+)\/chunk\/\d+$/, 'otaRequest'],
 ];
 const GATEWAY_TOPICS: Record<string, keyof NonNullable<DeviceApiHandlers['gateway']>> = {
   'v1/gateway/connect': 'connect',
@@ -59,7 +62,6 @@ const GATEWAY_TOPICS: Record<string, keyof NonNullable<DeviceApiHandlers['gatewa
 
 // ThingsBoard topics GuanLink does not implement yet: refused as any unsupported topic, but named.
 const NOT_IMPLEMENTED: [RegExp, string][] = [
-  [/^v2\/(?:fw|sw)\/request\//, 'firmware and software updates (v2/fw/…, v2/sw/…) are not implemented yet'],
   [/^v2\/[tac]\/p$/, 'protobuf payloads (v2/…/p) are not supported; send JSON'],
 ];
 
@@ -109,6 +111,13 @@ const DEVICE_SUBSCRIPTIONS = new Set([
   'v2/a/res/+',
   'v2/r/req/+',
   'v2/r/res/+',
+  // Firmware and software chunks and errors (ThingsBoard MqttTopics DEVICE_FIRMWARE_RESPONSES_TOPIC …).
+  // Chunks are written to the device's connection whatever it subscribed to, as ThingsBoard does:
+  // the python SDK subscribes to `v2/fw/response/+` (refused, as by ThingsBoard) and still gets them.
+  'v2/fw/response/+/chunk/+',
+  'v2/fw/error',
+  'v2/sw/response/+/chunk/+',
+  'v2/sw/error',
 ]);
 const GATEWAY_SUBSCRIPTIONS = new Set(['v1/gateway/attributes', 'v1/gateway/attributes/response', 'v1/gateway/rpc']);
 
@@ -116,6 +125,8 @@ const GATEWAY_SUBSCRIPTIONS = new Set(['v1/gateway/attributes', 'v1/gateway/attr
 // that request/response clients such as `mosquitto_rr -e v1/devices/me/attributes/response/1`
 // work. A device still receives only what is sent to its own connection.
 const RESPONSE_BY_ID = new RegExp(`^(?:v1/devices/me/attributes/response/|v1/devices/me/rpc/response/|v2/a/res/|v2/r/res/)${ID}$`);
+// The same for one OTA chunk (`mosquitto_rr -e v2/fw/response/1/chunk/0`).
+const OTA_CHUNK_BY_ID = /^v2\/(?:fw|sw)\/response\/\d+\/chunk\/\d+$/;
 
 /** Platform events (geofences, alarms…) are published under this prefix, to application sessions only. */
 export const PLATFORM_EVENTS_PREFIX = 'guanlink/events/';
@@ -124,7 +135,7 @@ export const PLATFORM_EVENTS_PREFIX = 'guanlink/events/';
 export function maySubscribe(session: Session, topic: string): boolean {
   if (session.kind === 'provision') return topic === '/provision/response';
   if (session.kind === 'application') return topic.startsWith(PLATFORM_EVENTS_PREFIX);
-  return DEVICE_SUBSCRIPTIONS.has(topic) || RESPONSE_BY_ID.test(topic) || (session.device.isGateway && GATEWAY_SUBSCRIPTIONS.has(topic));
+  return DEVICE_SUBSCRIPTIONS.has(topic) || RESPONSE_BY_ID.test(topic) || OTA_CHUNK_BY_ID.test(topic) || (session.device.isGateway && GATEWAY_SUBSCRIPTIONS.has(topic));
 }
 
 /** The ThingsBoard topics a message to a device goes out on: its v1 name, or the v2 short form when the device subscribed to that. */

@@ -86,6 +86,10 @@ export type EndReason =
   | 'credentials_changed'
   | 'rate_limited'
   | 'protocol_error'
+  // An OTA chunk request the server refused (broker/handlers/ota.ts), as ThingsBoard closes it:
+  // after an error on v2/fw/error, or for a chunk number or size that is not a 32-bit integer.
+  | 'ota_error'
+  | 'ota_bad_request'
   | 'server_shutdown'
   // A provisioning session closed by the server once its request was answered (MQTT 5: a normal disconnection).
   | 'provisioned'

@@ -438,6 +438,12 @@ export const settings = {
     default: 1000,
     parse: integer(1, 100_000),
   } as Setting<number>,
+  otaMaxPackageBytes: {
+    env: 'OTA_MAX_PACKAGE_BYTES',
+    description: 'Largest firmware or software package accepted for upload (streamed into the database in 64 KiB blocks, never held whole); a larger upload is refused with 413 and nothing is kept.',
+    default: 256 * 1024 * 1024,
+    parse: integer(1, 4 * 1024 * 1024 * 1024),
+  } as Setting<number>,
   claimDefaultDurationMs: {
     env: 'CLAIM_DEFAULT_DURATION_MS',
     description: "How long a device's claim request stays open when the device gives no durationMs (ThingsBoard's SECURITY_CLAIM_DURATION).",

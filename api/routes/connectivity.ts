@@ -15,7 +15,7 @@ const DeviceEvent = Type.Object({
   reason: Nullable(
     Type.String({
       description:
-        'disconnect: client_disconnect, connection_lost, keepalive_timeout, taken_over, deleted, credentials_changed, rate_limited, protocol_error, server_shutdown, node_lost',
+        'disconnect: client_disconnect, connection_lost, keepalive_timeout, taken_over, deleted, credentials_changed, rate_limited, protocol_error, ota_error, ota_bad_request, server_shutdown, node_lost',
     }),
   ),
   address: Nullable(Type.String({ description: "the client's IP address" })),

@@ -10,6 +10,7 @@ export const REASON = {
   unspecifiedError: 0x80,
   malformedPacket: 0x81,
   protocolError: 0x82,
+  implementationSpecificError: 0x83,
   unsupportedProtocolVersion: 0x84,
   clientIdentifierNotValid: 0x85,
   badUserNameOrPassword: 0x86,
@@ -70,6 +71,12 @@ export function disconnectReason(end: EndReason | undefined): number {
       return REASON.keepAliveTimeout;
     case 'protocol_error':
       return REASON.protocolError;
+    case 'ota_error':
+      return REASON.implementationSpecificError; // ThingsBoard sendOtaPackageError: closeCtx(IMPLEMENTATION_SPECIFIC_ERROR)
+    case 'ota_bad_request':
+      // ThingsBoard: Integer.parseInt's NumberFormatException reaches exceptionCaught, which closes
+      // every session it sees fail with SERVER_SHUTTING_DOWN.
+      return REASON.serverShuttingDown;
     case 'deleted':
     case 'credentials_changed':
       return REASON.administrativeAction;

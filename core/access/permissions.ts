@@ -4,7 +4,7 @@
  * database (core/access/roles.ts), so a new role needs no code.
  */
 export const PERMISSIONS = {
-  read: 'devices, device types, telemetry, latest values, attributes, connectivity, spatial queries, aggregates, trajectories, exports, geofences and their events, alarms',
+  read: 'devices, device types, telemetry, latest values, attributes, connectivity, spatial queries, aggregates, trajectories, exports, geofences and their events, alarms, OTA packages and rollouts',
   live: 'live streams (socket.io) and platform events over MQTT (guanlink/events/#)',
   'alarms:ack': 'acknowledge and clear alarms',
   rpc: 'send RPC commands to devices and follow them',
@@ -13,6 +13,7 @@ export const PERMISSIONS = {
   'devices:claim': 'claim a device that asked to be claimed, with its secret: the device then belongs to the owner of the credential (seen whatever its scope)',
   'geofences:write': 'create, change and delete geofences',
   'alarms:write': 'create, change and delete alarm rules',
+  'ota:write': 'firmware and software updates: upload, download and delete packages, assign them to device types and devices, run and cancel campaigns (ThingsBoard: the tenant administrator)',
   'platform:admin': 'rollups, retention, provisioning keys',
   'keys:admin': 'API keys and roles',
   'audit:read': 'the audit log',

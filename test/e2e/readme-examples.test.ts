@@ -147,7 +147,7 @@ describe('README examples run as written', () => {
       for (const e of events) expect(e).toMatch(/^\S+Z (connect|disconnect \S+)$/);
     });
 
-    it('unsupported topics: a publish to an OTA topic is answered with the reason, on the same connection', () => {
+    it('unsupported topics: a publish to an unsupported topic is answered with the reason, on the same connection', () => {
       expect(out('unsupported')).toEqual(['{"reason":"topic_not_allowed"}']);
     });
 
@@ -165,6 +165,39 @@ describe('README examples run as written', () => {
       const error = JSON.parse(answer.messages[0]!.payload) as { errors: { device: string; key?: string }[] };
       expect(error.errors).toEqual([expect.objectContaining({ device: 'Pump 9', key: 'values' })]);
       expect(await latest((await byName('Pump 9')).id)).toEqual({});
+    });
+  });
+
+  describe('Firmware and software updates (OTA)', () => {
+    const s = session('ota');
+    const { out } = s;
+
+    it('runs every example of the section', () => s.expectEveryExampleRan());
+
+    it('package: the upload is stored with its checksum checked', () => {
+      expect(out('package')).toEqual(['{"size":100000,"checksumAlgorithm":"SHA256"}']);
+    });
+
+    it('assign: the device reads its fw_* attributes', () => {
+      expect(out('assign').map(json)).toEqual([{ type: 'FIRMWARE', packageId: expect.any(Number) }, { fw_title: 'water-meter', fw_version: '1.1', fw_size: 100000 }]);
+    });
+
+    it('download: seven chunks of 16 KiB (the last shorter) make the package, byte for byte', () => {
+      expect(out('download')).toEqual(['7 chunks, 100000 bytes', 'identical']);
+    });
+
+    it('progress and rollout: the device is counted UPDATED, on 1.1', async () => {
+      expect(json(out('progress')[0])).toEqual({ targeted: 1, states: { UPDATED: 1 }, versions: [{ title: 'water-meter', version: '1.1', devices: 1 }], failures: [] });
+      const device = await s.byName('meter-0001');
+      expect((await s.latest(device.id)).fw_state?.value).toBe('UPDATED');
+    });
+
+    it('http: the second 64 KiB chunk is the rest of the file', () => {
+      expect(out('http')).toEqual(['34464']);
+    });
+
+    it('campaign: one device, assigned at once', () => {
+      expect(out('campaign')).toEqual(['{"status":"done","devices":1,"assigned":1}']);
     });
   });
 
