@@ -11,8 +11,8 @@ export type AuthResult =
   | { kind: 'provision' }
   /** An operator's system: may only subscribe to `guanlink/events/…` (see device-api.ts), and gets only the events of its scope. */
   | { kind: 'application'; principal: Principal }
-  /** CONNACK return code (MQTT 3.1.1): 2 identifier rejected, 5 not authorized. */
-  | { kind: 'refused'; returnCode: 2 | 5; reason: string };
+  /** CONNACK return code (MQTT 3.1.1): 2 identifier rejected, 5 not authorized; throttled: refused unchecked after too many failures (MQTT 5: 0x9F). */
+  | { kind: 'refused'; returnCode: 2 | 5; reason: string; throttled?: true };
 
 export interface ConnectCredentials {
   clientId: string;
@@ -47,7 +47,7 @@ export function createAuthenticator(registry: DeviceRegistry, options: { access?
       throttle?.succeeded(attempt);
       return { kind: 'device', device: outcome.device, method };
     }
-    if (outcome.reason === 'throttled') return { kind: 'refused', returnCode: 5, reason: `throttled: ${describeRefusal(outcome.admission, 'credential')}` };
+    if (outcome.reason === 'throttled') return { kind: 'refused', returnCode: 5, reason: `throttled: ${describeRefusal(outcome.admission, 'credential')}`, throttled: true };
     throttle?.failed(attempt, outcome.reason);
     return { kind: 'refused', ...refusal };
   };

@@ -331,6 +331,8 @@ export function createBroker(opts: BrokerOptions): Broker {
               opts.onApplicationAccess?.({ action: 'connect', principal: null, status: 401, clientId: client.id, address, reason: result.reason });
             }
             refuse(result.returnCode === 2 ? 'no_credentials' : 'bad_credentials');
+            // MQTT 5 says why: too many failed connects from this address or for this credential (MQTT 5.0 §3.2.2.2, 0x9F).
+            if (result.throttled) connackReasons.set(client, REASON.connectionRateExceeded);
             log.info({ clientId: client.id, address, reason: result.reason }, 'MQTT connect refused');
             return done(connackError(result.reason, result.returnCode), false);
           }

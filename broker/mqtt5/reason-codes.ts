@@ -32,6 +32,7 @@ export const REASON = {
   qosNotSupported: 0x9b,
   retainNotSupported: 0x9a,
   sharedSubscriptionsNotSupported: 0x9e,
+  connectionRateExceeded: 0x9f,
 } as const;
 
 /**

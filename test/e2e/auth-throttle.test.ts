@@ -129,6 +129,9 @@ describe('throttling of failed credentials, negative caching, keyed token lookup
       const back = await connectFrom(A, { username: device.accessToken });
       expect(back.client).toBeDefined();
       expect(await throttled('mqtt', 'source')).toBe(refusedBefore + 5);
+      // MQTT 5 clients are told why: 0x9F connection rate exceeded from the throttled address, 0x86 elsewhere.
+      expect((await connectFrom(A, { username: `v5-wrong-${randomBytes(6).toString('hex')}`, protocolVersion: 5 })).code).toBe(0x9f);
+      expect((await connectFrom('127.0.10.3', { username: `v5-wrong-${randomBytes(6).toString('hex')}`, protocolVersion: 5 })).code).toBe(0x86);
     });
 
     it('a username is blocked after 3 wrong passwords from any addresses; a success resets its count; its device still connects', async () => {
