@@ -18,6 +18,8 @@ export interface DeviceLatest {
  */
 export class LatestTracker {
   private dirty = new Map<number, DeviceLatest>();
+  /** The batch being saved: still read from memory until its save commits (see merged). */
+  private saving: Map<number, DeviceLatest> | undefined;
   private timer: NodeJS.Timeout | undefined;
   private flushing: Promise<void> | undefined;
 
@@ -54,7 +56,8 @@ export class LatestTracker {
   async flush(): Promise<void> {
     if (this.flushing) return this.flushing;
     if (this.dirty.size === 0) return;
-    const batch = [...this.dirty.values()];
+    this.saving = this.dirty;
+    const batch = [...this.saving.values()];
     this.dirty = new Map();
     this.flushing = this.save(batch)
       .catch((err: Error) => {
@@ -68,28 +71,46 @@ export class LatestTracker {
       })
       .finally(() => {
         this.flushing = undefined;
+        this.saving = undefined;
       });
     return this.flushing;
   }
 
+  /**
+   * What memory holds beyond the table, captured before a read of the table: the batch being
+   * saved and the unsaved changes. A save may commit after the read's snapshot was taken, and its
+   * batch has already left `dirty` then, so both maps are captured first and merged after the read
+   * (merging what the table already has is harmless: per key, the newer value wins).
+   */
+  private unsaved(): Map<number, DeviceLatest>[] {
+    return this.saving ? [this.saving, this.dirty] : [this.dirty];
+  }
+
   /** Latest state of one device, or undefined when it never reported. */
   async get(deviceId: number): Promise<DeviceLatest | undefined> {
+    const unsaved = this.unsaved();
     const { rows } = await this.pool.query<StateRow>(`${SELECT_STATE} WHERE device_id = $1`, [deviceId]);
-    const stored = rows[0] ? fromRow(rows[0]) : undefined;
-    const fresh = this.dirty.get(deviceId);
-    if (!stored) return fresh && structuredClone(fresh);
-    if (fresh) mergeLatest(stored, fresh);
-    return stored;
+    let state = rows[0] ? fromRow(rows[0]) : undefined;
+    for (const map of [...unsaved, this.dirty]) {
+      const fresh = map.get(deviceId);
+      if (!fresh) continue;
+      if (state) mergeLatest(state, fresh);
+      else state = structuredClone(fresh);
+    }
+    return state;
   }
 
   /** Latest state of every device that ever reported (the live map's first picture). */
   async all(): Promise<DeviceLatest[]> {
+    const unsaved = this.unsaved();
     const { rows } = await this.pool.query<StateRow>(SELECT_STATE);
     const byId = new Map(rows.map((r) => [r.device_id, fromRow(r)]));
-    for (const fresh of this.dirty.values()) {
-      const stored = byId.get(fresh.deviceId);
-      if (stored) mergeLatest(stored, fresh);
-      else byId.set(fresh.deviceId, structuredClone(fresh));
+    for (const map of [...unsaved, this.dirty]) {
+      for (const fresh of map.values()) {
+        const stored = byId.get(fresh.deviceId);
+        if (stored) mergeLatest(stored, fresh);
+        else byId.set(fresh.deviceId, structuredClone(fresh));
+      }
     }
     return [...byId.values()];
   }
