@@ -139,17 +139,28 @@ export class OtaDeviceStates {
         LEFT JOIN ota_type_assignments ta ON ta.device_type = d.type AND ta.type = $2
         LEFT JOIN ota_device_states s ON s.device_id = d.id AND s.type = $2
        WHERE coalesce(da.package_id, ta.package_id) = $1 AND ($3::int[] IS NULL OR d.id = ANY ($3::int[]))`;
-    const [states, versions, failures] = await Promise.all([
-      this.deps.pool.query<{ state: string; n: number }>(`WITH t AS (${targeted}) SELECT state, count(*)::int AS n FROM t GROUP BY state ORDER BY state`, params),
-      this.deps.pool.query<{ title: string | null; version: string | null; n: number }>(
+    // One snapshot for the three parts: read apart, a report landing between them made the counts
+    // disagree with the failures listed.
+    const client = await this.deps.pool.connect();
+    let states, versions, failures;
+    try {
+      await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+      states = await client.query<{ state: string; n: number }>(`WITH t AS (${targeted}) SELECT state, count(*)::int AS n FROM t GROUP BY state ORDER BY state`, params);
+      versions = await client.query<{ title: string | null; version: string | null; n: number }>(
         `WITH t AS (${targeted}) SELECT current_title AS title, current_version AS version, count(*)::int AS n FROM t GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2 LIMIT 100`,
         params,
-      ),
-      this.deps.pool.query<{ id: number; name: string; error: string | null; updated_at: Date }>(
+      );
+      failures = await client.query<{ id: number; name: string; error: string | null; updated_at: Date }>(
         `WITH t AS (${targeted}) SELECT id, name, error, updated_at FROM t WHERE state = 'FAILED' ORDER BY updated_at DESC, id LIMIT 100`,
         params,
-      ),
-    ]);
+      );
+      await client.query('COMMIT');
+    } catch (err) {
+      await client.query('ROLLBACK').catch(() => {});
+      throw err;
+    } finally {
+      client.release();
+    }
     return {
       targeted: states.rows.reduce((sum, r) => sum + r.n, 0),
       states: Object.fromEntries(states.rows.map((r) => [r.state, r.n])),
