@@ -447,6 +447,7 @@ export async function startPlatform(config: Config, log: Logger): Promise<Platfo
       geofences,
       alarms,
       mapStyleUrl: config.mapStyleUrl,
+      publicUrl: config.publicUrl,
       oidc,
       spatial: {
         pool: queryPool,

@@ -66,6 +66,7 @@ import type { OtaAssignments } from '../core/ota/assignments.ts';
 import type { OtaCampaigns } from '../core/ota/campaigns.ts';
 import type { OtaDeviceStates } from '../core/ota/device-states.ts';
 import { loggedPath } from './logged-path.ts';
+import { staRoutes } from './routes/sta.ts';
 
 export interface ApiDeps {
   log: Logger;
@@ -100,6 +101,8 @@ export interface ApiDeps {
   /** Spatial queries (db/spatial-query.ts): latest, history, aggregates, export. */
   spatial: SpatialDeps;
   mapStyleUrl: string | undefined;
+  /** PUBLIC_URL: where clients reach this server, for absolute links (SensorThings API). */
+  publicUrl?: string | undefined;
   /** OpenID Connect (OIDC_ISSUER): the live map's sign-in settings at /auth/config.json. */
   oidc?: OidcService;
 }
@@ -206,6 +209,7 @@ export async function buildApi(deps: ApiDeps) {
     },
     { prefix: '/api/v1' },
   );
+  await app.register(staRoutes, { access: deps.access, spatial: deps.spatial, publicUrl: deps.publicUrl });
   // The device API over HTTP: no admin key (a device proves itself with its provision key and secret).
   await app.register(provisionRoutes, { prefix: '/api/v1', provisioning: deps.provisioning });
   await app.register(otaDeviceRoutes, { prefix: '/api/v1', packages: deps.ota.packages, target: (id, type) => deps.ota.assignments.target(id, type), checkToken: deps.ota.checkDeviceToken });

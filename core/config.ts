@@ -24,6 +24,18 @@ function integer(min: number, max: number) {
 }
 const text = (raw: string): string => raw;
 const optionalText = (raw: string): string | undefined => (raw === '' ? undefined : raw);
+/** An http(s) URL without query or fragment, kept without a trailing slash. */
+function publicUrl(raw: string): string | undefined {
+  if (raw === '') return undefined;
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw new Error(`"${raw}" is not a URL`);
+  }
+  if ((url.protocol !== 'http:' && url.protocol !== 'https:') || url.search !== '' || url.hash !== '') throw new Error('an http:// or https:// URL without query or fragment');
+  return url.href.replace(/\/+$/, '');
+}
 function oneOf<const T extends string>(...values: T[]) {
   return (raw: string): T => {
     if (!(values as string[]).includes(raw)) throw new Error(`expected one of ${values.join(', ')}, got "${raw}"`);
@@ -539,6 +551,12 @@ export const settings = {
     description: 'MapLibre style for the live map. Unset: a plain offline background (no internet needed).',
     default: undefined,
     parse: optionalText,
+  } as Setting<string | undefined>,
+  publicUrl: {
+    env: 'PUBLIC_URL',
+    description: "The address clients reach this server at (behind a reverse proxy), for absolute links in answers (SensorThings API); unset: the request's protocol and Host.",
+    default: undefined,
+    parse: publicUrl,
   } as Setting<string | undefined>,
   simulators: {
     env: 'SIMULATORS',

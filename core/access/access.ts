@@ -262,6 +262,17 @@ export class Access {
     return this.owns(p, deviceId) ? undefined : scopeAreaSql(p.scope, cols);
   }
 
+  /**
+   * readingsSql for readings of many devices at once (a `deviceId` column): rows inside the
+   * principal's area, or of a device its owner owns; undefined when it has no area.
+   */
+  readingsOfAnySql(p: Principal, cols: { deviceId: string; lng: string; lat: string; cell: string }): string | undefined {
+    const area = scopeAreaSql(p.scope, cols);
+    if (!area) return undefined;
+    const owned = [...this.ownedDevices(p)].filter((id) => Number.isSafeInteger(id));
+    return owned.length === 0 ? area : `(${cols.deviceId} = ANY ('{${owned.join(',')}}'::int4[]) OR ${area})`;
+  }
+
   /** SQL restricting positioned events (lng, lat columns, no cell) to the principal's area; undefined when it has none. */
   eventsSql(p: Principal, cols: { lng: string; lat: string }): string | undefined {
     return scopeExactSql(p.scope, cols);

@@ -1,0 +1,245 @@
+import type { EntityType } from './model.ts';
+import type { EntityId } from './resource-path.ts';
+import type { StaSql } from './sql-context.ts';
+
+/**
+ * The SensorThings entities GuanLink serves, each as an SQL source over its own tables
+ * (STA-DESIGN.md, "Mapping onto GuanLink"): a SELECT whose rows are the entities, with
+ *
+ * - key columns that make the `@iot.id` (a device id; `'<deviceId>-<keyId>'` for a Datastream;
+ *   `'<deviceId>-<keyId>-<ts ms>'` for an Observation), also the entity's stable order;
+ * - property columns that $filter, $orderby and $select name (kind: how they compare);
+ * - link columns: navigation is equality of columns (a Datastream's `device_id` is its Thing's).
+ *
+ * Every source is restricted to the principal's scope (StaSql). A source is a plain SELECT (no
+ * aggregate, no LIMIT) so that PostgreSQL pushes conditions on its key columns down into the
+ * tables' indexes (devices by id, readings by (device_id, ts)).
+ */
+
+export type ColumnType = 'int4' | 'int8' | 'text' | 'timestamptz';
+export type Kind = 'number' | 'text' | 'time' | 'json';
+
+export interface Property {
+  /** A column of the source. */
+  col: string;
+  kind: Kind;
+}
+
+export interface EntitySource {
+  type: EntityType;
+  /** SELECT … of the entities in the principal's scope. */
+  sql(ctx: StaSql): string;
+  /** Columns that identify an entity, with their types; the entity set's order. */
+  keys: readonly { col: string; type: ColumnType }[];
+  /** Additional columns that order entities (after `keys` would be wrong for Observations: by time within a device). */
+  order: readonly string[];
+  /** The key columns' values of an `@iot.id`, or undefined when it cannot name an entity of this set. */
+  parseId(id: EntityId): unknown[] | undefined;
+  idOf(row: Row): EntityId;
+  properties: Readonly<Record<string, Property>>;
+  /** Point position columns, for geo.intersects/st_* on a property (`location`, `observedArea`, `feature`). */
+  geometry?: { property: string; lng: string; lat: string; cell: string };
+  /** Navigation properties served: pairs [column of the target, column of this source] that must be equal. */
+  links: Readonly<Record<string, readonly (readonly [string, string])[]>>;
+  /** The entity's properties (not @iot.* nor navigation links) from a row. */
+  render(row: Row, base: string): Record<string, unknown>;
+}
+
+export type Row = Record<string, unknown>;
+
+const OM = 'http://www.opengis.net/def/observationType/OGC-OM/2.0/';
+const GEOJSON = 'application/geo+json';
+
+const intId = (id: EntityId): unknown[] | undefined => (typeof id === 'number' ? [id] : /^\d{1,10}$/.test(id) && Number(id) <= 2 ** 31 - 1 ? [Number(id)] : undefined);
+function dashed(id: EntityId, parts: number): number[] | undefined {
+  if (typeof id !== 'string') return undefined;
+  const m = id.split('-');
+  if (m.length !== parts || !m.every((p) => /^\d{1,15}$/.test(p))) return undefined;
+  const n = m.map(Number);
+  return n.slice(0, 2).every((x) => x <= 2 ** 31 - 1) ? n : undefined;
+}
+const iso = (v: unknown): string | null => (v instanceof Date ? v.toISOString() : null);
+const point = (lng: unknown, lat: unknown, alt?: unknown) =>
+  typeof lng === 'number' && typeof lat === 'number' ? { type: 'Point', coordinates: typeof alt === 'number' ? [lng, lat, alt] : [lng, lat] } : null;
+
+/** A device's position: a moving device's latest one (device_state), else where it is registered. */
+const POSITION = `CASE WHEN coalesce((t.definition ->> 'moving')::boolean, false) AND s.lat IS NOT NULL`;
+const positionColumns = `${POSITION} THEN s.lng ELSE d.lng END AS lng, ${POSITION} THEN s.lat ELSE d.lat END AS lat,
+  ${POSITION} THEN s.alt ELSE d.alt END AS alt, ${POSITION} THEN s.cell ELSE d.cell END AS cell`;
+
+const thing: EntitySource = {
+  type: 'Thing',
+  sql: (ctx) => `SELECT d.id AS device_id, d.name, coalesce(t.definition -> 'label' ->> 'en', d.type) AS description,
+      jsonb_build_object('type', d.type, 'domain', t.domain)
+        || coalesce((SELECT jsonb_object_agg(a.key, a.value ORDER BY a.scope) FROM device_attributes a WHERE a.device_id = d.id AND a.scope IN ('client', 'shared')), '{}') AS properties
+    FROM devices d JOIN device_types t ON t.name = d.type WHERE ${ctx.deviceVisible('d.id')}`,
+  keys: [{ col: 'device_id', type: 'int4' }],
+  order: ['device_id'],
+  parseId: intId,
+  idOf: (r) => r.device_id as number,
+  properties: { name: { col: 'name', kind: 'text' }, description: { col: 'description', kind: 'text' }, properties: { col: 'properties', kind: 'json' } },
+  links: { Locations: [['device_id', 'device_id']], Datastreams: [['device_id', 'device_id']] },
+  render: (r) => ({ name: r.name, description: r.description, properties: r.properties }),
+};
+
+const location: EntitySource = {
+  type: 'Location',
+  sql: (ctx) => `SELECT * FROM (SELECT d.id AS device_id, d.name, 'Position of ' || d.name AS description, '${GEOJSON}'::text AS encoding_type, ${positionColumns},
+      jsonb_build_object('moving', coalesce((t.definition ->> 'moving')::boolean, false), 'time', ${POSITION} THEN s.position_ts END) AS properties
+    FROM devices d JOIN device_types t ON t.name = d.type LEFT JOIN device_state s ON s.device_id = d.id WHERE ${ctx.deviceVisible('d.id')}) p
+    CROSS JOIN LATERAL (SELECT jsonb_build_object('type', 'Point', 'coordinates', CASE WHEN p.alt IS NULL THEN jsonb_build_array(p.lng, p.lat) ELSE jsonb_build_array(p.lng, p.lat, p.alt) END) AS location) g
+    WHERE p.lat IS NOT NULL`,
+  keys: [{ col: 'device_id', type: 'int4' }],
+  order: ['device_id'],
+  parseId: intId,
+  idOf: (r) => r.device_id as number,
+  properties: {
+    name: { col: 'name', kind: 'text' },
+    description: { col: 'description', kind: 'text' },
+    encodingType: { col: 'encoding_type', kind: 'text' },
+    location: { col: 'location', kind: 'json' },
+    properties: { col: 'properties', kind: 'json' },
+  },
+  geometry: { property: 'location', lng: 'lng', lat: 'lat', cell: 'cell' },
+  links: { Things: [['device_id', 'device_id']] },
+  render: (r) => ({ name: r.name, description: r.description, encodingType: r.encoding_type, location: point(r.lng, r.lat, r.alt), properties: r.properties }),
+};
+
+/** Keys a device reported (device_state.latest), but not the position keys: those are columns of the readings, not Observations. */
+const DATASTREAMS = `FROM device_state s JOIN devices d ON d.id = s.device_id JOIN device_types t ON t.name = d.type
+    CROSS JOIN LATERAL jsonb_object_keys(s.latest) AS lk(name) JOIN telemetry_keys k ON k.name = lk.name
+   WHERE lk.name NOT IN ('latitude', 'longitude', 'altitude')`;
+
+const sensor: EntitySource = {
+  type: 'Sensor',
+  sql: (ctx) => `SELECT st.name AS type_name, st.name, coalesce(st.definition -> 'label' ->> 'en', st.name) AS description, 'application/json'::text AS encoding_type,
+      jsonb_build_object('domain', st.domain, 'label', st.definition -> 'label', 'moving', coalesce((st.definition ->> 'moving')::boolean, false)) AS properties
+    FROM device_types st WHERE EXISTS (SELECT 1 ${DATASTREAMS} AND d.type = st.name AND ${ctx.deviceVisible('d.id')})`,
+  keys: [{ col: 'type_name', type: 'text' }],
+  order: ['type_name'],
+  parseId: (id) => (typeof id === 'string' ? [id] : undefined),
+  idOf: (r) => r.type_name as string,
+  properties: {
+    name: { col: 'name', kind: 'text' },
+    description: { col: 'description', kind: 'text' },
+    encodingType: { col: 'encoding_type', kind: 'text' },
+    properties: { col: 'properties', kind: 'json' },
+  },
+  links: { Datastreams: [['type_name', 'type_name']] },
+  // metadata: the device type's full declaration in the REST API.
+  render: (r, base) => ({ name: r.name, description: r.description, encodingType: r.encoding_type, metadata: `${base}/api/v1/device-types/${encodeURIComponent(r.name as string)}`, properties: r.properties }),
+};
+
+const observedProperty: EntitySource = {
+  type: 'ObservedProperty',
+  sql: (ctx) => `SELECT k.id::int4 AS key_id, k.name, 'urn:guanlink:telemetry-key:' || k.name AS definition,
+      coalesce((SELECT t.definition -> 'keys' -> k.name -> 'label' ->> 'en' FROM device_types t WHERE t.definition -> 'keys' ? k.name ORDER BY t.name LIMIT 1), k.name) AS description,
+      jsonb_build_object('unit', (SELECT t.definition -> 'keys' -> k.name ->> 'unit' FROM device_types t WHERE t.definition -> 'keys' ? k.name ORDER BY t.name LIMIT 1)) AS properties
+    FROM telemetry_keys k WHERE EXISTS (SELECT 1 FROM device_state s WHERE s.latest ? k.name AND ${ctx.deviceVisible('s.device_id')})
+      AND k.name NOT IN ('latitude', 'longitude', 'altitude')`,
+  keys: [{ col: 'key_id', type: 'int4' }],
+  order: ['key_id'],
+  parseId: intId,
+  idOf: (r) => r.key_id as number,
+  properties: {
+    name: { col: 'name', kind: 'text' },
+    definition: { col: 'definition', kind: 'text' },
+    description: { col: 'description', kind: 'text' },
+    properties: { col: 'properties', kind: 'json' },
+  },
+  links: { Datastreams: [['key_id', 'key_id']] },
+  render: (r) => ({ name: r.name, definition: r.definition, description: r.description, properties: r.properties }),
+};
+
+/** observationType from the key's declared type, else its latest value's JSON type. */
+const OBSERVATION_TYPE = `'${OM}' || CASE coalesce(t.definition -> 'keys' -> k.name ->> 'type', jsonb_typeof(s.latest -> k.name -> 1))
+    WHEN 'number' THEN 'OM_Measurement' WHEN 'boolean' THEN 'OM_TruthObservation' WHEN 'string' THEN 'OM_CategoryObservation' ELSE 'OM_Observation' END`;
+
+const datastream: EntitySource = {
+  type: 'Datastream',
+  sql: (ctx) => `SELECT s.device_id, k.id::int4 AS key_id, d.type AS type_name, d.name || ' ' || k.name AS name,
+      coalesce(t.definition -> 'keys' -> k.name -> 'label' ->> 'en', k.name) || ' of ' || d.name AS description,
+      jsonb_build_object('name', t.definition -> 'keys' -> k.name ->> 'unit', 'symbol', t.definition -> 'keys' -> k.name ->> 'unit', 'definition', null) AS unit_of_measurement,
+      ${OBSERVATION_TYPE} AS observation_type,
+      ${positionColumns},
+      jsonb_build_object('key', k.name, 'domain', t.domain) AS properties
+    ${DATASTREAMS} AND ${ctx.deviceVisible('d.id')}`,
+  keys: [
+    { col: 'device_id', type: 'int4' },
+    { col: 'key_id', type: 'int4' },
+  ],
+  order: ['device_id', 'key_id'],
+  parseId: (id) => dashed(id, 2),
+  idOf: (r) => `${r.device_id}-${r.key_id}`,
+  properties: {
+    name: { col: 'name', kind: 'text' },
+    description: { col: 'description', kind: 'text' },
+    unitOfMeasurement: { col: 'unit_of_measurement', kind: 'json' },
+    observationType: { col: 'observation_type', kind: 'text' },
+    properties: { col: 'properties', kind: 'json' },
+  },
+  geometry: { property: 'observedArea', lng: 'lng', lat: 'lat', cell: 'cell' },
+  links: {
+    Thing: [['device_id', 'device_id']],
+    Sensor: [['type_name', 'type_name']],
+    ObservedProperty: [['key_id', 'key_id']],
+    Observations: [
+      ['device_id', 'device_id'],
+      ['key_id', 'key_id'],
+    ],
+  },
+  render: (r) => ({
+    name: r.name,
+    description: r.description,
+    unitOfMeasurement: r.unit_of_measurement,
+    observationType: r.observation_type,
+    observedArea: point(r.lng, r.lat),
+    properties: r.properties,
+  }),
+};
+
+const observation: EntitySource = {
+  type: 'Observation',
+  sql: (ctx) => {
+    const area = ctx.readingsArea?.({ deviceId: 'r.device_id', lng: 'r.lng', lat: 'r.lat', cell: 'r.cell' });
+    // One Observation per key of a readings row: numbers from keys/vals, other types from jvals.
+    return `SELECT r.device_id, o.key_id, r.ts, o.result
+      FROM readings r CROSS JOIN LATERAL (
+        SELECT u.k::int4 AS key_id, to_jsonb(u.v) AS result FROM unnest(r.keys, r.vals) AS u(k, v)
+        UNION ALL SELECT j.key::int4, j.value FROM jsonb_each(r.jvals) AS j) o
+      WHERE ${ctx.deviceVisible('r.device_id')}${area ? ` AND ${area}` : ''}`;
+  },
+  keys: [
+    { col: 'device_id', type: 'int4' },
+    { col: 'key_id', type: 'int4' },
+    { col: 'ts', type: 'timestamptz' },
+  ],
+  order: ['device_id', 'ts', 'key_id'],
+  parseId: (id) => {
+    const n = dashed(id, 3);
+    return n && Number.isSafeInteger(n[2]) && n[2]! <= 8.64e15 ? [n[0], n[1], new Date(n[2]!).toISOString()] : undefined;
+  },
+  idOf: (r) => `${r.device_id}-${r.key_id}-${(r.ts as Date).getTime()}`,
+  properties: {
+    phenomenonTime: { col: 'ts', kind: 'time' },
+    resultTime: { col: 'ts', kind: 'time' },
+    result: { col: 'result', kind: 'json' },
+  },
+  links: {
+    Datastream: [
+      ['device_id', 'device_id'],
+      ['key_id', 'key_id'],
+    ],
+  },
+  render: (r) => ({ phenomenonTime: iso(r.ts), resultTime: iso(r.ts), result: r.result }),
+};
+
+/** The entity sets served, by entity type; the others (HistoricalLocations, MultiDatastreams, FeaturesOfInterest) answer 501. */
+export const SOURCES: Partial<Record<EntityType, EntitySource>> = {
+  Thing: thing,
+  Location: location,
+  Sensor: sensor,
+  ObservedProperty: observedProperty,
+  Datastream: datastream,
+  Observation: observation,
+};
