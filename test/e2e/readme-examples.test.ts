@@ -296,4 +296,23 @@ describe('README examples run as written', () => {
       expect(JSON.parse(match![1]!)).toMatchObject({ kind: 'exit', geofenceName: 'depot-east', deviceName: 'bus-L1-07', lng: 113.775, lat: 23.035 });
     });
   });
+
+  describe('SensorThings API', () => {
+    const s = session('sta');
+    const { out } = s;
+
+    it('runs every example of the section', () => s.expectEveryExampleRan());
+
+    it('root: the entity sets served', () => {
+      expect(out('root')).toEqual(['["Things","Locations","Datastreams","Sensors","ObservedProperties","Observations"]']);
+    });
+
+    it('observations: the station\'s Datastream with its unit and newest two water levels', () => {
+      expect(out('observations')).toEqual(['{"name":"wl-dongjiang-01 water_level","unit":"m","results":[3.4,3.2]}']);
+    });
+
+    it('filter: the station found by geo.intersects, and its Observations by a navigation path, a value and now()', () => {
+      expect(out('filter')).toEqual(['[{"name":"wl-dongjiang-01","at":[113.78,23.05]}]', '{"count":2,"results":[3.2,3.4]}']);
+    });
+  });
 });
