@@ -12,7 +12,7 @@ const REQ = 'http://www.opengis.net/spec/iot_sensing/1.1/req/';
 
 /**
  * What this server implements, exactly (18-088 §9.2.1 serverSettings): read-only sensing
- * entities (no create-update-delete, batch, MultiDatastream, dataArray nor MQTT yet).
+ * entities but HistoricalLocations (no create-update-delete, batch, MultiDatastream, dataArray nor MQTT yet).
  */
 const CONFORMANCE = [
   `${REQ}datamodel/thing`,
@@ -21,6 +21,7 @@ const CONFORMANCE = [
   `${REQ}datamodel/sensor`,
   `${REQ}datamodel/observed-property`,
   `${REQ}datamodel/observation`,
+  `${REQ}datamodel/feature-of-interest`,
   `${REQ}datamodel/entity-control-information`,
   `${REQ}resource-path/resource-path-to-entities`,
   `${REQ}request-data`,

@@ -57,7 +57,9 @@ interface Restriction {
   tuples: unknown[][];
 }
 
-const COLUMN_TYPES: Record<string, string> = { device_id: 'int4', key_id: 'int4', type_name: 'text', ts: 'timestamptz' };
+const COLUMN_TYPES: Record<string, string> = { device_id: 'int4', key_id: 'int4', type_name: 'text', ts: 'timestamptz', foi_ts: 'timestamptz' };
+/** A column value as a parameter: node-pg reads PostgreSQL's ±infinity timestamps as ±Infinity, which JSON cannot carry. */
+const asParameter = (v: unknown): unknown => (v === -Infinity ? '-infinity' : v === Infinity ? 'infinity' : v);
 
 class Reader {
   private statements = 0;
@@ -74,6 +76,7 @@ class Reader {
 
   /** WHERE and ORDER BY of one level's options. */
   private clauses(ctx: StaSql, source: EntitySource, options: QueryOptions, option: string) {
+    checkSelect(source, options, option === '$filter' ? '$select' : option);
     const compiler = new FilterCompiler(ctx, option);
     const col = (c: string) => `e.${c}`;
     const filter = options.filter ? compiler.condition(options.filter, source, col) : 'true';
@@ -93,7 +96,7 @@ class Reader {
       return [await this.query<Row>(sql, ctx.params.values)];
     }
     if (restriction.tuples.length === 0) return [];
-    const records = restriction.tuples.map((t, i) => Object.fromEntries([['i', i], ...t.map((v, j) => [`c${j}`, v])]));
+    const records = restriction.tuples.map((t, i) => Object.fromEntries([['i', i], ...t.map((v, j) => [`c${j}`, asParameter(v)])]));
     const columns = restriction.cols.map((c, j) => `c${j} ${COLUMN_TYPES[c]}`).join(', ');
     const equal = restriction.cols.map((c, j) => `e.${c} = p.c${j}`).join(' AND ');
     const sql = `SELECT p.i AS "__parent", c.* FROM jsonb_to_recordset(${ctx.add(JSON.stringify(records), '::jsonb')}) AS p(i int4, ${columns})
@@ -106,7 +109,7 @@ class Reader {
   async count(source: EntitySource, options: QueryOptions, restriction: Restriction | undefined): Promise<number> {
     const ctx = this.ctx();
     const { filter } = this.clauses(ctx, source, { ...options, orderby: [] }, '$filter');
-    const equal = restriction ? restriction.cols.map((c, j) => `e.${c} = ${ctx.add(restriction.tuples[0]![j], `::${COLUMN_TYPES[c]}`)}`) : [];
+    const equal = restriction ? restriction.cols.map((c, j) => `e.${c} = ${ctx.add(asParameter(restriction.tuples[0]![j]), `::${COLUMN_TYPES[c]}`)}`) : [];
     const rows = await this.query<{ n: string }>(`SELECT count(*) AS n FROM (${source.sql(ctx)}) e WHERE ${[...equal, filter].join(' AND ')}`, ctx.params.values);
     return Number(rows[0]!.n);
   }
@@ -131,6 +134,19 @@ class Reader {
   }
 }
 
+/** $select names properties, `id`, or navigation properties served (18-088 §9.3.2.2). */
+function checkSelect(source: EntitySource, options: QueryOptions, option: string): void {
+  for (const p of options.select ?? []) {
+    if (p.segments.length !== 1) throw new StaQueryError(option, p.at, 'selecting a member of a property is not implemented', 'unsupported');
+    const name = String(p.segments[0]);
+    const rendered = ['id', '@iot.id', ...Object.keys(source.properties), ...Object.keys(source.links)];
+    if (!rendered.includes(name)) {
+      if (name in MODEL[source.type].navigation || MODEL[source.type].properties.includes(name)) throw new StaQueryError(option, p.at, `${source.type}/${name} is not served by this server`, 'unsupported');
+      throw new StaQueryError(option, p.at, `${source.type} has no property "${name}" (${rendered.join(', ')})`);
+    }
+  }
+}
+
 interface Expanded {
   many: boolean;
   source: EntitySource;
@@ -148,10 +164,7 @@ export function selfLink(root: string, source: EntitySource, row: Row): string {
 /** An entity's JSON: @iot.id, @iot.selfLink, its properties ($select), navigation links and what was expanded. */
 function entityJson(env: StaEnv, source: EntitySource, row: Row, options: QueryOptions): Record<string, unknown> {
   const self = selfLink(env.root, source, row);
-  const selected = options.select?.map((p) => {
-    if (p.segments.length !== 1) throw new StaQueryError('$select', p.at, 'selecting a member of a property is not implemented', 'unsupported');
-    return String(p.segments[0]);
-  });
+  const selected = options.select?.map((p) => String(p.segments[0]));
   const want = (name: string) => !selected || selected.includes(name) || (name === '@iot.id' && selected.includes('id'));
   const out: Record<string, unknown> = {};
   if (want('@iot.id')) out['@iot.id'] = source.idOf(row);
@@ -196,7 +209,7 @@ export async function answer(env: StaEnv, pathText: string, path: ResourcePath, 
   const withId = (src: EntitySource, id: EntityId | undefined, base: Restriction | undefined, label: string): Restriction | undefined => {
     if (id === undefined) return base;
     const values = src.parseId(id);
-    if (!values) throw new StaError(404, `no ${src.type} ${label}(${idInPath(id)}): ${src.type} ids look like ${src.keys.length === 1 ? (src.keys[0]!.type === 'text' ? "'name'" : '5') : `'${src.keys.map((k) => k.col).join('-')}'`}`);
+    if (!values) throw new StaError(404, `no ${src.type} ${label}(${idInPath(id)}): ${src.type} ids look like ${src.idForm}`);
     return { cols: [...(base?.cols ?? []), ...src.keys.map((k) => k.col)], tuples: [[...(base?.tuples[0] ?? []), ...values]] };
   };
   restriction = withId(source, first!.id, undefined, what);

@@ -33,6 +33,8 @@ export interface EntitySource {
   keys: readonly { col: string; type: ColumnType }[];
   /** Additional columns that order entities (after `keys` would be wrong for Observations: by time within a device). */
   order: readonly string[];
+  /** What its ids look like, for messages. */
+  idForm: string;
   /** The key columns' values of an `@iot.id`, or undefined when it cannot name an entity of this set. */
   parseId(id: EntityId): unknown[] | undefined;
   idOf(row: Row): EntityId;
@@ -50,13 +52,14 @@ export type Row = Record<string, unknown>;
 const OM = 'http://www.opengis.net/def/observationType/OGC-OM/2.0/';
 const GEOJSON = 'application/geo+json';
 
-const intId = (id: EntityId): unknown[] | undefined => (typeof id === 'number' ? [id] : /^\d{1,10}$/.test(id) && Number(id) <= 2 ** 31 - 1 ? [Number(id)] : undefined);
-function dashed(id: EntityId, parts: number): number[] | undefined {
+const intId = (id: EntityId): unknown[] | undefined => (typeof id === 'number' ? (Number.isInteger(id) && id >= 0 && id <= 2 ** 31 - 1 ? [id] : undefined) : /^\d{1,10}$/.test(id) && Number(id) <= 2 ** 31 - 1 ? [Number(id)] : undefined);
+/** `'12-5'`, `'12-5-1733600000000'`: the numbers of a dashed id; the first `int4Parts` are database integers. */
+function dashed(id: EntityId, parts: number, int4Parts: number): number[] | undefined {
   if (typeof id !== 'string') return undefined;
   const m = id.split('-');
   if (m.length !== parts || !m.every((p) => /^\d{1,15}$/.test(p))) return undefined;
   const n = m.map(Number);
-  return n.slice(0, 2).every((x) => x <= 2 ** 31 - 1) ? n : undefined;
+  return n.slice(0, int4Parts).every((x) => x <= 2 ** 31 - 1) ? n : undefined;
 }
 const iso = (v: unknown): string | null => (v instanceof Date ? v.toISOString() : null);
 const point = (lng: unknown, lat: unknown, alt?: unknown) =>
@@ -73,6 +76,7 @@ const thing: EntitySource = {
       jsonb_build_object('type', d.type, 'domain', t.domain)
         || coalesce((SELECT jsonb_object_agg(a.key, a.value ORDER BY a.scope) FROM device_attributes a WHERE a.device_id = d.id AND a.scope IN ('client', 'shared')), '{}') AS properties
     FROM devices d JOIN device_types t ON t.name = d.type WHERE ${ctx.deviceVisible('d.id')}`,
+  idForm: '5',
   keys: [{ col: 'device_id', type: 'int4' }],
   order: ['device_id'],
   parseId: intId,
@@ -89,6 +93,7 @@ const location: EntitySource = {
     FROM devices d JOIN device_types t ON t.name = d.type LEFT JOIN device_state s ON s.device_id = d.id WHERE ${ctx.deviceVisible('d.id')}) p
     CROSS JOIN LATERAL (SELECT jsonb_build_object('type', 'Point', 'coordinates', CASE WHEN p.alt IS NULL THEN jsonb_build_array(p.lng, p.lat) ELSE jsonb_build_array(p.lng, p.lat, p.alt) END) AS location) g
     WHERE p.lat IS NOT NULL`,
+  idForm: '5',
   keys: [{ col: 'device_id', type: 'int4' }],
   order: ['device_id'],
   parseId: intId,
@@ -115,6 +120,7 @@ const sensor: EntitySource = {
   sql: (ctx) => `SELECT st.name AS type_name, st.name, coalesce(st.definition -> 'label' ->> 'en', st.name) AS description, 'application/json'::text AS encoding_type,
       jsonb_build_object('domain', st.domain, 'label', st.definition -> 'label', 'moving', coalesce((st.definition ->> 'moving')::boolean, false)) AS properties
     FROM device_types st WHERE EXISTS (SELECT 1 ${DATASTREAMS} AND d.type = st.name AND ${ctx.deviceVisible('d.id')})`,
+  idForm: "'river-level-station'",
   keys: [{ col: 'type_name', type: 'text' }],
   order: ['type_name'],
   parseId: (id) => (typeof id === 'string' ? [id] : undefined),
@@ -137,6 +143,7 @@ const observedProperty: EntitySource = {
       jsonb_build_object('unit', (SELECT t.definition -> 'keys' -> k.name ->> 'unit' FROM device_types t WHERE t.definition -> 'keys' ? k.name ORDER BY t.name LIMIT 1)) AS properties
     FROM telemetry_keys k WHERE EXISTS (SELECT 1 FROM device_state s WHERE s.latest ? k.name AND ${ctx.deviceVisible('s.device_id')})
       AND k.name NOT IN ('latitude', 'longitude', 'altitude')`,
+  idForm: '12',
   keys: [{ col: 'key_id', type: 'int4' }],
   order: ['key_id'],
   parseId: intId,
@@ -157,25 +164,32 @@ const OBSERVATION_TYPE = `'${OM}' || CASE coalesce(t.definition -> 'keys' -> k.n
 
 const datastream: EntitySource = {
   type: 'Datastream',
-  sql: (ctx) => `SELECT s.device_id, k.id::int4 AS key_id, d.type AS type_name, d.name || ' ' || k.name AS name,
+  sql: (ctx) => `SELECT p.*, CASE WHEN p.lat IS NOT NULL THEN jsonb_build_object('type', 'Point', 'coordinates', jsonb_build_array(p.lng, p.lat)) END AS observed_area,
+      NULL::timestamptz AS phenomenon_time, NULL::timestamptz AS result_time FROM (
+    SELECT s.device_id, k.id::int4 AS key_id, d.type AS type_name, d.name || ' ' || k.name AS name,
       coalesce(t.definition -> 'keys' -> k.name -> 'label' ->> 'en', k.name) || ' of ' || d.name AS description,
       jsonb_build_object('name', t.definition -> 'keys' -> k.name ->> 'unit', 'symbol', t.definition -> 'keys' -> k.name ->> 'unit', 'definition', null) AS unit_of_measurement,
       ${OBSERVATION_TYPE} AS observation_type,
       ${positionColumns},
       jsonb_build_object('key', k.name, 'domain', t.domain) AS properties
-    ${DATASTREAMS} AND ${ctx.deviceVisible('d.id')}`,
+    ${DATASTREAMS} AND ${ctx.deviceVisible('d.id')}) p`,
+  idForm: "'5-12' (device id, key id)",
   keys: [
     { col: 'device_id', type: 'int4' },
     { col: 'key_id', type: 'int4' },
   ],
   order: ['device_id', 'key_id'],
-  parseId: (id) => dashed(id, 2),
+  parseId: (id) => dashed(id, 2, 2),
   idOf: (r) => `${r.device_id}-${r.key_id}`,
   properties: {
     name: { col: 'name', kind: 'text' },
     description: { col: 'description', kind: 'text' },
     unitOfMeasurement: { col: 'unit_of_measurement', kind: 'json' },
     observationType: { col: 'observation_type', kind: 'text' },
+    observedArea: { col: 'observed_area', kind: 'json' },
+    // Not derived yet (README, "not implemented"): null, so that a filter on them matches nothing rather than failing.
+    phenomenonTime: { col: 'phenomenon_time', kind: 'time' },
+    resultTime: { col: 'result_time', kind: 'time' },
     properties: { col: 'properties', kind: 'json' },
   },
   geometry: { property: 'observedArea', lng: 'lng', lat: 'lat', cell: 'cell' },
@@ -193,7 +207,7 @@ const datastream: EntitySource = {
     description: r.description,
     unitOfMeasurement: r.unit_of_measurement,
     observationType: r.observation_type,
-    observedArea: point(r.lng, r.lat),
+    observedArea: r.observed_area,
     properties: r.properties,
   }),
 };
@@ -203,12 +217,16 @@ const observation: EntitySource = {
   sql: (ctx) => {
     const area = ctx.readingsArea?.({ deviceId: 'r.device_id', lng: 'r.lng', lat: 'r.lat', cell: 'r.cell' });
     // One Observation per key of a readings row: numbers from keys/vals, other types from jvals.
-    return `SELECT r.device_id, o.key_id, r.ts, o.result
+    // Its FeatureOfInterest: the station (foi_ts -infinity), or for a moving device the reading's own position (foi_ts = ts).
+    return `SELECT r.device_id, o.key_id, r.ts, o.result, NULL::jsonb AS result_quality, NULL::text AS valid_time, NULL::jsonb AS parameters,
+        CASE WHEN (SELECT coalesce((t.definition ->> 'moving')::boolean, false) FROM devices d JOIN device_types t ON t.name = d.type WHERE d.id = r.device_id)
+             THEN r.ts ELSE '-infinity'::timestamptz END AS foi_ts
       FROM readings r CROSS JOIN LATERAL (
         SELECT u.k::int4 AS key_id, to_jsonb(u.v) AS result FROM unnest(r.keys, r.vals) AS u(k, v)
         UNION ALL SELECT j.key::int4, j.value FROM jsonb_each(r.jvals) AS j) o
       WHERE ${ctx.deviceVisible('r.device_id')}${area ? ` AND ${area}` : ''}`;
   },
+  idForm: "'5-12-1733600000000' (device id, key id, time in ms)",
   keys: [
     { col: 'device_id', type: 'int4' },
     { col: 'key_id', type: 'int4' },
@@ -216,22 +234,83 @@ const observation: EntitySource = {
   ],
   order: ['device_id', 'ts', 'key_id'],
   parseId: (id) => {
-    const n = dashed(id, 3);
-    return n && Number.isSafeInteger(n[2]) && n[2]! <= 8.64e15 ? [n[0], n[1], new Date(n[2]!).toISOString()] : undefined;
+    const n = dashed(id, 3, 2);
+    // Up to the year 9999: what an ISO 8601 date-time of four-digit years holds.
+    return n && n[2]! <= 253_402_300_799_999 ? [n[0], n[1], new Date(n[2]!).toISOString()] : undefined;
   },
   idOf: (r) => `${r.device_id}-${r.key_id}-${(r.ts as Date).getTime()}`,
   properties: {
     phenomenonTime: { col: 'ts', kind: 'time' },
     resultTime: { col: 'ts', kind: 'time' },
     result: { col: 'result', kind: 'json' },
+    // GuanLink records none of these: null.
+    resultQuality: { col: 'result_quality', kind: 'json' },
+    validTime: { col: 'valid_time', kind: 'text' },
+    parameters: { col: 'parameters', kind: 'json' },
   },
   links: {
     Datastream: [
       ['device_id', 'device_id'],
       ['key_id', 'key_id'],
     ],
+    FeatureOfInterest: [
+      ['device_id', 'device_id'],
+      ['foi_ts', 'foi_ts'],
+    ],
   },
   render: (r) => ({ phenomenonTime: iso(r.ts), resultTime: iso(r.ts), result: r.result }),
+};
+
+/**
+ * What was observed: a station's place (its registered position; `@iot.id` the device id), or
+ * for a moving device the position of one located reading (`'<deviceId>-<ts ms>'`). `foi_ts`
+ * keys both: -infinity for a station, the reading's time for a moving device.
+ */
+const featureOfInterest: EntitySource = {
+  type: 'FeatureOfInterest',
+  sql: (ctx) => {
+    const area = ctx.readingsArea?.({ deviceId: 'r.device_id', lng: 'r.lng', lat: 'r.lat', cell: 'r.cell' });
+    return `SELECT f.*, '${GEOJSON}'::text AS encoding_type,
+        jsonb_build_object('type', 'Point', 'coordinates', CASE WHEN f.alt IS NULL THEN jsonb_build_array(f.lng, f.lat) ELSE jsonb_build_array(f.lng, f.lat, f.alt) END) AS feature,
+        jsonb_build_object('deviceId', f.device_id, 'time', CASE WHEN NOT f.station THEN f.foi_ts END) AS properties FROM (
+      SELECT d.id AS device_id, '-infinity'::timestamptz AS foi_ts, true AS station, d.name, 'Station ' || d.name AS description,
+        d.lng, d.lat, d.alt, d.cell
+      FROM devices d JOIN device_types t ON t.name = d.type
+      WHERE NOT coalesce((t.definition ->> 'moving')::boolean, false) AND d.lat IS NOT NULL AND ${ctx.deviceVisible('d.id')}
+    UNION ALL
+    SELECT r.device_id, r.ts, false, d.name || ' at ' || to_char(r.ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'), 'Position of ' || d.name,
+        r.lng, r.lat, r.alt::float8, r.cell
+      FROM readings r JOIN devices d ON d.id = r.device_id JOIN device_types t ON t.name = d.type
+      WHERE coalesce((t.definition ->> 'moving')::boolean, false) AND r.lat IS NOT NULL AND ${ctx.deviceVisible('r.device_id')}${area ? ` AND ${area}` : ''}) f`;
+  },
+  idForm: "5 (a station) or '5-1733600000000' (a moving device at a time in ms)",
+  keys: [
+    { col: 'device_id', type: 'int4' },
+    { col: 'foi_ts', type: 'timestamptz' },
+  ],
+  order: ['device_id', 'foi_ts'],
+  parseId: (id) => {
+    const station = intId(id);
+    if (station) return [station[0], '-infinity'];
+    const n = dashed(id, 2, 1);
+    return n && n[1]! <= 253_402_300_799_999 ? [n[0], new Date(n[1]!).toISOString()] : undefined;
+  },
+  idOf: (r) => (r.station ? (r.device_id as number) : `${r.device_id}-${(r.foi_ts as Date).getTime()}`),
+  properties: {
+    name: { col: 'name', kind: 'text' },
+    description: { col: 'description', kind: 'text' },
+    encodingType: { col: 'encoding_type', kind: 'text' },
+    feature: { col: 'feature', kind: 'json' },
+    properties: { col: 'properties', kind: 'json' },
+  },
+  geometry: { property: 'feature', lng: 'lng', lat: 'lat', cell: 'cell' },
+  links: {
+    Observations: [
+      ['device_id', 'device_id'],
+      ['foi_ts', 'foi_ts'],
+    ],
+  },
+  render: (r) => ({ name: r.name, description: r.description, encodingType: r.encoding_type, feature: point(r.lng, r.lat, r.alt), properties: r.properties }),
 };
 
 /** The entity sets served, by entity type; the others (HistoricalLocations, MultiDatastreams, FeaturesOfInterest) answer 501. */
@@ -242,4 +321,5 @@ export const SOURCES: Partial<Record<EntityType, EntitySource>> = {
   ObservedProperty: observedProperty,
   Datastream: datastream,
   Observation: observation,
+  FeatureOfInterest: featureOfInterest,
 };

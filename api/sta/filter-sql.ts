@@ -170,7 +170,14 @@ export class FilterCompiler {
   }
 
   private idText(t: Extract<Typed, { kind: 'id' }>): string {
-    return t.source.keys.map((k) => (k.type === 'timestamptz' ? `(extract(epoch FROM ${t.cols[k.col]}) * 1000)::int8::text` : `${t.cols[k.col]}::text`)).join(` || '-' || `);
+    // As idOf writes it: parts joined by '-'; a time in ms, and none for -infinity (a station's FeatureOfInterest).
+    return t.source.keys
+      .map((k, i) => {
+        const c = t.cols[k.col]!;
+        if (k.type !== 'timestamptz') return i === 0 ? `${c}::text` : `'-' || ${c}::text`;
+        return `CASE WHEN isfinite(${c}) THEN '-' || (extract(epoch FROM ${c}) * 1000)::int8::text ELSE '' END`;
+      })
+      .join(' || ');
   }
 
   private arithmetic(op: ArithmeticOperator, left: Expr, right: Expr, source: EntitySource, col: Columns): Typed {
@@ -191,7 +198,7 @@ export class FilterCompiler {
     // An id against a literal id: the literal is split into the key columns, never bound whole (each
     // side is translated once: a parameter bound and not used would fail the statement).
     const idLike = (x: Expr) => x.kind === 'path' && ['id', '@iot.id'].includes(String(x.segments.at(-1)));
-    const literalId = (x: Expr) => x.kind === 'literal' && (x.type === 'string' || x.type === 'integer' || x.type === 'null');
+    const literalId = (x: Expr) => x.kind === 'literal' && (x.type === 'string' || x.type === 'integer' || x.type === 'decimal' || x.type === 'null');
     let l: Typed;
     let r: Typed;
     if (idLike(left) && literalId(right)) {
@@ -211,6 +218,7 @@ export class FilterCompiler {
     if (l.kind === 'id' || r.kind === 'id') {
       const [id, other, otherAt] = l.kind === 'id' ? [l, r, right.at] : [r as Extract<Typed, { kind: 'id' }>, l, left.at];
       if (other.kind === 'id') return this.unsupported(left.at, 'comparing two ids is not implemented');
+      if (other.kind !== 'number' && other.kind !== 'text') return this.bad(otherAt, 'an id compares with an integer or a string');
       if (op === 'eq' || op === 'ne') return this.unsupported(otherAt, 'an id compares with a literal id (an integer or a string) here');
       const single = id.source.keys.length === 1 ? id.source.keys[0]! : undefined;
       if (single?.type !== 'int4') return this.unsupported(left.at, `${op} on this entity's string ids is not implemented (eq and ne are)`);
@@ -248,9 +256,9 @@ export class FilterCompiler {
     }
     const single = id.source.keys.length === 1 ? id.source.keys[0]! : undefined;
     if (op !== 'eq' && op !== 'ne') {
-      if (single?.type !== 'int4' || literal.type !== 'integer') return this.unsupported(id.at, `${op} on ${id.source.type} ids is not implemented (eq and ne are)`);
+      if (single?.type !== 'int4' || literal.type === 'string') return this.unsupported(id.at, `${op} on ${id.source.type} ids is not implemented (eq and ne are)`);
       const sqlOp = { gt: '>', ge: '>=', lt: '<', le: '<=' }[op];
-      const [a, b] = [id.cols[single.col]!, this.ctx.add(literal.text, '::numeric')];
+      const [a, b] = [id.cols[single.col]!, this.ctx.add((literal as { text: string }).text, '::numeric')];
       return { sql: idOnLeft ? `(${a} ${sqlOp} ${b})` : `(${b} ${sqlOp} ${a})`, kind: 'boolean' };
     }
     const values = id.source.parseId(literal.type === 'string' ? literal.value : Number((literal as { text: string }).text));
@@ -286,8 +294,10 @@ export class FilterCompiler {
         return { sql: `(strpos(${text(0)}, ${text(1)}) - 1)::float8`, kind: 'number' };
       case 'substring': {
         const s = text(0);
-        const from = `greatest(floor(${num(1)}), 0)::int8 + 1`;
-        return { sql: args.length === 3 ? `substr(${s}, least(${from}, 2147483647)::int4, least(greatest(floor(${num(2)}), 0), 2147483647)::int4)` : `substr(${s}, least(${from}, 2147483647)::int4)`, kind: 'text' };
+        // Clamped before the integer casts: an out-of-range argument selects nothing, it is not an error.
+        const clamp = (x: string) => `least(greatest(floor(${x}), 0), 2147483646)::int4`;
+        const from = `${clamp(num(1))} + 1`;
+        return { sql: args.length === 3 ? `substr(${s}, ${from}, ${clamp(num(2))})` : `substr(${s}, ${from})`, kind: 'text' };
       }
       case 'tolower':
         return { sql: `lower(${text(0)})`, kind: 'text' };

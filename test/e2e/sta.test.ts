@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { MODEL, ENTITY_TYPES } from '../../api/sta/model.ts';
 import { eventually, startTestPlatform, type CreatedDevice, type TestPlatform } from '../support/platform.ts';
 
 // The SensorThings API v1.1 over real HTTP against a platform fed over MQTT.
@@ -68,7 +69,7 @@ describe('SensorThings API v1.1 (/sta/v1.1)', () => {
     const r = await get<{ value: { name: string; url: string }[]; serverSettings: { conformance: string[] } }>('');
     expect(r.status).toBe(200);
     expect(r.headers.get('cache-control')).toBe('no-store');
-    expect(r.body.value.map((v) => v.name)).toEqual(['Things', 'Locations', 'Datastreams', 'Sensors', 'ObservedProperties', 'Observations']);
+    expect(r.body.value.map((v) => v.name)).toEqual(['Things', 'Locations', 'Datastreams', 'Sensors', 'ObservedProperties', 'Observations', 'FeaturesOfInterest']);
     for (const v of r.body.value) expect(v.url).toBe(`${root}/${v.name}`);
     expect(r.body.serverSettings.conformance).toContain('http://www.opengis.net/spec/iot_sensing/1.1/req/request-data');
     expect(r.body.serverSettings.conformance.some((c) => c.includes('create-update-delete'))).toBe(false);
@@ -106,6 +107,28 @@ describe('SensorThings API v1.1 (/sta/v1.1)', () => {
     expect(prop.body).toMatchObject({ name: 'water_level', definition: 'urn:guanlink:telemetry-key:water_level' });
     const back = await get(`ObservedProperties(${prop.body['@iot.id']})/Datastreams`);
     expect(back.body.value.map((e) => e['@iot.id'])).toEqual([level['@iot.id']]);
+  });
+
+  it("FeaturesOfInterest: a station's place, a moving device's position at each reading, both ways from Observations", async () => {
+    const all = await get('FeaturesOfInterest?$count=true');
+    // Three stations, and the bus's three located readings.
+    expect(all.body['@iot.count']).toBe(6);
+    expect(all.body.value.map((f) => f['@iot.id'])).toEqual([river.id, aq.id, gen.id, ...[0, 1, 2].map((i) => `${bus.id}-${ts(i)}`)]);
+    const station = (await get<Entity>(`FeaturesOfInterest(${river.id})`)).body;
+    expect(station).toMatchObject({ encodingType: 'application/geo+json', feature: { type: 'Point', coordinates: [113.75, 23.02] } });
+    const atReading = await get<Entity>(`Observations?$filter=Datastream/Thing/id eq ${bus.id}&$orderby=phenomenonTime&$expand=FeatureOfInterest`);
+    expect((atReading.body as unknown as Collection).value.map((o) => ((o.FeatureOfInterest as Entity).feature as { coordinates: number[] }).coordinates)).toEqual([
+      [113.7, 23],
+      [113.7, 23.01],
+      [113.7, 23.02],
+    ]);
+    const stationObs = await get(`FeaturesOfInterest(${river.id})/Observations?$top=0&$count=true`);
+    expect(stationObs.body['@iot.count']).toBe(10);
+    const busObs = await get(`FeaturesOfInterest('${bus.id}-${ts(1)}')/Observations`);
+    expect(busObs.body.value.map((o) => o.result)).toEqual([31]);
+    expect((await get<Entity>(`Observations('${busObs.body.value[0]!['@iot.id']}')/FeatureOfInterest`)).body['@iot.id']).toBe(`${bus.id}-${ts(1)}`);
+    const inBox = await get(`FeaturesOfInterest?$filter=feature/type eq 'Point' and geo.intersects(feature, geography'Polygon ((113.69 23.005, 113.71 23.005, 113.71 23.03, 113.69 23.03, 113.69 23.005))')`);
+    expect(inBox.body.value.map((f) => f['@iot.id'])).toEqual([`${bus.id}-${ts(1)}`, `${bus.id}-${ts(2)}`]);
   });
 
   it('navigation, properties, $value, $ref, $select, $orderby', async () => {
@@ -211,11 +234,41 @@ describe('SensorThings API v1.1 (/sta/v1.1)', () => {
     expect((await get('Things?$top=0&$count=true')).body['@iot.count']).toBe(4);
   });
 
+  it('no client input gives a 5xx: every property and navigation of every set against every kind of literal, function, order and expansion', async () => {
+    const literals = ['5', '-1.5e308', "'x'", 'true', 'null', '2024-01-01T00:00:00Z', 'now()', "geography'POINT (1 2)'", "duration'P1D'"];
+    const failures: string[] = [];
+    const check = async (url: string) => {
+      const r = await get<{ status?: number; detail?: string }>(url);
+      // 501 is the standard's answer for what is not implemented; anything else ≥ 500 is a fault.
+      if ((r.status >= 500 && r.status !== 501) || (r.status >= 400 && typeof r.body?.detail !== 'string')) failures.push(`${r.status} ${url}`);
+    };
+    for (const type of ENTITY_TYPES) {
+      const { set, properties, navigation } = MODEL[type];
+      const names = ['id', '@iot.id', ...properties, ...properties.map((p) => `${p}/type`), ...Object.keys(navigation).map((n) => `${n}/id`)];
+      for (const name of names) {
+        for (const literal of literals) for (const op of ['eq', 'gt']) await check(`${set}?$top=2&$filter=${encodeURIComponent(`${name} ${op} ${literal}`)}`);
+        for (const f of ['length(X) eq 1', "tolower(X) eq 'x'", 'year(X) eq 1', 'round(X) eq 1', 'X add 1 eq 2', 'X div 0 eq 1', "substring(X, 1e300) eq 'x'", 'not X', "geo.intersects(X, geography'POLYGON ((0 0, 1 0, 1 1, 0 1, 0 0))')"]) {
+          await check(`${set}?$top=2&$filter=${encodeURIComponent(f.replaceAll('X', name))}`);
+        }
+        await check(`${set}?$top=2&$orderby=${encodeURIComponent(`${name} desc`)}`);
+        await check(`${set}?$top=2&$select=${encodeURIComponent(name)}`);
+      }
+      for (const nav of Object.keys(navigation)) await check(`${set}?$top=2&$expand=${encodeURIComponent(`${nav}($top=1;$orderby=id desc;$expand=${Object.keys(MODEL[navigation[nav]!.target].navigation)[0]})`)}`);
+      for (const id of ['0', '2147483647', "'x'", "'1-2'", "'1-2-3'", "'1-99999999999999'", "'1-2-99999999999999999'", "''''"]) {
+        await check(`${set}(${id})`);
+        for (const nav of Object.keys(navigation)) await check(`${set}(${id})/${nav}`);
+      }
+    }
+    expect(failures).toEqual([]);
+  }, 120_000);
+
   it('scope: a water-only key sees only water Things and what hangs off them, in every set, count, expansion and link', async () => {
     expect(await allPages('Things?$top=1', waterKey)).toEqual([river.id]);
     expect((await get('Locations?$count=true', waterKey)).body['@iot.count']).toBe(1);
     expect((await get('Datastreams?$top=0&$count=true', waterKey)).body['@iot.count']).toBe(2);
     expect((await get('Observations?$top=0&$count=true', waterKey)).body['@iot.count']).toBe(10);
+    expect((await get('FeaturesOfInterest', waterKey)).body.value.map((f) => f['@iot.id'])).toEqual([river.id]);
+    expect((await get(`FeaturesOfInterest('${bus.id}-${ts(1)}')`, waterKey)).status).toBe(404);
     expect((await get('Sensors', waterKey)).body.value.map((s) => s['@iot.id'])).toEqual(['river-level-station']);
     expect((await get('ObservedProperties', waterKey)).body.value.map((s) => s.name).sort()).toEqual(['flow_rate', 'water_level']);
     expect((await get(`Things(${aq.id})`, waterKey)).status).toBe(404);
@@ -231,7 +284,7 @@ describe('SensorThings API v1.1 (/sta/v1.1)', () => {
     const lines = readFileSync(new URL('../../api/sta/query/fixtures/qgis-3.40-requests.txt', import.meta.url), 'utf8')
       .split('\n')
       .filter((l) => l.trim() !== '' && !l.startsWith('#'));
-    const served = new Set(['Things', 'Locations', 'Datastreams', 'Sensors', 'ObservedProperties', 'Observations']);
+    const served = new Set(['Things', 'Locations', 'Datastreams', 'Sensors', 'ObservedProperties', 'Observations', 'FeaturesOfInterest']);
     for (const line of lines) {
       // As QGIS sends it: only spaces encoded.
       const res = await fetch(`${root}/${line.replaceAll(' ', '%20')}`, { headers: { authorization: `Bearer ${t.adminKey}` } });
@@ -250,6 +303,7 @@ describe('SensorThings API v1.1 (/sta/v1.1)', () => {
         expect(e['@iot.selfLink'], line).toMatch(/^http:\/\//);
         expect(typeof e['@iot.id'] === 'string' || (Number.isInteger(e['@iot.id']) && (e['@iot.id'] as number) < 2 ** 31), line).toBe(true);
         if (set === 'Locations') expect((e.location as { type: string }).type, line).toBe('Point');
+        if (set === 'FeaturesOfInterest') expect((e.feature as { type: string }).type, line).toBe('Point');
       }
     }
     // A page of 2 with an expansion: the nextLink's first $top is the page's, before the nested one.
