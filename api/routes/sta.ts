@@ -2,6 +2,7 @@ import type { FastifyPluginAsync, FastifyRequest } from 'fastify';
 import type { Access } from '../../core/access/access.ts';
 import { QUERY_CANCELED, runHeavy, withSpatialSession, type SpatialDeps } from '../../db/spatial-query.ts';
 import { answer, StaError } from '../sta/engine.ts';
+import { prepareCovers } from '../sta/filter-sql.ts';
 import { SOURCES } from '../sta/entities.ts';
 import { ENTITY_TYPES, MODEL } from '../sta/model.ts';
 import { parseResourcePath } from '../sta/resource-path.ts';
@@ -57,6 +58,7 @@ export const staRoutes: FastifyPluginAsync<{ access: Access; spatial: SpatialDep
     const pathText = (request.params as { '*': string })['*'];
     const path = parseResourcePath(pathText);
     const query = parseStaQuery(request.query as Record<string, unknown>);
+    await prepareCovers(query, spatial.geometry);
     const principal = request.principal;
     const visible = await access.visibleDevices(principal);
     const server = serverOf(request);

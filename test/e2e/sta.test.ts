@@ -205,6 +205,11 @@ describe('SensorThings API v1.1 (/sta/v1.1)', () => {
     expect(small.body.value.map((l) => l['@iot.id'])).toEqual([river.id, aq.id]);
     const triangle = await get(`Locations?$filter=st_within(location, geometry'POLYGON((113.8 22.8, 114 22.8, 113.9 23.0, 113.8 22.8))')`);
     expect(triangle.body.value.map((l) => l['@iot.id'])).toEqual([gen.id]);
+    // 48 edges: beyond the cheap exact test, so the H3 cover (computed on the geometry threads) decides first.
+    const ring = Array.from({ length: 49 }, (_, i) => [113.75 + 0.005 * Math.cos((2 * Math.PI * (i % 48)) / 48), 23.02 + 0.005 * Math.sin((2 * Math.PI * (i % 48)) / 48)]);
+    const circle = await get(`Locations?$filter=geo.intersects(location, geography'POLYGON ((${ring.map(([x, y]) => `${x} ${y}`).join(', ')}))')`);
+    expect(circle.status, JSON.stringify(circle.body)).toBe(200);
+    expect(circle.body.value.map((l) => l['@iot.id'])).toEqual([river.id]);
     const lines = await get(`Locations?$top=0&$count=true&$filter=location/type eq 'LineString' or location/geometry/type eq 'LineString'`);
     expect(lines.body['@iot.count']).toBe(0);
     const observedArea = await get(`Datastreams?$top=0&$count=true&$filter=geo.intersects(observedArea, geography'POLYGON ((113.89 22.89, 113.91 22.89, 113.91 22.91, 113.89 22.91, 113.89 22.89))')`);
