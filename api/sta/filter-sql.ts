@@ -6,7 +6,7 @@ import { AreaError, parsePolygon, type Area } from '../../geo/area.ts';
 import type { ArithmeticOperator, ComparisonOperator, Expr, LiteralExpr, PathExpr, QueryOptions } from './query/ast.ts';
 import { StaQueryError } from './query/errors.ts';
 import { SOURCES, type EntitySource, type Kind } from './entities.ts';
-import { navigationOf, type EntityType } from './model.ts';
+import { MODEL, navigationOf } from './model.ts';
 import type { StaSql } from './sql-context.ts';
 
 /**
@@ -27,6 +27,8 @@ export interface Columns {
 
 export class FilterCompiler {
   private aliases = 0;
+  /** Lambda variables in scope: what `d` in `Datastreams/any(d: d/name eq 'x')` stands for. */
+  private readonly variables = new Map<string, { source: EntitySource; col: Columns }>();
 
   constructor(
     private readonly ctx: StaSql,
@@ -65,7 +67,7 @@ export class FilterCompiler {
       case 'path':
         return this.path(e, source, col);
       case 'lambda':
-        return this.unsupported(e.at, 'any()/all() over a navigation collection is not implemented');
+        return this.lambda(e, source, col);
       case 'not': {
         const t = this.expr(e.operand, source, col);
         if (t.kind !== 'boolean') this.bad(e.operand.at, 'not takes a condition');
@@ -114,7 +116,12 @@ export class FilterCompiler {
 
   /** A property path from the current entity: a property, a JSON member in one, or a to-one navigation followed further. */
   private path(e: PathExpr, source: EntitySource, col: Columns): Typed {
-    if (e.variable !== undefined) this.unsupported(e.at, 'lambda variables are not implemented');
+    if (e.variable !== undefined) {
+      const bound = this.variables.get(e.variable);
+      if (!bound) return this.bad(e.at, `"${e.variable}" is not a lambda variable here`);
+      if (e.segments.length === 0) return this.bad(e.at, `${e.variable} is an entity: name one of its properties (${e.variable}/id)`);
+      return this.path({ ...e, variable: undefined }, bound.source, bound.col);
+    }
     const [first, ...rest] = e.segments;
     if (typeof first !== 'string') return this.bad(e.at, 'a path starts with a name');
     if (first === 'id' || first === '@iot.id') {
@@ -123,7 +130,7 @@ export class FilterCompiler {
     }
     const navigation = navigationOf(source.type, first);
     if (navigation) {
-      if (navigation.many) this.unsupported(e.at, `a path through the collection ${first} is not implemented (it would need any())`);
+      if (navigation.many) this.unsupported(e.at, `a value through the collection ${first} is not implemented: ask with ${first}/any(x: x/…)`);
       const target = SOURCES[navigation.target];
       const pairs = source.links[first];
       if (!target || !pairs) return this.unsupported(e.at, `${source.type}/${first} is not served`);
@@ -148,6 +155,44 @@ export class FilterCompiler {
     if (rest.length === 0) return { sql: col(property.col), kind: property.kind };
     if (property.kind !== 'json') this.bad(e.at, `${first} is not a JSON value: it has no members`);
     return { sql: `(${col(property.col)} #> ${this.ctx.add(rest.map(String), '::text[]')})`, kind: 'json' };
+  }
+
+  /**
+   * `EXISTS` an entity reached from `source` through the navigation `segments` (any cardinality)
+   * for which `inner` holds: lambdas and spatial functions on another entity's geometry.
+   */
+  private exists(source: EntitySource, col: Columns, segments: readonly (string | number)[], at: number, inner: (target: EntitySource, col: Columns) => string): string {
+    const [first, ...rest] = segments;
+    const navigation = typeof first === 'string' ? navigationOf(source.type, first) : undefined;
+    if (!navigation) return this.bad(at, `${source.type} has no navigation property "${String(first)}" (${Object.keys(MODEL[source.type].navigation).join(', ')})`);
+    const target = SOURCES[navigation.target];
+    const pairs = source.links[first as string];
+    if (!target || !pairs) return this.unsupported(at, `${source.type}/${String(first)} is not served`);
+    const alias = `n${++this.aliases}`;
+    const tcol: Columns = (c) => `${alias}.${c}`;
+    const where = pairs.map(([theirs, ours]) => `${alias}.${theirs} = ${col(ours)}`).join(' AND ');
+    const body = rest.length === 0 ? inner(target, tcol) : this.exists(target, tcol, rest, at, inner);
+    return `EXISTS (SELECT 1 FROM (${target.sql(this.ctx)}) ${alias} WHERE ${where} AND ${body})`;
+  }
+
+  /** `Datastreams/any(d: d/name eq 'x')`, `…/all(…)` (OData 4.0 §5.1.1.10): EXISTS, and NOT EXISTS of a counter-example. */
+  private lambda(e: Extract<Expr, { kind: 'lambda' }>, source: EntitySource, col: Columns): Typed {
+    const start = e.collection.variable !== undefined ? this.variables.get(e.collection.variable) : { source, col };
+    if (!start) return this.bad(e.at, `"${e.collection.variable}" is not a lambda variable here`);
+    const sql = this.exists(start.source, start.col, e.collection.segments, e.collection.at, (target, tcol) => {
+      if (!e.predicate || e.variable === undefined) return 'true';
+      if (this.variables.has(e.variable)) this.bad(e.at, `the lambda variable "${e.variable}" is already in use`);
+      this.variables.set(e.variable, { source: target, col: tcol });
+      try {
+        // Paths without the variable still name the outer entity (OData's $it).
+        const t = this.expr(e.predicate, source, col);
+        if (t.kind !== 'boolean') this.bad(e.predicate.at, `${e.quantifier}() takes a condition`);
+        return e.quantifier === 'all' ? `NOT coalesce(${t.sql}, false)` : t.sql;
+      } finally {
+        this.variables.delete(e.variable);
+      }
+    });
+    return { sql: e.quantifier === 'all' ? `(NOT ${sql})` : sql, kind: 'boolean' };
   }
 
   /** Geometry paths: the entity's point position, for the spatial functions. */
@@ -345,6 +390,18 @@ export class FilterCompiler {
     const [a, b] = e.args as [Expr, Expr];
     const position = this.geometryOperand(a, source, col);
     const within = e.name === 'st_within';
+    // Another entity's geometry (`Locations/location`, `FeatureOfInterest/feature`, as pygeoapi sends): EXISTS one that passes.
+    if (!position && a.kind === 'path' && a.variable === undefined && a.segments.length >= 2 && typeof a.segments[0] === 'string' && navigationOf(source.type, a.segments[0])) {
+      const navs = a.segments.slice(0, -1);
+      const last = a.segments.at(-1);
+      return {
+        sql: this.exists(source, col, navs, a.at, (target, tcol) => {
+          const t = this.spatial({ ...e, args: [{ kind: 'path', segments: [last as string], at: a.at }, b] }, target, tcol);
+          return (t as { sql: string }).sql;
+        }),
+        kind: 'boolean',
+      };
+    }
     if (!position) {
       const g = this.geometryOperand(b, source, col);
       if (g && !within) return this.spatial({ ...e, args: [b, a] }, source, col);

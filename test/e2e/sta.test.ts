@@ -187,6 +187,15 @@ describe('SensorThings API v1.1 (/sta/v1.1)', () => {
     expect(gens.body.value.map((o) => o.result).sort((a, b) => JSON.stringify(a).localeCompare(JSON.stringify(b)))).toEqual(['ok', 7, true, { level: 3, mode: 'eco' }].sort((a, b) => JSON.stringify(a).localeCompare(JSON.stringify(b))));
     expect(await results(`Observations?$filter=result eq 'ok' or result eq true`)).toEqual(expect.arrayContaining(['ok', true]));
     expect(await results(`Observations?$filter=result/mode eq 'eco'`)).toEqual([{ level: 3, mode: 'eco' }]);
+    // Lambdas, nested, and all() with a counter-example.
+    expect(await names(`Things?$filter=Datastreams/any(d: d/ObservedProperty/name eq 'pm25')`)).toEqual(['DG-AQ-001']);
+    expect(await names(`Things?$filter=Datastreams/all(d: d/properties/domain eq 'water') and Datastreams/any()`)).toEqual(['DG-WL-001']);
+    expect(await names(`Sensors?$filter=Datastreams/any(d: d/Observations/any(o: o/result eq 'ok' and d/name ne name))`)).toEqual(['generic']);
+    // Spatial functions on another entity's geometry, as pygeoapi's bbox sends them.
+    const box = `geography'POLYGON ((113.74 23, 113.77 23, 113.77 23.04, 113.74 23.04, 113.74 23))'`;
+    expect(await names(`Things?$filter=st_within(Locations/location, ${box})`)).toEqual(['DG-WL-001', 'DG-AQ-001']);
+    expect((await get(`Datastreams?$top=0&$count=true&$filter=st_within(Thing/Locations/location, ${box})`)).body['@iot.count']).toBe(4);
+    expect(await results(`Observations?$filter=st_within(FeatureOfInterest/feature, geography'POLYGON ((113.69 23.005, 113.71 23.005, 113.71 23.03, 113.69 23.03, 113.69 23.005))')`)).toEqual([31, 32]);
     const streams = await get(`Datastreams?$filter=Thing/id eq ${gen.id}&$orderby=name`);
     expect(streams.body.value.map((d) => [d.name, String(d.observationType).split('/').pop()])).toEqual([
       ['DG-GEN-001 cfg', 'OM_Observation'],
@@ -257,6 +266,11 @@ describe('SensorThings API v1.1 (/sta/v1.1)', () => {
         }
         await check(`${set}?$top=2&$orderby=${encodeURIComponent(`${name} desc`)}`);
         await check(`${set}?$top=2&$select=${encodeURIComponent(name)}`);
+      }
+      for (const nav of Object.keys(navigation)) {
+        for (const f of ['N/any(x: x/id eq 1)', "N/all(x: x/name eq 'x' or x/result gt 1)", 'N/any()', 'N/any(x: y/id eq 1)', "geo.intersects(N/location, geography'POLYGON ((0 0, 1 0, 1 1, 0 1, 0 0))')", "st_within(N/feature, geography'POLYGON ((0 0, 1 0, 1 1, 0 1, 0 0))')"]) {
+          await check(`${set}?$top=2&$filter=${encodeURIComponent(f.replaceAll('N', nav))}`);
+        }
       }
       for (const nav of Object.keys(navigation)) await check(`${set}?$top=2&$expand=${encodeURIComponent(`${nav}($top=1;$orderby=id desc;$expand=${Object.keys(MODEL[navigation[nav]!.target].navigation)[0]})`)}`);
       for (const id of ['0', '2147483647', "'x'", "'1-2'", "'1-2-3'", "'1-99999999999999'", "'1-2-99999999999999999'", "''''"]) {
