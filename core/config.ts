@@ -422,7 +422,7 @@ export const settings = {
   } as Setting<number>,
   queryConcurrencyPerPrincipal: {
     env: 'QUERY_CONCURRENCY_PER_PRINCIPAL',
-    description: 'Heavy queries (spatial history and aggregates, trajectories) one principal may run at once; beyond it 429.',
+    description: 'Heavy queries (spatial history and aggregates, trajectories, SensorThings API requests) one principal may run at once; beyond it 429.',
     default: 4,
     parse: integer(1, 1000),
   } as Setting<number>,

@@ -54,7 +54,8 @@ export const staRoutes: FastifyPluginAsync<{ access: Access; spatial: SpatialDep
   app.get(STA_ROOT, { config, schema: { hide: true } }, root);
   app.get(`${STA_ROOT}/`, { config, schema: { hide: true } }, root);
 
-  app.get(`${STA_ROOT}/*`, { config, schema: { hide: true } }, async (request, reply) => {
+  // Each request may read readings: it takes a heavy-query slot of its principal (QUERY_CONCURRENCY_PER_PRINCIPAL).
+  app.get(`${STA_ROOT}/*`, { config: { ...config, concurrency: 'query' }, schema: { hide: true } }, async (request, reply) => {
     const pathText = (request.params as { '*': string })['*'];
     const path = parseResourcePath(pathText);
     const query = parseStaQuery(request.query as Record<string, unknown>);
