@@ -114,6 +114,23 @@ class Reader {
     return Number(rows[0]!.n);
   }
 
+  /** How many entities each restriction tuple has (a `$count` inside `$expand`). */
+  async counts(source: EntitySource, options: QueryOptions, restriction: Restriction): Promise<number[]> {
+    if (restriction.tuples.length === 0) return [];
+    const ctx = this.ctx();
+    const { filter } = this.clauses(ctx, source, { ...options, orderby: [] }, '$expand');
+    const records = restriction.tuples.map((t, i) => Object.fromEntries([['i', i], ...t.map((v, j) => [`c${j}`, asParameter(v)])]));
+    const columns = restriction.cols.map((c, j) => `c${j} ${COLUMN_TYPES[c]}`).join(', ');
+    const equal = restriction.cols.map((c, j) => `e.${c} = p.c${j}`).join(' AND ');
+    const rows = await this.query<{ i: number; n: string }>(
+      `SELECT p.i, (SELECT count(*) FROM (${source.sql(ctx)}) e WHERE ${equal} AND ${filter}) AS n FROM jsonb_to_recordset(${ctx.add(JSON.stringify(records), '::jsonb')}) AS p(i int4, ${columns})`,
+      ctx.params.values,
+    );
+    const out = restriction.tuples.map(() => 0);
+    for (const r of rows) out[r.i] = Number(r.n);
+    return out;
+  }
+
   /** Expands `items` on `rows` of `source`, in place (under `__expanded`), level by level. */
   async expand(source: EntitySource, rows: Row[], items: readonly ExpandItem[]): Promise<void> {
     for (const item of items) {
@@ -122,13 +139,14 @@ class Reader {
       const target = sourceOf(navigation.target);
       const pairs = source.links[item.navigation];
       if (!pairs) throw new StaError(501, `${source.type}/${item.navigation} is not implemented yet`);
-      if (item.options.count) throw new StaQueryError('$expand', item.at, '$count inside $expand is not implemented', 'unsupported');
       const limit = navigation.many ? Math.min(item.options.top ?? DEFAULT_TOP, MAX_TOP) : 1;
-      const children = await this.rows(target, item.options, '$expand', { cols: pairs.map(([theirs]) => theirs), tuples: rows.map((r) => pairs.map(([, ours]) => r[ours])) }, limit, item.options.skip ?? 0);
+      const restriction = { cols: pairs.map(([theirs]) => theirs), tuples: rows.map((r) => pairs.map(([, ours]) => r[ours])) };
+      const children = await this.rows(target, item.options, '$expand', restriction, limit, item.options.skip ?? 0);
+      const counts = item.options.count && navigation.many ? await this.counts(target, item.options, restriction) : undefined;
       await this.expand(target, children.flat(), item.options.expand);
       rows.forEach((row, i) => {
         const expanded = ((row.__expanded as Record<string, unknown> | undefined) ??= {});
-        expanded[item.navigation] = { many: navigation.many, source: target, rows: children[i] ?? [], options: item.options };
+        expanded[item.navigation] = { many: navigation.many, source: target, rows: children[i] ?? [], options: item.options, count: counts?.[i] };
       });
     }
   }
@@ -149,6 +167,8 @@ function checkSelect(source: EntitySource, options: QueryOptions, option: string
 
 interface Expanded {
   many: boolean;
+  /** `$count=true` inside the expansion: how many there are in all. */
+  count: number | undefined;
   source: EntitySource;
   rows: Row[];
   options: QueryOptions;
@@ -174,6 +194,7 @@ function entityJson(env: StaEnv, source: EntitySource, row: Row, options: QueryO
   for (const nav of Object.keys(source.links)) {
     if (expanded[nav]) {
       const x = expanded[nav];
+      if (x.count !== undefined) out[`${nav}@iot.count`] = x.count;
       out[nav] = x.many ? x.rows.map((r) => entityJson(env, x.source, r, x.options)) : x.rows[0] ? entityJson(env, x.source, x.rows[0], x.options) : null;
     } else if (want(nav)) out[`${nav}@iot.navigationLink`] = `${self}/${nav}`;
   }

@@ -156,6 +156,11 @@ describe('SensorThings API v1.1 (/sta/v1.1)', () => {
       expect(o.map((x) => x.phenomenonTime)).toEqual([new Date(ts(4)).toISOString(), new Date(ts(3)).toISOString()]);
       expect((d.Thing as Entity)['@iot.id']).toBe(river.id);
     }
+    const counted = await get(`Things?$filter=id eq ${river.id}&$expand=Datastreams($count=true;$top=1;$expand=Observations($count=true;$top=1;$filter=result gt 3))`);
+    const ds = counted.body.value[0]!;
+    expect(ds['Datastreams@iot.count']).toBe(2);
+    expect((ds.Datastreams as Entity[]).length).toBe(1);
+    expect((ds.Datastreams as Entity[])[0]!['Observations@iot.count']).toBe(5);
     const deep = await get(
       `Locations?$top=200&$count=false&$expand=Things($top=100;$expand=Datastreams($top=10;$expand=Observations($orderby=phenomenonTime desc;$top=100)))&$filter=location/type eq 'Point' or location/geometry/type eq 'Point'`,
     );
