@@ -164,15 +164,22 @@ const OBSERVATION_TYPE = `'${OM}' || CASE coalesce(t.definition -> 'keys' -> k.n
 
 const datastream: EntitySource = {
   type: 'Datastream',
-  sql: (ctx) => `SELECT p.*, CASE WHEN p.lat IS NOT NULL THEN jsonb_build_object('type', 'Point', 'coordinates', jsonb_build_array(p.lng, p.lat)) END AS observed_area,
-      NULL::timestamptz AS phenomenon_time, NULL::timestamptz AS result_time FROM (
+  sql: (ctx) => {
+    const area = ctx.readingsArea?.({ deviceId: 'r.device_id', lng: 'r.lng', lat: 'r.lat', cell: 'r.cell' });
+    // phenomenonTime: the key's first reading (the readings' (device_id, ts) index, in order, to the first holding the key) to its latest (device_state).
+    return `SELECT p.*, CASE WHEN p.lat IS NOT NULL THEN jsonb_build_object('type', 'Point', 'coordinates', jsonb_build_array(p.lng, p.lat)) END AS observed_area,
+      (SELECT r.ts FROM readings r WHERE r.device_id = p.device_id AND (p.key_id::int2 = ANY (r.keys) OR r.jvals ? p.key_id::text)${area ? ` AND ${area}` : ''}
+        ORDER BY r.ts LIMIT 1) AS phenomenon_first,
+      NULL::timestamptz AS result_time FROM (
     SELECT s.device_id, k.id::int4 AS key_id, d.type AS type_name, d.name || ' ' || k.name AS name,
       coalesce(t.definition -> 'keys' -> k.name -> 'label' ->> 'en', k.name) || ' of ' || d.name AS description,
       jsonb_build_object('name', t.definition -> 'keys' -> k.name ->> 'unit', 'symbol', t.definition -> 'keys' -> k.name ->> 'unit', 'definition', null) AS unit_of_measurement,
       ${OBSERVATION_TYPE} AS observation_type,
       ${positionColumns},
-      jsonb_build_object('key', k.name, 'domain', t.domain) AS properties
-    ${DATASTREAMS} AND ${ctx.deviceVisible('d.id')}) p`,
+      jsonb_build_object('key', k.name, 'domain', t.domain) AS properties,
+      'epoch'::timestamptz + ((s.latest -> k.name ->> 0)::int8 * interval '1 millisecond') AS phenomenon_last
+    ${DATASTREAMS} AND ${ctx.deviceVisible('d.id')}) p`;
+  },
   idForm: "'5-12' (device id, key id)",
   keys: [
     { col: 'device_id', type: 'int4' },
@@ -187,8 +194,9 @@ const datastream: EntitySource = {
     unitOfMeasurement: { col: 'unit_of_measurement', kind: 'json' },
     observationType: { col: 'observation_type', kind: 'text' },
     observedArea: { col: 'observed_area', kind: 'json' },
-    // Not derived yet (README, "not implemented"): null, so that a filter on them matches nothing rather than failing.
-    phenomenonTime: { col: 'phenomenon_time', kind: 'time' },
+    // An interval: a filter or order compares its end, the latest Observation's time.
+    phenomenonTime: { col: 'phenomenon_last', kind: 'time' },
+    // Not recorded (GuanLink has no result time apart from the phenomenon's): null, a filter on it matches nothing.
     resultTime: { col: 'result_time', kind: 'time' },
     properties: { col: 'properties', kind: 'json' },
   },
@@ -208,6 +216,7 @@ const datastream: EntitySource = {
     unitOfMeasurement: r.unit_of_measurement,
     observationType: r.observation_type,
     observedArea: r.observed_area,
+    phenomenonTime: r.phenomenon_first instanceof Date && r.phenomenon_last instanceof Date ? `${r.phenomenon_first.toISOString()}/${r.phenomenon_last.toISOString()}` : null,
     properties: r.properties,
   }),
 };

@@ -100,6 +100,7 @@ describe('SensorThings API v1.1 (/sta/v1.1)', () => {
     expect(locations.find((l) => l['@iot.id'] === bus.id)).toMatchObject({ location: { type: 'Point', coordinates: [113.7, 23.02] } });
     const ds = await get<Entity>(`Things(${river.id})/Datastreams?$filter=properties/key eq 'water_level'`);
     const level = (ds.body as unknown as Collection).value[0]!;
+    expect(level.phenomenonTime).toBe(`${new Date(ts(0)).toISOString()}/${new Date(ts(4)).toISOString()}`);
     expect(level).toMatchObject({ name: 'DG-WL-001 water_level', unitOfMeasurement: { name: 'm', symbol: 'm' }, observationType: 'http://www.opengis.net/def/observationType/OGC-OM/2.0/OM_Measurement' });
     const sensor = await get<Entity>(`Datastreams('${level['@iot.id']}')/Sensor`);
     expect(sensor.body).toMatchObject({ '@iot.id': 'river-level-station', encodingType: 'application/json' });
