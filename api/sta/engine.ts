@@ -108,6 +108,7 @@ class Reader {
 
   async count(source: EntitySource, options: QueryOptions, restriction: Restriction | undefined): Promise<number> {
     const ctx = this.ctx();
+    if (source.countAll && !options.filter && !restriction) return Number((await this.query<{ n: string }>(source.countAll(ctx), ctx.params.values))[0]!.n);
     const { filter } = this.clauses(ctx, source, { ...options, orderby: [] }, '$filter');
     const equal = restriction ? restriction.cols.map((c, j) => `e.${c} = ${ctx.add(asParameter(restriction.tuples[0]![j]), `::${COLUMN_TYPES[c]}`)}`) : [];
     const rows = await this.query<{ n: string }>(`SELECT count(*) AS n FROM (${source.sql(ctx)}) e WHERE ${[...equal, filter].join(' AND ')}`, ctx.params.values);
