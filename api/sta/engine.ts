@@ -81,7 +81,7 @@ class Reader {
     const col = (c: string) => `e.${c}`;
     const filter = options.filter ? compiler.condition(options.filter, source, col) : 'true';
     const order = [
-      ...options.orderby.map((k) => `${compiler.orderKey(k.expr, source, col)} ${k.descending ? 'DESC' : 'ASC'}`),
+      ...options.orderby.flatMap((k) => compiler.orderKey(k.expr, source, col).map((sql) => `${sql} ${k.descending ? 'DESC' : 'ASC'}`)),
       ...source.order.map((c) => `e.${c}`),
     ].join(', ');
     return { filter, order };

@@ -12,8 +12,8 @@ import type { StaSql } from './sql-context.ts';
 /**
  * A parsed `$filter` or `$orderby` expression (query/ast.ts) as SQL over an entity source's row
  * (entities.ts), every value a bind parameter. Typed as it goes: comparing a name with a number
- * is a 400 at the name's position; what parses but is not translated (lambdas, to-many paths,
- * geo.distance…) is a 501 naming it. JSON members (`properties/x`, `location/geometry/type`,
+ * is a 400 at the name's position; what parses but is not translated (a value through a to-many
+ * path without any(), geo.distance…) is a 501 naming it. JSON members (`properties/x`, `location/geometry/type`,
  * `result`) compare only with a value of the same JSON type: otherwise, or when the member is
  * missing, the comparison is false, never an error (QGIS's type filter relies on it).
  */
@@ -50,14 +50,12 @@ export class FilterCompiler {
     return t.sql;
   }
 
-  /** An $orderby key: a plain value. */
-  orderKey(expr: Expr, source: EntitySource, col: Columns): string {
+  /** An $orderby key: the SQL values it orders by (an id of several parts is several). */
+  orderKey(expr: Expr, source: EntitySource, col: Columns): string[] {
     const t = this.expr(expr, source, col);
-    if (t.kind === 'geometry' || t.kind === 'id') {
-      if (t.kind === 'id') return t.source.keys.map((k) => t.cols[k.col]).join(', ');
-      this.bad(expr.at, 'cannot order by a geometry');
-    }
-    return t.sql;
+    if (t.kind === 'id') return t.source.keys.map((k) => t.cols[k.col]!);
+    if (t.kind === 'geometry') return this.bad(expr.at, 'cannot order by a geometry');
+    return [t.sql];
   }
 
   private expr(e: Expr, source: EntitySource, col: Columns): Typed {

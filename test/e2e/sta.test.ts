@@ -147,6 +147,9 @@ describe('SensorThings API v1.1 (/sta/v1.1)', () => {
     expect(raw.text).toBe('DG-WL-001');
     const refs = await get(`Things(${river.id})/Datastreams/$ref`);
     expect(refs.body.value).toEqual([expect.objectContaining({ '@iot.selfLink': expect.stringMatching(/\/Datastreams\('\d+-\d+'\)$/) }), expect.anything()]);
+    const byId = await get(`Datastreams?$orderby=id desc&$select=id`);
+    const ids = byId.body.value.map((d) => String(d['@iot.id']).split('-').map(Number) as [number, number]);
+    expect(ids).toEqual([...ids].sort((a, b) => b[0] - a[0] || b[1] - a[1]));
     const selected = await get('Things?$select=name&$orderby=name desc');
     expect(selected.body.value).toEqual([{ name: 'DG-WL-001' }, { name: 'DG-GEN-001' }, { name: 'DG-AQ-001' }, { name: 'BUS-7' }]);
   });
