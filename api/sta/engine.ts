@@ -74,32 +74,41 @@ class Reader {
     return new StaSql(this.env.visible, this.env.readingsArea);
   }
 
-  /** WHERE and ORDER BY of one level's options. */
-  private clauses(ctx: StaSql, source: EntitySource, options: QueryOptions, option: string) {
-    checkSelect(source, options, option === '$filter' ? '$select' : option);
-    const compiler = new FilterCompiler(ctx, option);
+  /** WHERE and ORDER BY of one level's options; errors name the option (`$expand` for a nested level's). */
+  private clauses(ctx: StaSql, source: EntitySource, options: QueryOptions, level: 'top' | 'nested') {
+    const option = (name: string) => (level === 'nested' ? '$expand' : name);
+    checkSelect(source, options, option('$select'));
     const col = (c: string) => `e.${c}`;
-    const filter = options.filter ? compiler.condition(options.filter, source, col) : 'true';
+    const filter = options.filter ? new FilterCompiler(ctx, option('$filter')).condition(options.filter, source, col) : 'true';
+    const orderCompiler = new FilterCompiler(ctx, option('$orderby'));
     const order = [
-      ...options.orderby.flatMap((k) => compiler.orderKey(k.expr, source, col).map((sql) => `${sql} ${k.descending ? 'DESC' : 'ASC'}`)),
+      ...options.orderby.flatMap((k) => orderCompiler.orderKey(k.expr, source, col).map((sql) => `${sql} ${k.descending ? 'DESC' : 'ASC'}`)),
       ...source.order.map((c) => `e.${c}`),
     ].join(', ');
     return { filter, order };
   }
 
+  /** The restriction's tuples as rows `p` (p.i their index, p.c0… the values), and SQL equating `e`'s columns with them. */
+  private parents(ctx: StaSql, restriction: Restriction): { from: string; equal: string } {
+    const records = restriction.tuples.map((t, i) => Object.fromEntries([['i', i], ...t.map((v, j) => [`c${j}`, asParameter(v)])]));
+    const columns = restriction.cols.map((c, j) => `c${j} ${COLUMN_TYPES[c]}`).join(', ');
+    return {
+      from: `jsonb_to_recordset(${ctx.add(JSON.stringify(records), '::jsonb')}) AS p(i int4, ${columns})`,
+      equal: restriction.cols.map((c, j) => `e.${c} = p.c${j}`).join(' AND '),
+    };
+  }
+
   /** Rows of `source` per restriction tuple (one list per tuple; one list when there is none). */
-  async rows(source: EntitySource, options: QueryOptions, option: string, restriction: Restriction | undefined, limit: number, skip: number): Promise<Row[][]> {
+  async rows(source: EntitySource, options: QueryOptions, level: 'top' | 'nested', restriction: Restriction | undefined, limit: number, skip: number): Promise<Row[][]> {
     const ctx = this.ctx();
-    const { filter, order } = this.clauses(ctx, source, options, option);
+    const { filter, order } = this.clauses(ctx, source, options, level);
     if (!restriction) {
       const sql = `SELECT e.* FROM (${source.sql(ctx)}) e WHERE ${filter} ORDER BY ${order} LIMIT ${ctx.add(limit, '::int8')} OFFSET ${ctx.add(skip, '::int8')}`;
       return [await this.query<Row>(sql, ctx.params.values)];
     }
     if (restriction.tuples.length === 0) return [];
-    const records = restriction.tuples.map((t, i) => Object.fromEntries([['i', i], ...t.map((v, j) => [`c${j}`, asParameter(v)])]));
-    const columns = restriction.cols.map((c, j) => `c${j} ${COLUMN_TYPES[c]}`).join(', ');
-    const equal = restriction.cols.map((c, j) => `e.${c} = p.c${j}`).join(' AND ');
-    const sql = `SELECT p.i AS "__parent", c.* FROM jsonb_to_recordset(${ctx.add(JSON.stringify(records), '::jsonb')}) AS p(i int4, ${columns})
+    const { from, equal } = this.parents(ctx, restriction);
+    const sql = `SELECT p.i AS "__parent", c.* FROM ${from}
       CROSS JOIN LATERAL (SELECT e.* FROM (${source.sql(ctx)}) e WHERE ${equal} AND ${filter} ORDER BY ${order} LIMIT ${ctx.add(limit, '::int8')} OFFSET ${ctx.add(skip, '::int8')}) c`;
     const grouped: Row[][] = restriction.tuples.map(() => []);
     for (const row of await this.query<Row>(sql, ctx.params.values)) grouped[row.__parent as number]!.push(row);
@@ -109,7 +118,7 @@ class Reader {
   async count(source: EntitySource, options: QueryOptions, restriction: Restriction | undefined): Promise<number> {
     const ctx = this.ctx();
     if (source.countAll && !options.filter && !restriction) return Number((await this.query<{ n: string }>(source.countAll(ctx), ctx.params.values))[0]!.n);
-    const { filter } = this.clauses(ctx, source, { ...options, orderby: [] }, '$filter');
+    const { filter } = this.clauses(ctx, source, { ...options, orderby: [] }, 'top');
     const equal = restriction ? restriction.cols.map((c, j) => `e.${c} = ${ctx.add(asParameter(restriction.tuples[0]![j]), `::${COLUMN_TYPES[c]}`)}`) : [];
     const rows = await this.query<{ n: string }>(`SELECT count(*) AS n FROM (${source.sql(ctx)}) e WHERE ${[...equal, filter].join(' AND ')}`, ctx.params.values);
     return Number(rows[0]!.n);
@@ -119,14 +128,9 @@ class Reader {
   async counts(source: EntitySource, options: QueryOptions, restriction: Restriction): Promise<number[]> {
     if (restriction.tuples.length === 0) return [];
     const ctx = this.ctx();
-    const { filter } = this.clauses(ctx, source, { ...options, orderby: [] }, '$expand');
-    const records = restriction.tuples.map((t, i) => Object.fromEntries([['i', i], ...t.map((v, j) => [`c${j}`, asParameter(v)])]));
-    const columns = restriction.cols.map((c, j) => `c${j} ${COLUMN_TYPES[c]}`).join(', ');
-    const equal = restriction.cols.map((c, j) => `e.${c} = p.c${j}`).join(' AND ');
-    const rows = await this.query<{ i: number; n: string }>(
-      `SELECT p.i, (SELECT count(*) FROM (${source.sql(ctx)}) e WHERE ${equal} AND ${filter}) AS n FROM jsonb_to_recordset(${ctx.add(JSON.stringify(records), '::jsonb')}) AS p(i int4, ${columns})`,
-      ctx.params.values,
-    );
+    const { filter } = this.clauses(ctx, source, { ...options, orderby: [] }, 'nested');
+    const { from, equal } = this.parents(ctx, restriction);
+    const rows = await this.query<{ i: number; n: string }>(`SELECT p.i, (SELECT count(*) FROM (${source.sql(ctx)}) e WHERE ${equal} AND ${filter}) AS n FROM ${from}`, ctx.params.values);
     const out = restriction.tuples.map(() => 0);
     for (const r of rows) out[r.i] = Number(r.n);
     return out;
@@ -142,7 +146,7 @@ class Reader {
       if (!pairs) throw new StaError(501, `${source.type}/${item.navigation} is not implemented yet`);
       const limit = navigation.many ? Math.min(item.options.top ?? DEFAULT_TOP, MAX_TOP) : 1;
       const restriction = { cols: pairs.map(([theirs]) => theirs), tuples: rows.map((r) => pairs.map(([, ours]) => r[ours])) };
-      const children = await this.rows(target, item.options, '$expand', restriction, limit, item.options.skip ?? 0);
+      const children = await this.rows(target, item.options, 'nested', restriction, limit, item.options.skip ?? 0);
       const counts = item.options.count && navigation.many ? await this.counts(target, item.options, restriction) : undefined;
       await this.expand(target, children.flat(), item.options.expand);
       rows.forEach((row, i) => {
@@ -237,7 +241,7 @@ export async function answer(env: StaEnv, pathText: string, path: ResourcePath, 
   restriction = withId(source, first!.id, undefined, what);
   if (first!.id !== undefined) what += `(${idInPath(first!.id)})`;
   for (const step of steps) {
-    const [row] = (await reader.rows(source, { expand: [], orderby: [] }, '', restriction, 1, 0))[0] ?? [];
+    const [row] = (await reader.rows(source, { expand: [], orderby: [] }, 'top', restriction, 1, 0))[0] ?? [];
     if (!row) throw new StaError(404, `no ${what} (or it is outside this credential's scope)`);
     const nav = (step.via as { navigation: string }).navigation;
     const target = sourceOf(step.type);
@@ -254,7 +258,7 @@ export async function answer(env: StaEnv, pathText: string, path: ResourcePath, 
     const skip = query.skip ?? 0;
     const body: Record<string, unknown> = {};
     if (query.count) body['@iot.count'] = await reader.count(source, query, restriction);
-    const rows = top === 0 ? [] : ((await reader.rows(source, query, '$filter', restriction, top + 1, skip))[0] ?? []);
+    const rows = top === 0 ? [] : ((await reader.rows(source, query, 'top', restriction, top + 1, skip))[0] ?? []);
     const more = rows.length > top;
     if (more) rows.length = top;
     if (more) body['@iot.nextLink'] = nextLink(env, pathText, top, skip + top);
@@ -266,7 +270,7 @@ export async function answer(env: StaEnv, pathText: string, path: ResourcePath, 
     body.value = rows.map((r) => entityJson(env, source, r, query));
     return { body };
   }
-  const [row] = (await reader.rows(source, { expand: [], orderby: [] }, '', restriction, 1, 0))[0] ?? [];
+  const [row] = (await reader.rows(source, { expand: [], orderby: [] }, 'top', restriction, 1, 0))[0] ?? [];
   if (!row) throw new StaError(404, `no ${what} (or it is outside this credential's scope)`);
   if (path.ref) return { body: { '@iot.selfLink': selfLink(env.root, source, row) } };
   if (kind === 'property') {

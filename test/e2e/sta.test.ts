@@ -243,6 +243,12 @@ describe('SensorThings API v1.1 (/sta/v1.1)', () => {
     const typed = await get<{ detail: string }>(`Things?$filter=name eq 5`);
     expect(typed.status).toBe(400);
     expect(typed.body.detail).toMatch(/at 8: cannot compare a string with a number/);
+    const order = await get<{ detail: string }>(`Things?$orderby=name add 1`);
+    expect(order.status).toBe(400);
+    expect(order.body.detail).toMatch(/^\$orderby: at 0: a number is needed here/);
+    const nested = await get<{ detail: string }>(`Things?$expand=Datastreams($filter=name gt 1)`);
+    expect(nested.status).toBe(400);
+    expect(nested.body.detail).toMatch(/^\$expand: at 28: cannot compare a string with a number/);
     expect((await get(`Thingz`)).status).toBe(404);
     expect((await get(`Things(999999)`)).status).toBe(404);
     expect((await get(`Datastreams(5)`)).status).toBe(404);
