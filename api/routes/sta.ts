@@ -13,11 +13,12 @@ const REQ = 'http://www.opengis.net/spec/iot_sensing/1.1/req/';
 
 /**
  * What this server implements, exactly (18-088 §9.2.1 serverSettings): read-only sensing
- * entities but HistoricalLocations (no create-update-delete, batch, MultiDatastream, dataArray nor MQTT yet).
+ * entities (no create-update-delete, batch, MultiDatastream, dataArray nor MQTT yet).
  */
 const CONFORMANCE = [
   `${REQ}datamodel/thing`,
   `${REQ}datamodel/location`,
+  `${REQ}datamodel/historical-location`,
   `${REQ}datamodel/datastream`,
   `${REQ}datamodel/sensor`,
   `${REQ}datamodel/observed-property`,

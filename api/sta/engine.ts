@@ -57,9 +57,12 @@ interface Restriction {
   tuples: unknown[][];
 }
 
-const COLUMN_TYPES: Record<string, string> = { device_id: 'int4', key_id: 'int4', type_name: 'text', ts: 'timestamptz', foi_ts: 'timestamptz' };
+const COLUMN_TYPES: Record<string, string> = { device_id: 'int4', key_id: 'int4', type_name: 'text', ts: 'timestamptz', foi_ts: 'timestamptz', loc_ts: 'timestamptz', current_ts: 'timestamptz' };
 /** A column value as a parameter: node-pg reads PostgreSQL's ±infinity timestamps as ±Infinity, which JSON cannot carry. */
 const asParameter = (v: unknown): unknown => (v === -Infinity ? '-infinity' : v === Infinity ? 'infinity' : v);
+
+/** The entity set's listing condition (entities.ts `listed`), as a prefix of a WHERE. */
+const listed = (source: EntitySource): string => (source.listed ? `e.${source.listed} AND ` : '');
 
 class Reader {
   private statements = 0;
@@ -103,7 +106,7 @@ class Reader {
     const ctx = this.ctx();
     const { filter, order } = this.clauses(ctx, source, options, level);
     if (!restriction) {
-      const sql = `SELECT e.* FROM (${source.sql(ctx)}) e WHERE ${filter} ORDER BY ${order} LIMIT ${ctx.add(limit, '::int8')} OFFSET ${ctx.add(skip, '::int8')}`;
+      const sql = `SELECT e.* FROM (${source.sql(ctx)}) e WHERE ${listed(source)}${filter} ORDER BY ${order} LIMIT ${ctx.add(limit, '::int8')} OFFSET ${ctx.add(skip, '::int8')}`;
       return [await this.query<Row>(sql, ctx.params.values)];
     }
     if (restriction.tuples.length === 0) return [];
@@ -120,7 +123,7 @@ class Reader {
     if (source.countAll && !options.filter && !restriction) return Number((await this.query<{ n: string }>(source.countAll(ctx), ctx.params.values))[0]!.n);
     const { filter } = this.clauses(ctx, source, { ...options, orderby: [] }, 'top');
     const equal = restriction ? restriction.cols.map((c, j) => `e.${c} = ${ctx.add(asParameter(restriction.tuples[0]![j]), `::${COLUMN_TYPES[c]}`)}`) : [];
-    const rows = await this.query<{ n: string }>(`SELECT count(*) AS n FROM (${source.sql(ctx)}) e WHERE ${[...equal, filter].join(' AND ')}`, ctx.params.values);
+    const rows = await this.query<{ n: string }>(`SELECT count(*) AS n FROM (${source.sql(ctx)}) e WHERE ${restriction ? '' : listed(source)}${[...equal, filter].join(' AND ')}`, ctx.params.values);
     return Number(rows[0]!.n);
   }
 

@@ -29,6 +29,8 @@ export interface EntitySource {
   type: EntityType;
   /** SELECT … of the entities in the principal's scope. */
   sql(ctx: StaSql): string;
+  /** A condition (on a column of `e`) that the entity set's own listing applies, and not a lookup by id or a navigation. */
+  listed?: string;
   /** SELECT of one number: how many entities there are in all, cheaper than counting `sql`'s rows. */
   countAll?(ctx: StaSql): string;
   /** Columns that identify an entity, with their types; the entity set's order. */
@@ -76,7 +78,8 @@ const thing: EntitySource = {
   type: 'Thing',
   sql: (ctx) => `SELECT d.id AS device_id, d.name, coalesce(t.definition -> 'label' ->> 'en', d.type) AS description,
       jsonb_build_object('type', d.type, 'domain', t.domain)
-        || coalesce((SELECT jsonb_object_agg(a.key, a.value ORDER BY a.scope) FROM device_attributes a WHERE a.device_id = d.id AND a.scope IN ('client', 'shared')), '{}') AS properties
+        || coalesce((SELECT jsonb_object_agg(a.key, a.value ORDER BY a.scope) FROM device_attributes a WHERE a.device_id = d.id AND a.scope IN ('client', 'shared')), '{}') AS properties,
+      '-infinity'::timestamptz AS current_ts
     FROM devices d JOIN device_types t ON t.name = d.type WHERE ${ctx.deviceVisible('d.id')}`,
   idForm: '5',
   keys: [{ col: 'device_id', type: 'int4' }],
@@ -84,22 +87,59 @@ const thing: EntitySource = {
   parseId: intId,
   idOf: (r) => r.device_id as number,
   properties: { name: { col: 'name', kind: 'text' }, description: { col: 'description', kind: 'text' }, properties: { col: 'properties', kind: 'json' } },
-  links: { Locations: [['device_id', 'device_id']], Datastreams: [['device_id', 'device_id']] },
+  links: {
+    // Its current Location only (where it was is reached through HistoricalLocations).
+    Locations: [
+      ['device_id', 'device_id'],
+      ['loc_ts', 'current_ts'],
+    ],
+    HistoricalLocations: [['device_id', 'device_id']],
+    Datastreams: [['device_id', 'device_id']],
+  },
   render: (r) => ({ name: r.name, description: r.description, properties: r.properties }),
 };
 
+/** A moving device's located readings (positions over time), as rows `r` with its device `d`. */
+const movingReadings = (ctx: StaSql): string => {
+  const area = ctx.readingsArea?.({ deviceId: 'r.device_id', lng: 'r.lng', lat: 'r.lat', cell: 'r.cell' });
+  return `readings r JOIN devices d ON d.id = r.device_id JOIN device_types t ON t.name = d.type
+    WHERE coalesce((t.definition ->> 'moving')::boolean, false) AND r.lat IS NOT NULL AND ${ctx.deviceVisible('r.device_id')}${area ? ` AND ${area}` : ''}`;
+};
+const timeText = (col: string) => `to_char(${col} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`;
+
+/**
+ * Where a device is (`current`: registered, or a moving device's latest position; `@iot.id` the
+ * device id), and where a moving device was at each located reading (`'<deviceId>-<ts ms>'`,
+ * reached through its HistoricalLocations). `loc_ts` keys both: -infinity for the current one.
+ * The Locations collection lists the current ones only (`listed`).
+ */
 const location: EntitySource = {
   type: 'Location',
-  sql: (ctx) => `SELECT * FROM (SELECT d.id AS device_id, d.name, 'Position of ' || d.name AS description, '${GEOJSON}'::text AS encoding_type, ${positionColumns},
-      jsonb_build_object('moving', coalesce((t.definition ->> 'moving')::boolean, false), 'time', ${POSITION} THEN s.position_ts END) AS properties
-    FROM devices d JOIN device_types t ON t.name = d.type LEFT JOIN device_state s ON s.device_id = d.id WHERE ${ctx.deviceVisible('d.id')}) p
+  sql: (ctx) => `SELECT * FROM (
+      SELECT d.id AS device_id, d.name, 'Position of ' || d.name AS description, '${GEOJSON}'::text AS encoding_type, ${positionColumns},
+        jsonb_build_object('moving', coalesce((t.definition ->> 'moving')::boolean, false), 'time', ${POSITION} THEN s.position_ts END) AS properties,
+        '-infinity'::timestamptz AS loc_ts, true AS current
+      FROM devices d JOIN device_types t ON t.name = d.type LEFT JOIN device_state s ON s.device_id = d.id WHERE ${ctx.deviceVisible('d.id')}
+      UNION ALL
+      SELECT r.device_id, d.name || ' at ' || ${timeText('r.ts')}, 'Position of ' || d.name, '${GEOJSON}'::text, r.lng, r.lat, r.alt::float8, r.cell,
+        jsonb_build_object('moving', true, 'time', r.ts), r.ts, false
+      FROM ${movingReadings(ctx)}) p
     CROSS JOIN LATERAL (SELECT jsonb_build_object('type', 'Point', 'coordinates', CASE WHEN p.alt IS NULL THEN jsonb_build_array(p.lng, p.lat) ELSE jsonb_build_array(p.lng, p.lat, p.alt) END) AS location) g
     WHERE p.lat IS NOT NULL`,
-  idForm: '5',
-  keys: [{ col: 'device_id', type: 'int4' }],
-  order: ['device_id'],
-  parseId: intId,
-  idOf: (r) => r.device_id as number,
+  listed: 'current',
+  idForm: "5 (where a device is) or '5-1733600000000' (where a moving device was, at a time in ms)",
+  keys: [
+    { col: 'device_id', type: 'int4' },
+    { col: 'loc_ts', type: 'timestamptz' },
+  ],
+  order: ['device_id', 'loc_ts'],
+  parseId: (id) => {
+    const current = intId(id);
+    if (current) return [current[0], '-infinity'];
+    const n = dashed(id, 2, 1);
+    return n && n[1]! <= 253_402_300_799_999 ? [n[0], new Date(n[1]!).toISOString()] : undefined;
+  },
+  idOf: (r) => (r.current ? (r.device_id as number) : `${r.device_id}-${(r.loc_ts as Date).getTime()}`),
   properties: {
     name: { col: 'name', kind: 'text' },
     description: { col: 'description', kind: 'text' },
@@ -108,8 +148,40 @@ const location: EntitySource = {
     properties: { col: 'properties', kind: 'json' },
   },
   geometry: { property: 'location', lng: 'lng', lat: 'lat', cell: 'cell' },
-  links: { Things: [['device_id', 'device_id']] },
+  links: {
+    Things: [['device_id', 'device_id']],
+    HistoricalLocations: [
+      ['device_id', 'device_id'],
+      ['ts', 'loc_ts'],
+    ],
+  },
   render: (r) => ({ name: r.name, description: r.description, encodingType: r.encoding_type, location: point(r.lng, r.lat, r.alt), properties: r.properties }),
+};
+
+/** A moving device's position at one located reading: the Thing, its time, and the Location it was at. */
+const historicalLocation: EntitySource = {
+  type: 'HistoricalLocation',
+  sql: (ctx) => `SELECT r.device_id, r.ts FROM ${movingReadings(ctx)}`,
+  idForm: "'5-1733600000000' (device id, time in ms)",
+  keys: [
+    { col: 'device_id', type: 'int4' },
+    { col: 'ts', type: 'timestamptz' },
+  ],
+  order: ['device_id', 'ts'],
+  parseId: (id) => {
+    const n = dashed(id, 2, 1);
+    return n && n[1]! <= 253_402_300_799_999 ? [n[0], new Date(n[1]!).toISOString()] : undefined;
+  },
+  idOf: (r) => `${r.device_id}-${(r.ts as Date).getTime()}`,
+  properties: { time: { col: 'ts', kind: 'time' } },
+  links: {
+    Thing: [['device_id', 'device_id']],
+    Locations: [
+      ['device_id', 'device_id'],
+      ['loc_ts', 'ts'],
+    ],
+  },
+  render: (r) => ({ time: iso(r.ts) }),
 };
 
 /** Keys a device reported (device_state.latest), but not the position keys: those are columns of the readings, not Observations. */
@@ -286,7 +358,6 @@ const observation: EntitySource = {
 const featureOfInterest: EntitySource = {
   type: 'FeatureOfInterest',
   sql: (ctx) => {
-    const area = ctx.readingsArea?.({ deviceId: 'r.device_id', lng: 'r.lng', lat: 'r.lat', cell: 'r.cell' });
     return `SELECT f.*, '${GEOJSON}'::text AS encoding_type,
         jsonb_build_object('type', 'Point', 'coordinates', CASE WHEN f.alt IS NULL THEN jsonb_build_array(f.lng, f.lat) ELSE jsonb_build_array(f.lng, f.lat, f.alt) END) AS feature,
         jsonb_build_object('deviceId', f.device_id, 'time', CASE WHEN NOT f.station THEN f.foi_ts END) AS properties FROM (
@@ -295,10 +366,9 @@ const featureOfInterest: EntitySource = {
       FROM devices d JOIN device_types t ON t.name = d.type
       WHERE NOT coalesce((t.definition ->> 'moving')::boolean, false) AND d.lat IS NOT NULL AND ${ctx.deviceVisible('d.id')}
     UNION ALL
-    SELECT r.device_id, r.ts, false, d.name || ' at ' || to_char(r.ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'), 'Position of ' || d.name,
+    SELECT r.device_id, r.ts, false, d.name || ' at ' || ${timeText('r.ts')}, 'Position of ' || d.name,
         r.lng, r.lat, r.alt::float8, r.cell
-      FROM readings r JOIN devices d ON d.id = r.device_id JOIN device_types t ON t.name = d.type
-      WHERE coalesce((t.definition ->> 'moving')::boolean, false) AND r.lat IS NOT NULL AND ${ctx.deviceVisible('r.device_id')}${area ? ` AND ${area}` : ''}) f`;
+      FROM ${movingReadings(ctx)}) f`;
   },
   idForm: "5 (a station) or '5-1733600000000' (a moving device at a time in ms)",
   keys: [
@@ -330,10 +400,11 @@ const featureOfInterest: EntitySource = {
   render: (r) => ({ name: r.name, description: r.description, encodingType: r.encoding_type, feature: point(r.lng, r.lat, r.alt), properties: r.properties }),
 };
 
-/** The entity sets served, by entity type; the others (HistoricalLocations, MultiDatastreams, FeaturesOfInterest) answer 501. */
+/** The entity sets served, by entity type; the other (MultiDatastreams) answers 501. */
 export const SOURCES: Partial<Record<EntityType, EntitySource>> = {
   Thing: thing,
   Location: location,
+  HistoricalLocation: historicalLocation,
   Sensor: sensor,
   ObservedProperty: observedProperty,
   Datastream: datastream,

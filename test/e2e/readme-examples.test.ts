@@ -304,7 +304,7 @@ describe('README examples run as written', () => {
     it('runs every example of the section', () => s.expectEveryExampleRan());
 
     it('root: the entity sets served', () => {
-      expect(out('root')).toEqual(['["Things","Locations","Datastreams","Sensors","ObservedProperties","Observations","FeaturesOfInterest"]']);
+      expect(out('root')).toEqual(['["Things","Locations","HistoricalLocations","Datastreams","Sensors","ObservedProperties","Observations","FeaturesOfInterest"]']);
     });
 
     it('observations: the station\'s Datastream with its unit and newest two water levels', () => {

@@ -69,7 +69,7 @@ describe('SensorThings API v1.1 (/sta/v1.1)', () => {
     const r = await get<{ value: { name: string; url: string }[]; serverSettings: { conformance: string[] } }>('');
     expect(r.status).toBe(200);
     expect(r.headers.get('cache-control')).toBe('no-store');
-    expect(r.body.value.map((v) => v.name)).toEqual(['Things', 'Locations', 'Datastreams', 'Sensors', 'ObservedProperties', 'Observations', 'FeaturesOfInterest']);
+    expect(r.body.value.map((v) => v.name)).toEqual(['Things', 'Locations', 'HistoricalLocations', 'Datastreams', 'Sensors', 'ObservedProperties', 'Observations', 'FeaturesOfInterest']);
     for (const v of r.body.value) expect(v.url).toBe(`${root}/${v.name}`);
     expect(r.body.serverSettings.conformance).toContain('http://www.opengis.net/spec/iot_sensing/1.1/req/request-data');
     expect(r.body.serverSettings.conformance.some((c) => c.includes('create-update-delete'))).toBe(false);
@@ -110,6 +110,21 @@ describe('SensorThings API v1.1 (/sta/v1.1)', () => {
     expect(prop.body).toMatchObject({ name: 'water_level', definition: 'urn:guanlink:telemetry-key:water_level' });
     const back = await get(`ObservedProperties(${prop.body['@iot.id']})/Datastreams`);
     expect(back.body.value.map((e) => e['@iot.id'])).toEqual([level['@iot.id']]);
+  });
+
+  it('HistoricalLocations: a moving device at each located reading, with the Location it was at; Locations lists where devices are now', async () => {
+    const hl = await get(`Things(${bus.id})/HistoricalLocations?$count=true&$orderby=time desc`);
+    expect(hl.body['@iot.count']).toBe(3);
+    expect(hl.body.value.map((h) => [h['@iot.id'], h.time])).toEqual([2, 1, 0].map((i) => [`${bus.id}-${ts(i)}`, new Date(ts(i)).toISOString()]));
+    const was = await get(`HistoricalLocations('${bus.id}-${ts(1)}')/Locations`);
+    expect(was.body.value).toEqual([expect.objectContaining({ '@iot.id': `${bus.id}-${ts(1)}`, location: { type: 'Point', coordinates: [113.7, 23.01] } })]);
+    expect((await get<Entity>(`Locations('${bus.id}-${ts(1)}')/HistoricalLocations('${bus.id}-${ts(1)}')/Thing`)).body['@iot.id']).toBe(bus.id);
+    // The collection and a Thing's Locations hold where devices are, not where they were.
+    expect((await get('Locations?$top=0&$count=true')).body['@iot.count']).toBe(4);
+    expect((await get(`Things(${bus.id})/Locations`)).body.value.map((l) => l['@iot.id'])).toEqual([bus.id]);
+    expect((await get(`Things(${river.id})/HistoricalLocations`)).body.value).toEqual([]);
+    const expanded = await get(`HistoricalLocations?$filter=time ge ${new Date(ts(2)).toISOString()}&$expand=Thing($select=name),Locations($select=location)`);
+    expect(expanded.body.value).toEqual([expect.objectContaining({ Thing: { name: 'BUS-7' }, Locations: [{ location: { type: 'Point', coordinates: [113.7, 23.02] } }] })]);
   });
 
   it("FeaturesOfInterest: a station's place, a moving device's position at each reading, both ways from Observations", async () => {
@@ -256,7 +271,7 @@ describe('SensorThings API v1.1 (/sta/v1.1)', () => {
     const distance = await get<{ detail: string }>(`Locations?$filter=geo.distance(location, geography'POINT(113 23)') lt 1`);
     expect(distance.status).toBe(501);
     expect(distance.body.detail).toMatch(/geo\.distance/);
-    expect((await get(`HistoricalLocations`)).status).toBe(501);
+    expect((await get(`MultiDatastreams`)).status).toBe(501);
     expect((await get(`Things?$filter=Datastreams/name eq 'x'`)).status).toBe(501);
     expect((await get(`Observations?$filter=result mul 1e300 mul 1e300 gt 1`)).status).toBe(400);
     const post = await fetch(`${root}/Things`, { method: 'POST', headers: { authorization: `Bearer ${t.adminKey}`, 'content-type': 'application/json' }, body: '{"name":"x"}' });
@@ -304,6 +319,8 @@ describe('SensorThings API v1.1 (/sta/v1.1)', () => {
     expect((await get('Datastreams?$top=0&$count=true', waterKey)).body['@iot.count']).toBe(2);
     expect((await get('Observations?$top=0&$count=true', waterKey)).body['@iot.count']).toBe(10);
     expect((await get('FeaturesOfInterest', waterKey)).body.value.map((f) => f['@iot.id'])).toEqual([river.id]);
+    expect((await get('HistoricalLocations?$top=0&$count=true', waterKey)).body['@iot.count']).toBe(0);
+    expect((await get(`Locations('${bus.id}-${ts(1)}')`, waterKey)).status).toBe(404);
     expect((await get(`FeaturesOfInterest('${bus.id}-${ts(1)}')`, waterKey)).status).toBe(404);
     expect((await get('Sensors', waterKey)).body.value.map((s) => s['@iot.id'])).toEqual(['river-level-station']);
     expect((await get('ObservedProperties', waterKey)).body.value.map((s) => s.name).sort()).toEqual(['flow_rate', 'water_level']);
@@ -320,7 +337,7 @@ describe('SensorThings API v1.1 (/sta/v1.1)', () => {
     const lines = readFileSync(new URL('../../api/sta/query/fixtures/qgis-3.40-requests.txt', import.meta.url), 'utf8')
       .split('\n')
       .filter((l) => l.trim() !== '' && !l.startsWith('#'));
-    const served = new Set(['Things', 'Locations', 'Datastreams', 'Sensors', 'ObservedProperties', 'Observations', 'FeaturesOfInterest']);
+    const served = new Set(['Things', 'Locations', 'HistoricalLocations', 'Datastreams', 'Sensors', 'ObservedProperties', 'Observations', 'FeaturesOfInterest']);
     for (const line of lines) {
       // As QGIS sends it: only spaces encoded.
       const res = await fetch(`${root}/${line.replaceAll(' ', '%20')}`, { headers: { authorization: `Bearer ${t.adminKey}` } });
