@@ -2,7 +2,7 @@ import type { FastifyPluginAsync, FastifyRequest } from 'fastify';
 import type { Access } from '../../core/access/access.ts';
 import { QUERY_CANCELED, runHeavy, withSpatialSession, type SpatialDeps } from '../../db/spatial-query.ts';
 import { answer, StaError } from '../sta/engine.ts';
-import { prepareCovers } from '../sta/filter-sql.ts';
+import { prepareCovers } from '../sta/filter-area.ts';
 import { SOURCES } from '../sta/entities.ts';
 import { ENTITY_TYPES, MODEL } from '../sta/model.ts';
 import { parseResourcePath } from '../sta/resource-path.ts';

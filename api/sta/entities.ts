@@ -16,7 +16,7 @@ import type { StaSql } from './sql-context.ts';
  * tables' indexes (devices by id, readings by (device_id, ts)).
  */
 
-export type ColumnType = 'int4' | 'int8' | 'text' | 'timestamptz';
+export type ColumnType = 'int4' | 'text' | 'timestamptz';
 export type Kind = 'number' | 'text' | 'time' | 'json';
 
 export interface Property {
@@ -33,9 +33,9 @@ export interface EntitySource {
   listed?: string;
   /** SELECT of one number: how many entities there are in all, cheaper than counting `sql`'s rows. */
   countAll?(ctx: StaSql): string;
-  /** Columns that identify an entity, with their types; the entity set's order. */
+  /** Columns that identify an entity, with their types, in the order of its `@iot.id`'s parts. */
   keys: readonly { col: string; type: ColumnType }[];
-  /** Additional columns that order entities (after `keys` would be wrong for Observations: by time within a device). */
+  /** The key columns in the set's stable order (Observations: by time within a device, then key). */
   order: readonly string[];
   /** What its ids look like, for messages. */
   idForm: string;
@@ -357,8 +357,7 @@ const observation: EntitySource = {
  */
 const featureOfInterest: EntitySource = {
   type: 'FeatureOfInterest',
-  sql: (ctx) => {
-    return `SELECT f.*, '${GEOJSON}'::text AS encoding_type,
+  sql: (ctx) => `SELECT f.*, '${GEOJSON}'::text AS encoding_type,
         jsonb_build_object('type', 'Point', 'coordinates', CASE WHEN f.alt IS NULL THEN jsonb_build_array(f.lng, f.lat) ELSE jsonb_build_array(f.lng, f.lat, f.alt) END) AS feature,
         jsonb_build_object('deviceId', f.device_id, 'time', CASE WHEN NOT f.station THEN f.foi_ts END) AS properties FROM (
       SELECT d.id AS device_id, '-infinity'::timestamptz AS foi_ts, true AS station, d.name, 'Station ' || d.name AS description,
@@ -368,8 +367,7 @@ const featureOfInterest: EntitySource = {
     UNION ALL
     SELECT r.device_id, r.ts, false, d.name || ' at ' || ${timeText('r.ts')}, 'Position of ' || d.name,
         r.lng, r.lat, r.alt::float8, r.cell
-      FROM ${movingReadings(ctx)}) f`;
-  },
+      FROM ${movingReadings(ctx)}) f`,
   idForm: "5 (a station) or '5-1733600000000' (a moving device at a time in ms)",
   keys: [
     { col: 'device_id', type: 'int4' },
