@@ -210,12 +210,14 @@ const sensor: EntitySource = {
   render: (r, base) => ({ name: r.name, description: r.description, encodingType: r.encoding_type, metadata: `${base}/api/v1/device-types/${encodeURIComponent(r.name as string)}`, properties: r.properties }),
 };
 
+/** Keys some visible device reported: found in one hashed pass over device_state (an EXISTS per key would scan it once per key). */
 const observedProperty: EntitySource = {
   type: 'ObservedProperty',
   sql: (ctx) => `SELECT k.id::int4 AS key_id, k.name, 'urn:guanlink:telemetry-key:' || k.name AS definition,
       coalesce((SELECT t.definition -> 'keys' -> k.name -> 'label' ->> 'en' FROM device_types t WHERE t.definition -> 'keys' ? k.name ORDER BY t.name LIMIT 1), k.name) AS description,
       jsonb_build_object('unit', (SELECT t.definition -> 'keys' -> k.name ->> 'unit' FROM device_types t WHERE t.definition -> 'keys' ? k.name ORDER BY t.name LIMIT 1)) AS properties
-    FROM telemetry_keys k WHERE EXISTS (SELECT 1 FROM device_state s WHERE s.latest ? k.name AND ${ctx.deviceVisible('s.device_id')})
+    FROM telemetry_keys k
+    WHERE k.name IN (SELECT jsonb_object_keys(s.latest) FROM device_state s WHERE ${ctx.deviceVisible('s.device_id')})
       AND k.name NOT IN ('latitude', 'longitude', 'altitude')`,
   idForm: '12',
   keys: [{ col: 'key_id', type: 'int4' }],
