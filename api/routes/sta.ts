@@ -83,6 +83,9 @@ export const staRoutes: FastifyPluginAsync<{ access: Access; spatial: SpatialDep
           ),
         ),
       );
+      // For the audit log: the entities the answer holds (expanded ones not counted).
+      const value = (result.body as { value?: unknown }).value;
+      request.auditRows = Array.isArray(value) ? value.length : 1;
       if (result.raw) return reply.type('text/plain; charset=utf-8').send(result.body as string);
       return result.body;
     } catch (err) {

@@ -16,6 +16,7 @@ describe('SensorThings API v1.1 (/sta/v1.1)', () => {
   let gen: CreatedDevice;
   let bus: CreatedDevice;
   let waterKey: string;
+  let waterKeyId: number;
   const base = Date.now() - 30 * 60_000;
   const ts = (i: number) => base + i * 60_000;
 
@@ -56,8 +57,9 @@ describe('SensorThings API v1.1 (/sta/v1.1)', () => {
     await send(aq, [0, 1, 2].map((i) => ({ ts: ts(i), values: { aqi: 40 + i, pm25: 10 + i } })));
     await send(gen, [{ ts: ts(0), values: { status: 'ok', door_open: true, cfg: { mode: 'eco', level: 3 }, count: 7 } }]);
     await send(bus, [0, 1, 2].map((i) => ({ ts: ts(i), values: { latitude: 23.0 + i / 100, longitude: 113.7, speed: 30 + i } })));
-    const res = await t.api<{ key: string }>('POST', '/api/v1/keys', { name: 'water bureau GIS', owner: 'water bureau', roles: ['agency'], scope: { domains: ['water'] } });
+    const res = await t.api<{ key: string; id: number }>('POST', '/api/v1/keys', { name: 'water bureau GIS', owner: 'water bureau', roles: ['agency'], scope: { domains: ['water'] } });
     waterKey = res.body.key;
+    waterKeyId = res.body.id;
     // Datastreams appear once the latest values are saved (device_state).
     await eventually(async () => ((await get('Datastreams?$top=0&$count=true')).body['@iot.count'] === 9 ? true : undefined), { timeoutMs: 15_000 });
   });
@@ -331,6 +333,13 @@ describe('SensorThings API v1.1 (/sta/v1.1)', () => {
     expect(streams.every((d) => String(d['@iot.id']).startsWith(`${river.id}-`))).toBe(true);
     // The air-quality Datastream ids do not leak through a filter either.
     expect((await get(`Observations?$filter=Datastream/Thing/id eq ${aq.id}`, waterKey)).body.value).toEqual([]);
+    // Each request is in the audit log with the entities it answered.
+    expect((await get('Datastreams', waterKey)).body.value).toHaveLength(2);
+    const logged = await eventually(async () => {
+      const r = await t.api<{ entries: { route: string; status: number; rows: number | null }[] }>('GET', `/api/v1/audit?principal=key:${waterKeyId}&route=${encodeURIComponent('/sta/v1.1/*')}&limit=1000`);
+      return r.body.entries?.some((e) => e.rows === 2) ? r.body.entries : undefined;
+    });
+    expect(logged.every((e) => e.route === '/sta/v1.1/*')).toBe(true);
   });
 
   it('replays every QGIS 3.40 request of the reference note: what QGIS depends on holds', async () => {
