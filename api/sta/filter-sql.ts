@@ -372,6 +372,18 @@ export class FilterCompiler {
       case 'st_intersects':
       case 'st_within':
         return this.spatial(e, source, col);
+      case 'st_contains': {
+        // A polygon contains a point: the point is within it (a point contains no polygon).
+        const [a, b] = e.args as [Expr, Expr];
+        if (!this.geometryOperand(b, source, col)) return this.unsupported(e.at, `st_contains is implemented for a geometry literal and ${source.geometry?.property ?? 'a position'}: st_contains(geography'POLYGON ((…))', ${source.geometry?.property ?? 'location'})`);
+        return this.spatial({ ...e, name: 'st_within', args: [b, a] }, source, col);
+      }
+      case 'st_disjoint': {
+        const t = this.spatial({ ...e, name: 'st_intersects' }, source, col) as { sql: string };
+        return { sql: `(NOT ${t.sql})`, kind: 'boolean' };
+      }
+      case 'geo.distance':
+        return this.distance(e, source, col);
       default:
         return this.unsupported(e.at, `the function ${e.name} is not implemented`);
     }
@@ -409,6 +421,27 @@ export class FilterCompiler {
     const area = this.areaOf(other.geometry, b.at);
     if (area === 'everywhere') return { sql: `(${position.lat} IS NOT NULL)`, kind: 'boolean' };
     return { sql: `coalesce(${areaFilterSql(area, position, this.ctx.params)}, false)`, kind: 'boolean' };
+  }
+
+  /**
+   * geo.distance of an entity's position and a POINT literal: metres on the great circle (earth
+   * radius 6 371 008.8 m, as Turf and the spatial API's circles use), whether the literal is
+   * geography or geometry.
+   */
+  private distance(e: Extract<Expr, { kind: 'call' }>, source: EntitySource, col: Columns): Typed {
+    const [a, b] = e.args as [Expr, Expr];
+    const position = this.geometryOperand(a, source, col) ?? this.geometryOperand(b, source, col);
+    const literal = this.geometryOperand(a, source, col) ? b : a;
+    if (!position) return this.unsupported(e.at, `geo.distance is implemented for ${source.geometry?.property ?? 'a position'} and a POINT literal`);
+    const other = this.expr(literal, source, col);
+    if (other.kind !== 'geometry') return this.bad(literal.at, `geo.distance needs a geometry literal here (geography'POINT (lng lat)')`);
+    if (other.geometry.type !== 'Point') return this.unsupported(literal.at, `geo.distance to a ${other.geometry.type} is not implemented (to a Point is)`);
+    const [lng, lat] = other.geometry.coordinates as [number, number];
+    if (!(lat >= -90 && lat <= 90 && lng >= -180 && lng <= 180)) return this.bad(literal.at, 'the point is [longitude -180…180, latitude -90…90]');
+    const [x, y] = [this.ctx.add(lng, '::float8'), this.ctx.add(lat, '::float8')];
+    // Haversine; least(1, …) keeps rounding from taking asin out of its domain.
+    const h = `power(sin(radians(${y} - ${position.lat}) / 2), 2) + cos(radians(${position.lat})) * cos(radians(${y})) * power(sin(radians(${x} - ${position.lng}) / 2), 2)`;
+    return { sql: `(2 * 6371008.8 * asin(least(1, sqrt(${h}))))`, kind: 'number' };
   }
 
   private areaOf(geometry: Geometry, at: number): Area | 'everywhere' {
