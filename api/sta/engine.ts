@@ -284,6 +284,7 @@ export async function answer(env: StaEnv, pathText: string, path: ResourcePath, 
     if (path.rawValue) return { body: value === null ? '' : typeof value === 'object' ? JSON.stringify(value) : String(value), raw: true };
     return { body: { [property]: value } };
   }
+  checkSelect(source, query, '$select');
   await reader.expand(source, [row], query.expand);
   return { body: entityJson(env, source, row, query) };
 }

@@ -160,6 +160,8 @@ describe('SensorThings API v1.1 (/sta/v1.1)', () => {
     expect(one.body.result).toBe(2.4);
     expect((await get<Entity>(`Observations('${ds}-${ts(4)}')/Datastream/Thing`)).body['@iot.id']).toBe(river.id);
     expect((await get<Entity>(`Things(${river.id})/name`)).body).toEqual({ name: 'DG-WL-001' });
+    expect((await get<Entity>(`Things(${river.id})?$select=name,Datastreams`)).body).toEqual({ name: 'DG-WL-001', 'Datastreams@iot.navigationLink': `${root}/Things(${river.id})/Datastreams` });
+    expect((await get(`Things(${river.id})?$select=nonsense`)).status).toBe(400);
     const raw = await get(`Things(${river.id})/name/$value`);
     expect(raw.text).toBe('DG-WL-001');
     const refs = await get(`Things(${river.id})/Datastreams/$ref`);
