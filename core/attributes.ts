@@ -3,7 +3,8 @@ import type pg from 'pg';
 import type { Logger } from './log.ts';
 import type { Rejection } from '../ingest/readings.ts';
 import { describeValue } from '../ingest/telemetry-payload.ts';
-import { valueProblem as jsonValueProblem, type Json } from '../ingest/json-value.ts';
+import { valueProblem as jsonValueProblem } from '../ingest/json-value.ts';
+import type { Json } from '../ingest/readings.ts';
 import { MAX_KEY_LENGTH, keyProblem } from '../ingest/validate.ts';
 
 /**

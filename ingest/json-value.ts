@@ -1,7 +1,5 @@
 import { describeValue } from './telemetry-payload.ts';
 
-/** A JSON value as JSON.parse returns it. */
-export type Json = string | number | boolean | null | Json[] | { [key: string]: Json };
 
 export interface JsonValueLimits {
   /** Bytes of the value written as JSON. */

@@ -1,5 +1,7 @@
 import type { Domain } from '../core/domains.ts';
-import type { Json } from './json-value.ts';
+
+/** A JSON value as JSON.parse returns it. */
+export type Json = string | number | boolean | null | Json[] | { [key: string]: Json };
 
 /** A telemetry value that is not a number: a string, a boolean, or a JSON object or array (ThingsBoard's other types). */
 export type NonNumericValue = Exclude<Json, number | null>;
