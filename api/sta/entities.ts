@@ -66,6 +66,19 @@ function dashed(id: EntityId, parts: number, int4Parts: number): number[] | unde
   return n.slice(0, int4Parts).every((x) => x <= 2 ** 31 - 1) ? n : undefined;
 }
 const iso = (v: unknown): string | null => (v instanceof Date ? v.toISOString() : null);
+/** Epoch milliseconds up to the year 9999 (what an ISO 8601 date-time of four-digit years holds), as an instant; else undefined. */
+const instant = (ms: number | undefined): string | undefined => (ms !== undefined && ms <= 253_402_300_799_999 ? new Date(ms).toISOString() : undefined);
+/** `'12-1733600000000'`: a device at an instant (a moving device's past position, a reading). */
+function deviceAt(id: EntityId): unknown[] | undefined {
+  const n = dashed(id, 2, 1);
+  const at = instant(n?.[1]);
+  return n && at ? [n[0], at] : undefined;
+}
+/** `5` (a device's current or registered place) or `'5-1733600000000'` (a moving device at an instant). */
+const deviceOrDeviceAt = (id: EntityId): unknown[] | undefined => {
+  const device = intId(id);
+  return device ? [device[0], '-infinity'] : deviceAt(id);
+};
 const point = (lng: unknown, lat: unknown, alt?: unknown) =>
   typeof lng === 'number' && typeof lat === 'number' ? { type: 'Point', coordinates: typeof alt === 'number' ? [lng, lat, alt] : [lng, lat] } : null;
 
@@ -133,12 +146,7 @@ const location: EntitySource = {
     { col: 'loc_ts', type: 'timestamptz' },
   ],
   order: ['device_id', 'loc_ts'],
-  parseId: (id) => {
-    const current = intId(id);
-    if (current) return [current[0], '-infinity'];
-    const n = dashed(id, 2, 1);
-    return n && n[1]! <= 253_402_300_799_999 ? [n[0], new Date(n[1]!).toISOString()] : undefined;
-  },
+  parseId: deviceOrDeviceAt,
   idOf: (r) => (r.current ? (r.device_id as number) : `${r.device_id}-${(r.loc_ts as Date).getTime()}`),
   properties: {
     name: { col: 'name', kind: 'text' },
@@ -168,10 +176,7 @@ const historicalLocation: EntitySource = {
     { col: 'ts', type: 'timestamptz' },
   ],
   order: ['device_id', 'ts'],
-  parseId: (id) => {
-    const n = dashed(id, 2, 1);
-    return n && n[1]! <= 253_402_300_799_999 ? [n[0], new Date(n[1]!).toISOString()] : undefined;
-  },
+  parseId: deviceAt,
   idOf: (r) => `${r.device_id}-${(r.ts as Date).getTime()}`,
   properties: { time: { col: 'ts', kind: 'time' } },
   links: {
@@ -326,8 +331,8 @@ const observation: EntitySource = {
   order: ['device_id', 'ts', 'key_id'],
   parseId: (id) => {
     const n = dashed(id, 3, 2);
-    // Up to the year 9999: what an ISO 8601 date-time of four-digit years holds.
-    return n && n[2]! <= 253_402_300_799_999 ? [n[0], n[1], new Date(n[2]!).toISOString()] : undefined;
+    const at = instant(n?.[2]);
+    return n && at ? [n[0], n[1], at] : undefined;
   },
   idOf: (r) => `${r.device_id}-${r.key_id}-${(r.ts as Date).getTime()}`,
   properties: {
@@ -376,12 +381,7 @@ const featureOfInterest: EntitySource = {
     { col: 'foi_ts', type: 'timestamptz' },
   ],
   order: ['device_id', 'foi_ts'],
-  parseId: (id) => {
-    const station = intId(id);
-    if (station) return [station[0], '-infinity'];
-    const n = dashed(id, 2, 1);
-    return n && n[1]! <= 253_402_300_799_999 ? [n[0], new Date(n[1]!).toISOString()] : undefined;
-  },
+  parseId: deviceOrDeviceAt,
   idOf: (r) => (r.station ? (r.device_id as number) : `${r.device_id}-${(r.foi_ts as Date).getTime()}`),
   properties: {
     name: { col: 'name', kind: 'text' },

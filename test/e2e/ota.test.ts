@@ -5,25 +5,6 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase, testPool } from '../support/database.ts';
 import { inbox, nextMessage, sleep, type Received } from '../support/inbox.ts';
-
-/** A received message with its payload as bytes (chunks are binary). */
-type Message = Received & { raw: Buffer };
-
-/** inbox(), keeping each payload's bytes too. */
-function rawInbox(client: MqttClient): Message[] {
-  const messages: Message[] = [];
-  client.on('message', (topic, payload, packet) => {
-    const text = payload.toString();
-    let body: unknown = text;
-    try {
-      body = JSON.parse(text);
-    } catch {
-      // kept as text
-    }
-    messages.push({ topic, text, body, qos: packet.qos, raw: payload });
-  });
-  return messages;
-}
 import { eventually, startTestPlatform, type CreatedDevice, type TestPlatform } from '../support/platform.ts';
 
 /**
@@ -86,14 +67,14 @@ function sdkVerifyChecksum(data: Buffer, algorithm: string, checksum: string): b
  * request it makes, and the chunk loop of `__get_firmware` / `_on_message`.
  */
 class SdkDevice {
-  readonly messages: Message[];
+  readonly messages: Received[];
   readonly info = { current_fw_title: 'Initial', current_fw_version: 'v0', fw_state: 'IDLE', fw_error: '' };
   private attributeRequestId = 0;
   firmwareRequestId = 0;
   chunkLengths: number[] = [];
 
   constructor(readonly client: MqttClient) {
-    this.messages = rawInbox(client);
+    this.messages = inbox(client);
   }
 
   /** update_firmware_info: the four keys as string telemetry, at QoS 1. */
@@ -131,7 +112,7 @@ class SdkDevice {
       const payload = !chunkSize || chunkSize > size ? '' : String(chunkSize);
       const before = this.messages.length;
       await this.client.publishAsync(`v2/fw/request/${this.firmwareRequestId}/chunk/${chunk}`, payload, { qos: 1 });
-      const m = (await nextMessage(this.messages, new RegExp(`^v2/fw/response/${this.firmwareRequestId}/chunk/`), before)) as Message;
+      const m = (await nextMessage(this.messages, new RegExp(`^v2/fw/response/${this.firmwareRequestId}/chunk/`), before)) as Received;
       expect(m.topic).toBe(`v2/fw/response/${this.firmwareRequestId}/chunk/${chunk}`);
       const bytes = Buffer.from(m.raw);
       this.chunkLengths.push(bytes.length);
@@ -338,7 +319,7 @@ describe('OTA firmware and software updates (ThingsBoard-compatible)', () => {
       await c.publishAsync('v2/fw/request/77/chunk/0', '2000', { qos: 1 });
       await c.publishAsync('v2/fw/request/77/chunk/2', '', { qos: 1 });
       await c.publishAsync('v2/fw/request/77/chunk/9', '', { qos: 1 });
-      const got = async (k: number) => (await nextMessage(sdk.messages, `v2/fw/response/77/chunk/${k}`, at)) as Message;
+      const got = async (k: number) => (await nextMessage(sdk.messages, `v2/fw/response/77/chunk/${k}`, at)) as Received;
       expect((await got(0)).raw.equals(data.subarray(0, 2000))).toBe(true);
       expect((await got(2)).raw.equals(data.subarray(4000, 5000))).toBe(true);
       expect((await got(9)).raw.length).toBe(0);
@@ -361,7 +342,7 @@ describe('OTA firmware and software updates (ThingsBoard-compatible)', () => {
       });
       const at = sdk.messages.length;
       await sdk.client.publishAsync('v2/sw/request/5/chunk/1', '2048', { qos: 1 });
-      expect(((await nextMessage(sdk.messages, 'v2/sw/response/5/chunk/1', at)) as Message).raw.equals(data.subarray(2048))).toBe(true);
+      expect(((await nextMessage(sdk.messages, 'v2/sw/response/5/chunk/1', at)) as Received).raw.equals(data.subarray(2048))).toBe(true);
       // Its firmware is another matter: none assigned.
       expect((await t.api<{ assignments: { type: string; target: number | null }[] }>('GET', `/api/v1/devices/${d.id}/ota`)).body.assignments).toEqual([
         { type: 'FIRMWARE', own: null, deviceType: null, target: null },
@@ -442,7 +423,7 @@ describe('OTA firmware and software updates (ThingsBoard-compatible)', () => {
       const ok = await sdkDevice(d, 5);
       const before = ok.messages.length;
       await ok.client.publishAsync('v2/fw/request/3/chunk/1', '65536', { qos: 1 });
-      expect(((await nextMessage(ok.messages, 'v2/fw/response/3/chunk/1', before)) as Message).raw.length).toBe(70_000 - 65_536);
+      expect(((await nextMessage(ok.messages, 'v2/fw/response/3/chunk/1', before)) as Received).raw.length).toBe(70_000 - 65_536);
     });
 
     it('NOT_FOUND on v2/fw/error (for software too) when the device has no package of that type; nothing changes', async () => {
@@ -462,7 +443,7 @@ describe('OTA firmware and software updates (ThingsBoard-compatible)', () => {
       const ok = await sdkDevice(d, 4);
       const before = ok.messages.length;
       await ok.client.publishAsync('v2/fw/request/1/chunk/0', '100', { qos: 1 });
-      expect(((await nextMessage(ok.messages, 'v2/fw/response/1/chunk/0', before)) as Message).raw.equals(image(1_000).subarray(0, 100))).toBe(true);
+      expect(((await nextMessage(ok.messages, 'v2/fw/response/1/chunk/0', before)) as Received).raw.equals(image(1_000).subarray(0, 100))).toBe(true);
     });
   });
 
@@ -654,10 +635,10 @@ describe('OTA firmware and software updates (ThingsBoard-compatible)', () => {
         const token = devices[0]!.accessToken;
         // The device connects to node b, which never saw the upload.
         const client = await b.connect(token, { protocolVersion: 5 });
-        const messages = rawInbox(client);
+        const messages = inbox(client);
         await a.api('PUT', `/api/v1/devices/${ids[0]}/ota`, { packageId: created.body.id });
         await client.publishAsync('v2/fw/request/1/chunk/2', '65536', { qos: 1 });
-        expect(((await nextMessage(messages, 'v2/fw/response/1/chunk/2')) as Message).raw.equals(data.subarray(131_072))).toBe(true);
+        expect(((await nextMessage(messages, 'v2/fw/response/1/chunk/2')) as Received).raw.equals(data.subarray(131_072))).toBe(true);
 
         const campaign = await b.api<Campaign>('POST', '/api/v1/ota/campaigns', { packageId: created.body.id, deviceIds: ids.slice(1), devicesPerMinute: 60 });
         expect(campaign.status).toBe(201);

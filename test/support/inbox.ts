@@ -1,9 +1,10 @@
 import type { MqttClient } from 'mqtt';
 import { eventually } from './platform.ts';
 
-/** One message an MQTT client received: its text, and that text parsed as JSON when it is JSON. */
+/** One message an MQTT client received: its bytes, its text, and that text parsed as JSON when it is JSON. */
 export interface Received {
   topic: string;
+  raw: Buffer;
   text: string;
   body: unknown;
   qos: number;
@@ -20,7 +21,7 @@ export function inbox(client: MqttClient): Received[] {
     } catch {
       // kept as text
     }
-    messages.push({ topic, text, body, qos: packet.qos });
+    messages.push({ topic, raw: payload, text, body, qos: packet.qos });
   });
   return messages;
 }
