@@ -60,8 +60,16 @@ describe('SensorThings API v1.1 (/sta/v1.1)', () => {
     const res = await t.api<{ key: string; id: number }>('POST', '/api/v1/keys', { name: 'water bureau GIS', owner: 'water bureau', roles: ['agency'], scope: { domains: ['water'] } });
     waterKey = res.body.key;
     waterKeyId = res.body.id;
-    // Datastreams appear once the latest values are saved (device_state).
-    await eventually(async () => ((await get('Datastreams?$top=0&$count=true')).body['@iot.count'] === 9 ? true : undefined), { timeoutMs: 15_000 });
+    // Datastreams and a moving device's latest Location come from the saved latest state
+    // (device_state, every LATEST_FLUSH_MS): wait until the last of what was sent is saved.
+    await eventually(
+      async () => {
+        if ((await get('Datastreams?$top=0&$count=true')).body['@iot.count'] !== 9) return undefined;
+        const location = (await get<Entity>(`Locations(${bus.id})`)).body as unknown as { location?: { coordinates?: number[] } };
+        return location.location?.coordinates?.join() === '113.7,23.02' ? true : undefined;
+      },
+      { timeoutMs: 15_000 },
+    );
   });
   afterAll(async () => {
     await t?.stop();
