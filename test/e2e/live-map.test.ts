@@ -235,12 +235,13 @@ describe('live map page', () => {
     // The same in Chinese.
     await page.click('#lang');
     await expect.poll(() => page.textContent('#alarm-section h2')).toContain('未处理告警');
+    // The headings change at once; the alarm list is redrawn in the next frame.
+    await expect.poll(async () => (await item.textContent()) ?? '').toContain('紧急');
     const zh = (await item.textContent()) ?? '';
-    expect(zh).toContain('紧急');
     expect(zh).toContain('已由 duty-officer-wang 确认');
     expect(zh).toMatch(/水位 5\.62 m > 5 m/);
     expect(await page.textContent('#geofence-section h2')).toBe('电子围栏');
-    expect(await entry.textContent()).toContain('e2e-depot-bus 进入 e2e-depot');
+    await expect.poll(async () => (await entry.textContent()) ?? '').toContain('e2e-depot-bus 进入 e2e-depot');
     expect(await page.textContent('#operator-field')).toContain('确认人');
     await page.click('#lang');
     await expect.poll(() => page.textContent('#alarm-section h2')).toContain('Open alarms');
