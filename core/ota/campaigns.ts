@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import { inTransaction } from '../../db/pool.ts';
 import type { Logger } from '../log.ts';
 import { PeriodicJob } from '../periodic.ts';
 import type { OtaAssignments } from './assignments.ts';
@@ -83,24 +84,16 @@ export class OtaCampaigns {
     const missing = ids.filter((id) => !found.has(id));
     if (missing.length > 0) throw new OtaError('invalid', `devices: no device ${missing.slice(0, 20).join(', ')}${missing.length > 20 ? ` (and ${missing.length - 20} more)` : ''}`);
     for (const type of new Set(found.values())) await this.deps.assignments.assignable(pkg.id, type);
-    const client = await this.deps.pool.connect();
-    let id: number;
-    try {
-      await client.query('BEGIN');
+    const id = await inTransaction(this.deps.pool, async (client) => {
       const { rows } = await client.query<{ id: number }>('INSERT INTO ota_campaigns (package_id, devices_per_minute, created_by) VALUES ($1, $2, $3) RETURNING id', [
         pkg.id,
         input.devicesPerMinute,
         input.createdBy,
       ]);
-      id = rows[0]!.id;
-      await client.query('INSERT INTO ota_campaign_devices (campaign_id, device_id, seq) SELECT $1, d, o::int FROM unnest($2::int[]) WITH ORDINALITY AS u(d, o)', [id, ids]);
-      await client.query('COMMIT');
-    } catch (err) {
-      await client.query('ROLLBACK').catch(() => {});
-      throw err;
-    } finally {
-      client.release();
-    }
+      const created = rows[0]!.id;
+      await client.query('INSERT INTO ota_campaign_devices (campaign_id, device_id, seq) SELECT $1, d, o::int FROM unnest($2::int[]) WITH ORDINALITY AS u(d, o)', [created, ids]);
+      return created;
+    });
     await this.job.now(() => this.tick()); // the first devices at once
     return (await this.get(id))!;
   }
@@ -141,9 +134,7 @@ export class OtaCampaigns {
 
   private async advance(id: number): Promise<number> {
     const { pool, packages, assignments } = this.deps;
-    const client = await pool.connect();
-    try {
-      await client.query('BEGIN');
+    return inTransaction(pool, async (client) => {
       // Times from the database's clock only: the nodes sharing it need not agree on the time.
       const { rows } = await client.query<{ package_id: number; devices_per_minute: number; in_last_minute: number; since_last_ms: number | null }>(
         `SELECT c.package_id, c.devices_per_minute,
@@ -153,10 +144,7 @@ export class OtaCampaigns {
         [id],
       );
       const c = rows[0];
-      if (!c) {
-        await client.query('ROLLBACK');
-        return 0;
-      }
+      if (!c) return 0; // done meanwhile, or being advanced by another node
       const spacingMs = 60_000 / c.devices_per_minute;
       // Spread over the minute (one per spacing; the first at once), and never more than N in the last 60 s.
       const due = Math.min(c.devices_per_minute - c.in_last_minute, c.since_last_ms === null ? 1 : Math.floor(c.since_last_ms / spacingMs));
@@ -177,13 +165,7 @@ export class OtaCampaigns {
       }
       const { rows: left } = await client.query<{ n: number }>('SELECT count(*)::int AS n FROM ota_campaign_devices WHERE campaign_id = $1 AND assigned_at IS NULL', [id]);
       if (left[0]!.n === 0 || !pkg) await client.query(`UPDATE ota_campaigns SET status = 'done', finished_at = now() WHERE id = $1`, [id]);
-      await client.query('COMMIT');
       return pkg ? next.length : 0;
-    } catch (err) {
-      await client.query('ROLLBACK').catch(() => {});
-      throw err;
-    } finally {
-      client.release();
-    }
+    });
   }
 }

@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import { inTransaction } from '../../db/pool.ts';
 import type { Reading } from '../../ingest/readings.ts';
 import type { Logger } from '../log.ts';
 import { OTA_TYPES, keyPrefix, type OtaType } from './packages.ts';
@@ -141,26 +142,19 @@ export class OtaDeviceStates {
        WHERE coalesce(da.package_id, ta.package_id) = $1 AND ($3::int[] IS NULL OR d.id = ANY ($3::int[]))`;
     // One snapshot for the three parts: read apart, a report landing between them made the counts
     // disagree with the failures listed.
-    const client = await this.deps.pool.connect();
-    let states, versions, failures;
-    try {
-      await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-      states = await client.query<{ state: string; n: number }>(`WITH t AS (${targeted}) SELECT state, count(*)::int AS n FROM t GROUP BY state ORDER BY state`, params);
-      versions = await client.query<{ title: string | null; version: string | null; n: number }>(
+    const { states, versions, failures } = await inTransaction(this.deps.pool, async (client) => {
+      await client.query('SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY');
+      const states = await client.query<{ state: string; n: number }>(`WITH t AS (${targeted}) SELECT state, count(*)::int AS n FROM t GROUP BY state ORDER BY state`, params);
+      const versions = await client.query<{ title: string | null; version: string | null; n: number }>(
         `WITH t AS (${targeted}) SELECT current_title AS title, current_version AS version, count(*)::int AS n FROM t GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2 LIMIT 100`,
         params,
       );
-      failures = await client.query<{ id: number; name: string; error: string | null; updated_at: Date }>(
+      const failures = await client.query<{ id: number; name: string; error: string | null; updated_at: Date }>(
         `WITH t AS (${targeted}) SELECT id, name, error, updated_at FROM t WHERE state = 'FAILED' ORDER BY updated_at DESC, id LIMIT 100`,
         params,
       );
-      await client.query('COMMIT');
-    } catch (err) {
-      await client.query('ROLLBACK').catch(() => {});
-      throw err;
-    } finally {
-      client.release();
-    }
+      return { states, versions, failures };
+    });
     return {
       targeted: states.rows.reduce((sum, r) => sum + r.n, 0),
       states: Object.fromEntries(states.rows.map((r) => [r.state, r.n])),

@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import { inTransaction } from '../../db/pool.ts';
 import { CHECKSUM_HEX_LENGTH, createChecksum, type ChecksumAlgorithm } from './checksum.ts';
 
 /** ThingsBoard's OtaPackageType: firmware (`fw_*` keys, `v2/fw/…`) or software (`sw_*`, `v2/sw/…`). */
@@ -145,9 +146,7 @@ export class OtaPackages {
 
   /** Deletes a package with its data; refused (conflict) while a device type, a device or a running campaign uses it. */
   async delete(id: number): Promise<OtaPackage> {
-    const client = await this.pool.connect();
-    try {
-      await client.query('BEGIN');
+    return inTransaction(this.pool, async (client) => {
       const { rows } = await client.query<PackageRow>(`SELECT ${COLUMNS} FROM ota_packages WHERE id = $1 FOR UPDATE`, [id]);
       if (!rows[0]) throw new OtaError('not_found', `no OTA package ${id}`);
       const { rows: uses } = await client.query<{ types: number; devices: number; campaigns: number }>(
@@ -165,14 +164,8 @@ export class OtaPackages {
       }
       await client.query('DELETE FROM ota_campaigns WHERE package_id = $1', [id]);
       await client.query('DELETE FROM ota_packages WHERE id = $1', [id]);
-      await client.query('COMMIT');
       return toPackage(rows[0]);
-    } catch (err) {
-      await client.query('ROLLBACK').catch(() => {});
-      throw err;
-    } finally {
-      client.release();
-    }
+    });
   }
 
   /**
@@ -183,9 +176,7 @@ export class OtaPackages {
    * fails (the client went away) rolls back too.
    */
   async upload(id: number, source: AsyncIterable<Uint8Array>): Promise<OtaPackage> {
-    const client = await this.pool.connect();
-    try {
-      await client.query('BEGIN');
+    return inTransaction(this.pool, async (client) => {
       const { rows } = await client.query<PackageRow>(`SELECT ${COLUMNS} FROM ota_packages WHERE id = $1 FOR UPDATE`, [id]);
       const row = rows[0];
       if (!row) throw new OtaError('not_found', `no OTA package ${id}`);
@@ -221,14 +212,8 @@ export class OtaPackages {
         `UPDATE ota_packages SET size = $2, checksum = $3, uploaded_at = now() WHERE id = $1 RETURNING ${COLUMNS}`,
         [id, total, computed],
       );
-      await client.query('COMMIT');
       return toPackage(updated[0]!);
-    } catch (err) {
-      await client.query('ROLLBACK').catch(() => {});
-      throw err;
-    } finally {
-      client.release();
-    }
+    });
   }
 
   /**
