@@ -86,12 +86,17 @@ export class LatestTracker {
     return this.saving ? [this.saving, this.dirty] : [this.dirty];
   }
 
+  /** The maps captured before a read, and the changes recorded since when a save swapped them out meanwhile. */
+  private sinceRead(captured: Map<number, DeviceLatest>[]): Map<number, DeviceLatest>[] {
+    return captured.includes(this.dirty) ? captured : [...captured, this.dirty];
+  }
+
   /** Latest state of one device, or undefined when it never reported. */
   async get(deviceId: number): Promise<DeviceLatest | undefined> {
     const unsaved = this.unsaved();
     const { rows } = await this.pool.query<StateRow>(`${SELECT_STATE} WHERE device_id = $1`, [deviceId]);
     let state = rows[0] ? fromRow(rows[0]) : undefined;
-    for (const map of [...unsaved, this.dirty]) {
+    for (const map of this.sinceRead(unsaved)) {
       const fresh = map.get(deviceId);
       if (!fresh) continue;
       if (state) mergeLatest(state, fresh);
@@ -105,7 +110,7 @@ export class LatestTracker {
     const unsaved = this.unsaved();
     const { rows } = await this.pool.query<StateRow>(SELECT_STATE);
     const byId = new Map(rows.map((r) => [r.device_id, fromRow(r)]));
-    for (const map of [...unsaved, this.dirty]) {
+    for (const map of this.sinceRead(unsaved)) {
       for (const fresh of map.values()) {
         const stored = byId.get(fresh.deviceId);
         if (stored) mergeLatest(stored, fresh);
